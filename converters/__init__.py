@@ -1,0 +1,1 @@
+"""Host-side conversion: ONNX (and training/export scripts). Needs the `onnx` package."""

@@ -1,0 +1,230 @@
+"""ONNX attributes and parameter inputs -> the engine's canonical attrs, one rule per op.
+
+ONNX moved several parameters from attributes to inputs across opsets (Clip, Pad, Squeeze,
+Unsqueeze, ReduceMean) and changed defaults (Softmax). Each rule here reads whichever form the
+model's opset uses and returns (attrs, tensor_inputs): the parameters every kernel needs as plain
+values, with every default filled in, and the inputs that stay tensors at run time.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from haste_edge.errors import UnsupportedOpError
+
+
+class NodeView:
+    """What a rule sees of one node: ONNX attributes, input names, constant values, shapes."""
+
+    def __init__(self, node, attrs: dict, consts: dict, shapes: dict, opset: int):
+        self.node, self.attrs, self.opset = node, attrs, opset
+        self.inputs = list(node.input)
+        self._consts, self._shapes = consts, shapes
+
+    def has(self, i: int) -> bool:
+        return i < len(self.inputs) and self.inputs[i] != ""
+
+    def const(self, i: int, what: str):
+        """Value of input i, which must be known before run time (a weight or a folded shape)."""
+        if not self.has(i):
+            return None
+        name = self.inputs[i]
+        if name not in self._consts:
+            raise UnsupportedOpError(
+                f"{self.node.op_type} node '{self.node.name}': its {what} (input '{name}') is computed "
+                f"at run time; only constant {what} is supported")
+        return self._consts[name]
+
+    def shape(self, i: int) -> tuple:
+        return self._shapes[self.inputs[i]]
+
+    def fail(self, why: str):
+        raise UnsupportedOpError(f"{self.node.op_type} node '{self.node.name}' (opset {self.opset}): {why}")
+
+
+def _ints(v):
+    return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
+    """Resolve auto_pad into explicit [top, left, bottom, right] pads."""
+    auto = nv.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ("NOTSET", ""):
+        pads = _ints(nv.attrs.get("pads")) or [0] * (2 * len(kernel))
+        return pads
+    if auto == "VALID":
+        return [0] * (2 * len(kernel))
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        nv.fail(f"unknown auto_pad {auto!r}")
+    size = nv.shape(0)[2:]
+    begin, end = [], []
+    for n, k, s, d in zip(size, kernel, strides, dilations):
+        out = -(-n // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _window(nv: NodeView, kernel: list[int]) -> dict:
+    if len(kernel) != 2:
+        nv.fail(f"only 2-D windows are supported, got kernel_shape {kernel}")
+    strides = _ints(nv.attrs.get("strides")) or [1, 1]
+    dilations = _ints(nv.attrs.get("dilations")) or [1, 1]
+    return dict(kernel_shape=kernel, strides=strides, dilations=dilations,
+                pads=_spatial(nv, kernel, strides, dilations))
+
+
+def conv(nv: NodeView):
+    if len(nv.shape(1)) != 4:
+        nv.fail(f"only 2-D convolutions are supported, weight shape is {list(nv.shape(1))}")
+    kernel = _ints(nv.attrs.get("kernel_shape")) or list(nv.shape(1)[2:])
+    attrs = _window(nv, kernel)
+    attrs.update(group=int(nv.attrs.get("group", 1)), activation="", clip_min=None, clip_max=None)
+    return attrs, nv.inputs[:3]
+
+
+def max_pool(nv: NodeView):
+    if len(nv.node.output) > 1 and nv.node.output[1]:
+        nv.fail("the Indices output is not supported")
+    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
+    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
+    return attrs, nv.inputs[:1]
+
+
+def average_pool(nv: NodeView):
+    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
+    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
+    attrs["count_include_pad"] = int(nv.attrs.get("count_include_pad", 0))
+    return attrs, nv.inputs[:1]
+
+
+def gemm(nv: NodeView):
+    return dict(alpha=float(nv.attrs.get("alpha", 1.0)), beta=float(nv.attrs.get("beta", 1.0)),
+                transA=int(nv.attrs.get("transA", 0)), transB=int(nv.attrs.get("transB", 0))), nv.inputs[:3]
+
+
+def batch_norm(nv: NodeView):
+    if int(nv.attrs.get("training_mode", 0)) or (len(nv.node.output) > 1 and any(nv.node.output[1:])):
+        nv.fail("training mode (running-statistics outputs) is not supported")
+    return dict(epsilon=float(nv.attrs.get("epsilon", 1e-5))), nv.inputs[:5]
+
+
+def clip(nv: NodeView):
+    if nv.opset < 11:
+        lo, hi = nv.attrs.get("min"), nv.attrs.get("max")
+    else:
+        lo, hi = nv.const(1, "min"), nv.const(2, "max")
+    lo = None if lo is None else float(np.asarray(lo).reshape(()))
+    hi = None if hi is None else float(np.asarray(hi).reshape(()))
+    return dict(min=lo, max=hi), nv.inputs[:1]
+
+
+def softmax(nv: NodeView):
+    legacy = nv.opset < 13
+    return dict(axis=int(nv.attrs.get("axis", 1 if legacy else -1)), coerce_2d=int(legacy)), nv.inputs[:1]
+
+
+def reduce_mean(nv: NodeView):
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 18 else _ints(nv.const(1, "axes"))
+    return dict(axes=axes, keepdims=int(nv.attrs.get("keepdims", 1)),
+                noop_with_empty_axes=int(nv.attrs.get("noop_with_empty_axes", 0))), nv.inputs[:1]
+
+
+def squeeze_like(nv: NodeView):
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 13 else _ints(nv.const(1, "axes"))
+    return dict(axes=axes), nv.inputs[:1]
+
+
+def reshape(nv: NodeView):
+    if nv.opset < 5:
+        shape = _ints(nv.attrs["shape"])
+    else:
+        shape = _ints(nv.const(1, "shape"))
+    return dict(shape=shape, allowzero=int(nv.attrs.get("allowzero", 0))), nv.inputs[:1]
+
+
+def pad(nv: NodeView):
+    mode = nv.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        nv.fail(f"only mode 'constant' is supported, got {mode!r}")
+    if nv.opset < 11:
+        pads, value = _ints(nv.attrs.get("pads") or nv.attrs.get("paddings")), nv.attrs.get("value", 0.0)
+    else:
+        pads = _ints(nv.const(1, "pads"))
+        value = nv.const(2, "constant_value")
+        axes = _ints(nv.const(3, "axes"))
+        if axes is not None:  # opset 18: pads given for `axes` only
+            rank = len(nv.shape(0))
+            full = [0] * (2 * rank)
+            for j, a in enumerate(axes):
+                a %= rank
+                full[a], full[a + rank] = pads[j], pads[j + len(axes)]
+            pads = full
+    value = 0.0 if value is None else float(np.asarray(value).reshape(-1)[0]) if np.size(value) else 0.0
+    return dict(pads=pads, value=value), nv.inputs[:1]
+
+
+def check_inference_dropout(nv: NodeView):
+    """Dropout runs as identity: only when not training and its mask output is unused."""
+    if len(nv.node.output) > 1 and nv.node.output[1]:
+        nv.fail("the mask output is not supported (inference only)")
+    training = nv.attrs.get("is_test", 1) == 0 if nv.opset < 7 else False
+    if nv.has(2):
+        training = nv.inputs[2] not in nv._consts or bool(np.asarray(nv._consts[nv.inputs[2]]))
+    if training:
+        nv.fail("training mode is not supported (inference only)")
+
+
+def _plain(*names_defaults):
+    def rule(nv: NodeView):
+        out = {}
+        for name, default in names_defaults:
+            v = nv.attrs.get(name, default)
+            out[name] = _ints(v) if isinstance(v, (list, tuple, np.ndarray)) else v
+        return out, nv.inputs
+    return rule
+
+
+RULES = {
+    "Conv": conv,
+    "MaxPool": max_pool,
+    "AveragePool": average_pool,
+    "GlobalAveragePool": _plain(),
+    "Gemm": gemm,
+    "MatMul": _plain(),
+    "BatchNormalization": batch_norm,
+    "Relu": _plain(),
+    "Clip": clip,
+    "LeakyRelu": _plain(("alpha", 0.01)),
+    "PRelu": _plain(),
+    "Sigmoid": _plain(),
+    "HardSigmoid": _plain(("alpha", 0.2), ("beta", 0.5)),
+    "HardSwish": _plain(),
+    "Tanh": _plain(),
+    "Add": _plain(), "Sub": _plain(), "Mul": _plain(), "Div": _plain(),
+    "ReduceMean": reduce_mean,
+    "Softmax": softmax,
+    "Flatten": _plain(("axis", 1)),
+    "Reshape": reshape,
+    "Transpose": _plain(("perm", None)),
+    "Squeeze": squeeze_like,
+    "Unsqueeze": squeeze_like,
+    "Concat": _plain(("axis", None)),
+    "Pad": pad,
+    "Identity": _plain(),
+}
+
+
+def canonical(nv: NodeView):
+    """(attrs, tensor inputs) for node `nv` in the engine's canonical form."""
+    attrs, inputs = RULES[nv.node.op_type](nv)
+    for k, v in attrs.items():  # JSON cannot hold inf; None means unbounded
+        if isinstance(v, float) and math.isinf(v):
+            attrs[k] = None
+    return attrs, list(inputs)

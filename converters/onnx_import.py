@@ -1,0 +1,244 @@
+"""ONNX file -> the engine's Graph: check, fold constants and static shapes, canonicalise, fuse.
+
+Shape arithmetic (Shape -> Gather -> Unsqueeze -> Concat -> Reshape, as torch's `x.view(x.size(0), -1)`
+exports it) is folded by evaluating the static part of the graph twice, with two different batch sizes:
+values equal in both passes are constants; a Reshape target entry that follows the batch size becomes -1.
+Everything that stays is an engine op with canonical attributes (see onnx_canonical.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from haste_edge.errors import ModelFileError, UnsupportedOpError
+from haste_edge.graph import Graph, Node
+from haste_edge.ops import registry
+
+from . import onnx_canonical
+from .graph_passes import optimise
+
+# Ops that may appear in a model as long as they only compute constants (folded at conversion).
+FOLD_ONLY = {"Shape", "Gather", "Cast", "Constant", "ConstantOfShape", "Slice", "Range", "Expand",
+             "Equal", "Where", "Floor", "Ceil", "Sqrt", "Size", "Dropout"}
+_BATCHES = (3, 5)  # two batch sizes for the folding passes; unlikely to collide with real dims
+
+
+def read_onnx(path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises various types on truncated/corrupt files
+        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): {e}") from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{path}: invalid ONNX model: {msg}") from None
+    if not model.graph.node:
+        raise ModelFileError(f"{path}: the ONNX graph has no nodes")
+    return model
+
+
+def _opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def _check_supported(model, path, opset):
+    bad = [n for n in model.graph.node
+           if n.domain not in ("", "ai.onnx") or (n.op_type not in registry.OPS and n.op_type not in FOLD_ONLY)]
+    if bad:
+        n = bad[0]
+        op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        others = sorted({m.op_type for m in bad} - {n.op_type})
+        more = f" (also unsupported: {', '.join(others)})" if others else ""
+        raise UnsupportedOpError(
+            f"{path}: unsupported op '{op}' at node '{n.name}' (opset {opset}){more}. "
+            f"Supported ops: {', '.join(registry.supported_ops())}")
+
+
+def _input_shapes(model, consts, path) -> dict[str, tuple]:
+    shapes = {}
+    for vi in model.graph.input:
+        if vi.name in consts:
+            continue  # old exporters list initializers as inputs too
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UnsupportedOpError(f"{path}: input '{vi.name}' has a {kind}; only tensor inputs are supported")
+        t = vi.type.tensor_type
+        if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            raise UnsupportedOpError(
+                f"{path}: input '{vi.name}' has element type "
+                f"{onnx.TensorProto.DataType.Name(t.elem_type)}; only floating-point inputs are supported")
+        if not t.HasField("shape"):
+            raise UnsupportedOpError(f"{path}: input '{vi.name}' has no shape")
+        dims = []
+        for axis, d in enumerate(t.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif axis == 0:
+                dims.append(None)  # the batch dim may be free
+            else:
+                raise UnsupportedOpError(
+                    f"{path}: input '{vi.name}' has a dynamic dim {d.dim_param!r} at axis {axis}; "
+                    f"only the batch dim (axis 0) may be dynamic")
+        shapes[vi.name] = tuple(dims)
+    return shapes
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return consts
+
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _fold_node(node, values, opset):
+    """Evaluate a node whose inputs are all known, with onnx's own reference implementation."""
+    feeds = {name: values[name] for name in node.input if name}
+    try:
+        outs = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+    except Exception as e:
+        raise UnsupportedOpError(f"{node.op_type} node '{node.name}': cannot fold constant: {e}") from None
+    return [np.asarray(o) for o in outs]
+
+
+def _static_pass(model, consts, input_shapes, batch, opset):
+    """One walk over the graph at a fixed batch size: constant values, tensor shapes, canonical attrs."""
+    values = dict(consts)
+    shapes = {k: tuple(batch if d is None else d for d in s) for k, s in input_shapes.items()}
+    shapes.update({k: v.shape for k, v in consts.items()})
+    canon = {}
+    for node in model.graph.node:
+        op, attrs = node.op_type, _attrs(node)
+        known = all(name in values for name in node.input if name)
+        if op == "Shape" and node.input[0] in shapes:
+            s = np.array(shapes[node.input[0]], dtype=np.int64)
+            values[node.output[0]] = s[attrs.get("start", 0):attrs.get("end", None)]
+        elif op == "Size" and node.input[0] in shapes:
+            values[node.output[0]] = np.array(int(np.prod(shapes[node.input[0]])), dtype=np.int64)
+        elif known and op != "Dropout":
+            for name, v in zip(node.output, _fold_node(node, values, opset)):
+                values[name] = v
+        elif op in FOLD_ONLY and op != "Dropout":
+            raise UnsupportedOpError(
+                f"{op} node '{node.name}' (opset {opset}) works on run-time data; it is only supported "
+                f"where it computes constants (static shapes)")
+        else:
+            nv = onnx_canonical.NodeView(node, attrs, values, shapes, opset)
+            if op == "Dropout":  # inference: identity
+                onnx_canonical.check_inference_dropout(nv)
+                op, c_attrs, tensor_inputs = "Identity", {}, list(node.input[:1])
+            else:
+                c_attrs, tensor_inputs = onnx_canonical.canonical(nv)
+            in_shapes = [shapes.get(n) if n else None for n in tensor_inputs]
+            try:
+                out_shapes = registry.OPS[op].infer(in_shapes, c_attrs)
+            except ValueError as e:
+                raise ModelFileError(f"{op} node '{node.name}': {e}") from None
+            for name, s in zip(node.output, out_shapes):
+                shapes[name] = tuple(int(d) for d in s)
+            canon[node.name or node.output[0]] = (op, c_attrs, list(tensor_inputs))
+        for name in node.output:
+            if name in values:
+                shapes[name] = values[name].shape
+    return values, shapes, canon
+
+
+def _merge_passes(passes, node_names):
+    """Combine the passes at two batch sizes: a Reshape target entry that follows the batch size
+    becomes 0 (copy the input's dim) where the input's dim follows it too, else -1."""
+    (vals_a, shapes_a, canon_a), (vals_b, shapes_b, canon_b) = passes
+    for key in node_names:
+        if key not in canon_a:
+            continue
+        op, attrs_a, ins = canon_a[key]
+        attrs_b = canon_b[key][1]
+        if attrs_a == attrs_b:
+            continue
+        if op != "Reshape" or len(attrs_a["shape"]) != len(attrs_b["shape"]):
+            raise UnsupportedOpError(f"{op} node '{key}': its parameters depend on the batch size")
+        shape = list(attrs_a["shape"])
+        in_a, in_b = shapes_a[ins[0]], shapes_b[ins[0]]
+        for i, (x, y) in enumerate(zip(attrs_a["shape"], attrs_b["shape"])):
+            if x == y:
+                continue
+            if i < len(in_a) and (in_a[i], in_b[i]) == (x, y) and not attrs_a["allowzero"]:
+                shape[i] = 0
+            elif -1 not in shape:
+                shape[i] = -1
+            else:
+                raise UnsupportedOpError(f"Reshape node '{key}': cannot express its batch-dependent target shape")
+        attrs_a["shape"] = shape
+    return {k for k, v in vals_a.items() if k in vals_b and np.array_equal(v, vals_b[k])}
+
+
+def import_onnx(path) -> Graph:
+    """Read an .onnx file into the engine's Graph (folded, canonical, BN and activations fused)."""
+    path = Path(path)
+    model = read_onnx(path)
+    opset = _opset(model)
+    _check_supported(model, path, opset)
+    consts = _constants(model)
+    input_shapes = _input_shapes(model, consts, path)
+    if not input_shapes:
+        raise ModelFileError(f"{path}: the model has no run-time inputs")
+    batch_free = any(s and s[0] is None for s in input_shapes.values())
+    batches = _BATCHES if batch_free else (None,)
+    passes = [_static_pass(model, consts, input_shapes, b, opset) for b in batches]
+    names = [n.name or n.output[0] for n in model.graph.node]
+    if batch_free:
+        constant = _merge_passes(passes, names)
+    else:
+        constant = set(passes[0][0])
+    values, _, canon = passes[0]
+
+    nodes = []
+    for node, key in zip(model.graph.node, names):
+        if key not in canon:
+            continue
+        op, attrs, ins = canon[key]
+        nodes.append(Node(op, key, ins, [o for o in node.output if o][:1] if op == "Identity" else
+                          list(node.output), attrs))
+    outputs = [o.name for o in model.graph.output]
+    weights = {}
+    for n in nodes:
+        for name in n.inputs:
+            if name and name in constant and name not in input_shapes:
+                weights[name] = _weight_array(values[name])
+    for o in outputs:
+        if o in constant and o not in weights:
+            raise UnsupportedOpError(f"{path}: output '{o}' is a constant; nothing to compute")
+    meta = {"source": path.name, "opset": opset, "producer": model.producer_name}
+    meta.update(_sidecar(path))
+    graph = Graph(nodes, weights, input_shapes, outputs, meta)
+    return optimise(graph)
+
+
+def _weight_array(v: np.ndarray) -> np.ndarray:
+    if np.issubdtype(v.dtype, np.floating):
+        return np.ascontiguousarray(v, dtype=np.float32)
+    return np.ascontiguousarray(v)
+
+
+def _sidecar(path: Path) -> dict:
+    """Preprocessing and labels from `<model>.json` beside the model, when present."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{side}: unreadable model description: {e}") from None
+    return {k: info[k] for k in ("name", "dataset", "input", "labels") if k in info}

@@ -1,0 +1,184 @@
+"""`haste-edge` command line. Thin: every command is a few calls into the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import DEFAULT_MODEL, load, sample_images, set_threads
+from .errors import HasteEdgeError, InputError
+from .preprocess import load_batch, softmax
+
+
+def _labels(model, n):
+    labels = model.meta.get("labels")
+    return labels if labels and len(labels) == n else [f"class {i}" for i in range(n)]
+
+
+def _fmt_macs(m: float) -> str:
+    return f"{m / 1e9:.3f} GMAC" if m >= 1e8 else f"{m / 1e6:.2f} MMAC"
+
+
+def _input_spec(model):
+    spec = model.meta.get("input")
+    if not spec:
+        raise InputError(f"{model.path}: the model stores no image preprocessing; "
+                         f"give it a <model>.json beside the .onnx (see README)")
+    return spec
+
+
+def cmd_classify(args):
+    model = load(args.model)
+    images = args.images or [str(p) for p in sample_images()[:1]]
+    x = load_batch(images, _input_spec(model))
+    name = model.input_names[0]
+    model.run({name: x[:1]})  # warm: first call compiles kernels and plans buffers
+    t0 = time.perf_counter()
+    logits = model.run({name: x})[model.output_names[0]]
+    ms = (time.perf_counter() - t0) * 1e3
+    probs = softmax(logits.reshape(len(images), -1))
+    labels = _labels(model, probs.shape[1])
+    for path, p in zip(images, probs):
+        top = np.argsort(-p)[: args.top]
+        print(f"{path}:")
+        for k in top:
+            print(f"  {p[k]:7.2%}  {labels[k]}")
+    macs = sum(model.macs(batch=1).values())
+    print(f"latency: {ms:.2f} ms for {len(images)} image(s) ({ms / len(images):.2f} ms/image), "
+          f"dense MACs: {_fmt_macs(macs)} per image")
+
+
+def cmd_info(args):
+    model = load(args.model)
+    rows = model.layers(batch=1)
+    w = max(len(r["name"]) for r in rows)
+    print(f"model: {model.path}  inputs: {model.graph.inputs}  outputs: {model.output_names}")
+    print(f"{'layer':<{w}}  {'op':<18} {'output shape':<20} {'params':>10} {'MACs':>14}")
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['op']:<18} {str(r['output_shape']):<20} {r['params']:>10,} {r['macs']:>14,}")
+    params = sum(int(v.size) for v in model.graph.weights.values())
+    print(f"total: {len(rows)} layers, {params:,} parameters, {sum(r['macs'] for r in rows):,} dense MACs per image")
+
+
+def cmd_convert(args):
+    from . import modelfile
+    from converters.onnx_import import import_onnx
+    graph = import_onnx(args.onnx)
+    out = Path(args.output) if args.output else Path(args.onnx).with_suffix(modelfile.SUFFIX)
+    modelfile.save(graph, out, fp16=args.fp16)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(graph.nodes)} nodes, "
+          f"{'float16' if args.fp16 else 'float32'} weights)")
+
+
+def _progress(done, total, correct, t0):
+    rate = done / max(time.perf_counter() - t0, 1e-9)
+    bar = "#" * int(30 * done / total)
+    sys.stderr.write(f"\r[{bar:<30}] {done}/{total}  acc {correct / max(done, 1):.2%}  {rate:.0f} img/s")
+    sys.stderr.flush()
+
+
+def _labeled_folder(folder: Path, labels: list[str]):
+    """FOLDER/<class name or index>/<image>: the usual image-folder layout."""
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name in labels:
+            y = labels.index(sub.name)
+        elif sub.name.isdigit():
+            y = int(sub.name)
+        else:
+            raise InputError(f"{sub}: folder name is neither a class label nor an index")
+        items += [(p, y) for p in sorted(sub.iterdir()) if p.is_file()]
+    if not items:
+        raise InputError(f"{folder}: no images found in class subfolders")
+    return items
+
+
+def cmd_eval(args):
+    model = load(args.model)
+    spec = _input_spec(model)
+    name = model.input_names[0]
+    if args.folder:
+        items = _labeled_folder(Path(args.folder), model.meta.get("labels", []))[: args.limit or None]
+
+        def batches():
+            for i in range(0, len(items), args.batch):
+                chunk = items[i:i + args.batch]
+                yield load_batch([p for p, _ in chunk], spec), np.array([y for _, y in chunk])
+        total = len(items)
+    else:
+        from .datasets import load_fashion_mnist
+        from .preprocess import normalise
+        images, labels = load_fashion_mnist("test", root=args.fashion_mnist)
+        if args.limit:
+            images, labels = images[: args.limit], labels[: args.limit]
+
+        def batches():
+            for i in range(0, len(images), args.batch):
+                x = np.stack([normalise(im.astype(np.float32), spec) for im in images[i:i + args.batch]])
+                yield x, labels[i:i + args.batch]
+        total = len(images)
+    correct = done = 0
+    t0 = time.perf_counter()
+    for x, y in batches():
+        logits = model.run({name: x})[model.output_names[0]]
+        correct += int((logits.argmax(axis=1) == y).sum())
+        done += len(y)
+        _progress(done, total, correct, t0)
+    sys.stderr.write("\n")
+    print(f"accuracy: {correct / done:.4f} ({correct}/{done}) in {time.perf_counter() - t0:.1f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="haste-edge", description=__doc__)
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="classify images (default: the bundled model and image)")
+    c.add_argument("images", nargs="*", help="image files (default: a bundled test image)")
+    c.add_argument("--model", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
+    c.add_argument("--top", type=int, default=3)
+    c.set_defaults(func=cmd_classify)
+
+    i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
+    i.add_argument("model", nargs="?", default=None)
+    i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("convert", help="convert an .onnx model to the deployable .haste file")
+    v.add_argument("onnx")
+    v.add_argument("-o", "--output", default=None)
+    v.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    v.set_defaults(func=cmd_convert)
+
+    e = sub.add_parser("eval", help="accuracy on a labeled folder or the Fashion-MNIST test set")
+    e.add_argument("folder", nargs="?", default=None, help="FOLDER/<label>/<image> (default: Fashion-MNIST)")
+    e.add_argument("--model", default=None)
+    e.add_argument("--fashion-mnist", default=None, metavar="DIR", help="folder of the idx files")
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--batch", type=int, default=50)
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        set_threads(args.threads)
+        args.func(args)
+    except (HasteEdgeError, OSError, ValueError) as e:
+        if args.traceback or os.environ.get("HASTE_EDGE_TRACEBACK"):
+            raise
+        print(f"haste-edge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("haste-edge: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The op registry: op type -> OpSpec (shape rule, fast kernel, reference kernel, MAC count).
+
+Adding an op: write its module in haste_edge/ops/ with a NumPy reference and a fast
+kernel, register it here with @register, add a README row and a test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    op: str
+    # infer(input_shapes, attrs) -> output shapes. Inputs with name "" arrive as None.
+    infer: Callable[[list, dict], list]
+    # kernel(inputs, attrs, outs) -> outputs. `outs` are preallocated float32 buffers of the
+    # inferred shapes that the kernel fills and returns; for view ops `outs` is None and the
+    # kernel returns views of its input.
+    kernel: Callable[[list, dict, list | None], list]
+    # reference(inputs, attrs) -> outputs: plain NumPy, obviously correct, allocates freely.
+    reference: Callable[[list, dict], list]
+    # macs(input_shapes, output_shapes, attrs) -> multiply-accumulates of one call (dense).
+    macs: Callable[[list, list, dict], int] | None = None
+    view: bool = False      # output aliases input 0 (Reshape, Flatten, ...): no buffer
+    # attrs the op understands; the converter rejects a node carrying any other attribute
+    attrs: tuple[str, ...] = ()
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def register(op: str, *, infer, reference, macs=None, view=False, attrs=()):
+    """Decorator for the fast kernel: registers the full spec under `op`."""
+    def wrap(kernel):
+        if op in OPS:
+            raise RuntimeError(f"op {op} registered twice")
+        OPS[op] = OpSpec(op, infer, kernel, reference, macs, view, tuple(attrs))
+        return kernel
+    return wrap
+
+
+def supported_ops() -> list[str]:
+    return sorted(OPS)
+
+
+def get(op: str) -> OpSpec:
+    return OPS[op]
+
+
+def run_reference(op: str, inputs: list, attrs: dict) -> list:
+    return OPS[op].reference(inputs, attrs)
+
+
+def as_f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)

@@ -1,0 +1,219 @@
+"""Executes a Graph: a Plan per input shape (shapes inferred, buffers allocated once), run many times.
+
+Buffers are shared between tensors whose lifetimes do not overlap, so peak memory is a few
+activation maps, not the sum of all of them. View ops (Reshape, Flatten, ...) alias their input's
+buffer and extend its lifetime.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops
+from .errors import InputError, ModelFileError
+from .graph import Graph
+
+
+@dataclass
+class Step:
+    node_name: str
+    op: str
+    kernel: object
+    attrs: dict
+    inputs: list[int]          # slot per input; -1 = absent optional input
+    outputs: list[int]
+    buffers: list | None       # preallocated outputs, or None for view ops
+    macs: int
+
+
+@dataclass
+class Plan:
+    """Everything needed to run the graph on one set of input shapes."""
+    input_shapes: dict[str, tuple]
+    shapes: dict[str, tuple]
+    steps: list[Step]
+    slots: dict[str, int]
+    env: list                  # slot -> array (weights pre-filled)
+    arena_bytes: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
+    shapes = dict(input_shapes)
+    shapes.update({k: v.shape for k, v in graph.weights.items()})
+    for n in graph.nodes:
+        spec = ops.OPS[n.op]
+        try:
+            outs = spec.infer([shapes[x] if x else None for x in n.inputs], n.attrs)
+        except ValueError as e:
+            raise InputError(f"{n.op} node '{n.name}': {e} (input shapes "
+                             f"{[shapes.get(x) for x in n.inputs if x]})") from None
+        for name, s in zip(n.outputs, outs):
+            shapes[name] = tuple(int(d) for d in s)
+    return shapes
+
+
+def _last_uses(graph: Graph) -> dict[str, int]:
+    """Index of the last node reading each tensor, following views back to the buffer they alias."""
+    base = {}
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        for x in n.inputs:
+            if x:
+                last[base.get(x, x)] = i
+        if ops.OPS[n.op].view:
+            b = base.get(n.inputs[0], n.inputs[0])
+            for o in n.outputs:
+                base[o] = b
+    for o in graph.outputs:
+        last[base.get(o, o)] = len(graph.nodes)  # graph outputs live to the end
+    return last, base
+
+
+def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
+    shapes = _infer_shapes(graph, input_shapes)
+    slots: dict[str, int] = {}
+    env: list = []
+
+    def slot_of(name):
+        if name not in slots:
+            slots[name] = len(env)
+            env.append(None)
+        return slots[name]
+
+    for name, w in graph.weights.items():
+        env[slot_of(name)] = w
+    for name in input_shapes:
+        slot_of(name)
+
+    last, base = _last_uses(graph)
+    free: list[np.ndarray] = []       # flat float32 buffers no tensor holds now
+    held: dict[str, np.ndarray] = {}  # tensor -> flat buffer
+    arena = 0
+    steps = []
+    for i, n in enumerate(graph.nodes):
+        spec = ops.OPS[n.op]
+        buffers = None
+        if not spec.view:
+            buffers = []
+            for o in n.outputs:
+                size = max(1, int(np.prod(shapes[o])))
+                # best fit among free buffers, else a new one
+                fits = [b for b in free if b.size >= size]
+                if fits:
+                    flat = min(fits, key=lambda b: b.size)
+                    free = [b for b in free if b is not flat]
+                else:
+                    flat = np.empty(size, dtype=np.float32)
+                    arena += flat.nbytes
+                held[o] = flat
+                buffers.append(flat[:int(np.prod(shapes[o]))].reshape(shapes[o]))
+        in_shapes = [shapes[x] if x else None for x in n.inputs]
+        macs = int(spec.macs(in_shapes, [shapes[o] for o in n.outputs], n.attrs)) if spec.macs else 0
+        steps.append(Step(n.name, n.op, spec.kernel, n.attrs, [slot_of(x) if x else -1 for x in n.inputs],
+                          [slot_of(o) for o in n.outputs], buffers, macs))
+        # release buffers whose last reader was this node
+        for t in list(held):
+            if last.get(t, -1) <= i:
+                free.append(held.pop(t))
+    return Plan(dict(input_shapes), shapes, steps, slots, env, arena)
+
+
+def execute(plan: Plan, feeds: dict[str, np.ndarray], profile: bool = False) -> list:
+    env = plan.env
+    for name, arr in feeds.items():
+        env[plan.slots[name]] = arr
+    timings = plan.timings
+    for st in plan.steps:
+        args = [env[i] if i >= 0 else None for i in st.inputs]
+        if profile:
+            t0 = time.perf_counter()
+            outs = st.kernel(args, st.attrs, st.buffers)
+            timings[st.node_name] = timings.get(st.node_name, 0.0) + time.perf_counter() - t0
+        else:
+            outs = st.kernel(args, st.attrs, st.buffers)
+        for slot, arr in zip(st.outputs, outs):
+            env[slot] = arr
+    return env
+
+
+def check_feeds(graph: Graph, feeds: dict) -> dict[str, np.ndarray]:
+    """Validate names and shapes of user inputs; return them as contiguous float32."""
+    if not isinstance(feeds, dict):
+        raise InputError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+    missing = [k for k in graph.inputs if k not in feeds]
+    extra = [k for k in feeds if k not in graph.inputs]
+    if missing or extra:
+        raise InputError(f"inputs expected {list(graph.inputs)}; missing {missing}, unknown {extra}")
+    out = {}
+    for name, expected in graph.inputs.items():
+        arr = np.asarray(feeds[name])
+        ok = arr.ndim == len(expected) and all(e is None or e == d for e, d in zip(expected, arr.shape))
+        if not ok:
+            want = tuple("N" if e is None else e for e in expected)
+            raise InputError(f"input '{name}': expected shape {want}, got {arr.shape}")
+        if arr.dtype.kind not in "fiu":
+            raise InputError(f"input '{name}': expected a numeric array, got dtype {arr.dtype}")
+        out[name] = np.ascontiguousarray(arr, dtype=np.float32)
+    return out
+
+
+class Model:
+    """A loaded model. Mirrors onnxruntime's session: run(feeds) -> outputs."""
+
+    def __init__(self, graph: Graph, path=None):
+        unknown = sorted({n.op for n in graph.nodes} - set(ops.OPS))
+        if unknown:
+            raise ModelFileError(f"{path or 'model'}: ops not supported by this haste-edge: {unknown}")
+        self.graph = graph
+        self.path = path
+        self._plans: dict[tuple, Plan] = {}
+        self.last_plan: Plan | None = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    @property
+    def meta(self) -> dict:
+        return self.graph.meta
+
+    def input_shape(self, batch: int = 1, name: str | None = None) -> tuple:
+        shape = self.graph.inputs[name or self.input_names[0]]
+        return tuple(batch if d is None else d for d in shape)
+
+    def plan(self, input_shapes: dict[str, tuple]) -> Plan:
+        key = tuple(sorted((k, tuple(v)) for k, v in input_shapes.items()))
+        if key not in self._plans:
+            self._plans[key] = build_plan(self.graph, dict(input_shapes))
+        return self._plans[key]
+
+    def run(self, feeds: dict, output_names: list[str] | None = None, *, profile: bool = False) -> dict:
+        feeds = check_feeds(self.graph, feeds)
+        plan = self.plan({k: v.shape for k, v in feeds.items()})
+        self.last_plan = plan
+        env = execute(plan, feeds, profile=profile)
+        names = output_names or self.output_names
+        # copies: the plan's buffers are overwritten by the next run
+        return {n: np.array(env[plan.slots[n]], dtype=np.float32, copy=True) for n in names}
+
+    def macs(self, batch: int = 1) -> dict[str, int]:
+        """Dense multiply-accumulates per layer (node name -> MACs) for a batch of `batch`."""
+        plan = self.plan({k: self.input_shape(batch, k) for k in self.input_names})
+        return {st.node_name: st.macs for st in plan.steps if st.macs}
+
+    def layers(self, batch: int = 1) -> list[dict]:
+        """One row per node: op, name, output shape, parameter count, dense MACs."""
+        plan = self.plan({k: self.input_shape(batch, k) for k in self.input_names})
+        rows = []
+        for st, n in zip(plan.steps, self.graph.nodes):
+            params = sum(int(self.graph.weights[x].size) for x in n.inputs if x in self.graph.weights)
+            rows.append({"name": n.name, "op": n.op, "output_shape": plan.shapes[n.outputs[0]],
+                         "params": params, "macs": st.macs})
+        return rows
