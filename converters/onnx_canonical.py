@@ -7,8 +7,6 @@ values, with every default filled in, and the inputs that stay tensors at run ti
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from haste_edge.errors import UnsupportedOpError
@@ -224,7 +222,4 @@ RULES = {
 def canonical(nv: NodeView):
     """(attrs, tensor inputs) for node `nv` in the engine's canonical form."""
     attrs, inputs = RULES[nv.node.op_type](nv)
-    for k, v in attrs.items():  # JSON cannot hold inf; None means unbounded
-        if isinstance(v, float) and math.isinf(v):
-            attrs[k] = None
     return attrs, list(inputs)

@@ -132,3 +132,13 @@ def test_dense_macs_counted_from_shapes(tmp_path):
     macs = model.macs(batch=2)
     assert macs["conv"] == 2 * 4 * 6 * 6 * 3 * 3 * 3
     assert macs["fc"] == 2 * 5 * 144
+
+
+def test_pad_mode_other_than_constant_is_refused(tmp_path):
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad1", mode="reflect")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 6, 6])], [pads])
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "p.onnx")
+    with pytest.raises(UnsupportedOpError, match="Pad node 'pad1'.*mode 'constant'"):
+        haste_edge.load(path)

@@ -1,0 +1,56 @@
+"""Dense engine vs onnxruntime, side by side in one process, at 1 and 2 threads.
+
+    python benchmarks/bench_dense.py [--runs 30] [--threads 1 2]
+
+Models: the bundled Fashion-MNIST ResNet-18 (a real test image) and EfficientNet-Lite0 (a real photo).
+Prints median latency per inference and the ratio haste-edge / onnxruntime (lower is better).
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from common import ROOT, header, interleaved, ort_session
+
+import haste_edge
+from haste_edge.preprocess import load_batch
+
+
+def cases():
+    from model_zoo import foolbox_images, get_model
+    default = haste_edge.load()
+    yield ("fashion_resnet18", default, ROOT / "models" / "fashion_resnet18.onnx",
+           load_batch(haste_edge.sample_images()[:1], default.meta["input"]))
+    path = get_model("efficientnet_lite0")
+    eff = haste_edge.load(path)
+    yield "efficientnet_lite0", eff, path, load_batch([foolbox_images()[0][0]], eff.meta["input"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    rows = []
+    for name, model, onnx_path, x in cases():
+        feed = {model.input_names[0]: x}
+        macs = sum(model.macs().values())
+        for t in args.threads:
+            haste_edge.set_threads(t)
+            sess = ort_session(onnx_path, t)
+            ours = model.run(feed)[model.output_names[0]]
+            theirs = sess.run(None, feed)[0]
+            err = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+            med = interleaved({"ours": lambda: model.run(feed), "ort": lambda: sess.run(None, feed)}, args.runs)
+            rows.append((name, t, macs, med["ours"] * 1e3, med["ort"] * 1e3, med["ours"] / med["ort"], err))
+    print(header())
+    print(f"runs per cell: {args.runs} (median, interleaved), batch 1\n")
+    print("| model | threads | dense MMAC | haste-edge ms | onnxruntime ms | ratio | max rel. diff |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t, macs, ours, ort, ratio, err in rows:
+        print(f"| {name} | {t} | {macs / 1e6:.1f} | {ours:.2f} | {ort:.2f} | {ratio:.2f}x | {err:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Shared benchmark plumbing: machine header, onnxruntime sessions, interleaved timing."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # model_zoo builds/caches the exported test models
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header() -> str:
+    import numba
+    import onnxruntime
+
+    from haste_edge.threads import threading_layer
+    return (f"machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} cores; "
+            f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
+            f"(threading layer {threading_layer()}), onnxruntime {onnxruntime.__version__}")
+
+
+def ort_session(path, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def interleaved(fns: dict, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved so machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
