@@ -193,7 +193,7 @@ def import_onnx(path) -> Graph:
     consts = _constants(model)
     input_shapes = _input_shapes(model, consts, path)
     if not input_shapes:
-        raise ModelFileError(f"{path}: the model has no run-time inputs")
+        raise UnsupportedOpError(f"{path}: the model has no run-time inputs; nothing to compute")
     batch_free = any(s and s[0] is None for s in input_shapes.values())
     batches = _BATCHES if batch_free else (None,)
     passes = [_static_pass(model, consts, input_shapes, b, opset) for b in batches]

@@ -11,7 +11,6 @@ import warnings
 import numpy as np
 import pytest
 
-from converters.onnx_import import FOLD_ONLY
 from haste_edge import Model, UnsupportedOpError
 from haste_edge.ops import registry
 
@@ -36,17 +35,22 @@ UNSUPPORTED = {
     "test_edge_pad": "element type INT32",
     "test_reflect_pad": "element type INT32",
     "test_wrap_pad": "element type INT32",
-    "test_training_dropout": "training",
-    "test_training_dropout_default": "training",
-    "test_training_dropout_default_mask": "training",
-    "test_training_dropout_mask": "training",
-    "test_training_dropout_zero_ratio": "training",
-    "test_training_dropout_zero_ratio_mask": "training",
+    "test_training_dropout": "element type BOOL",
+    "test_training_dropout_default": "element type BOOL",
+    "test_training_dropout_default_mask": "element type BOOL",
+    "test_training_dropout_mask": "element type BOOL",
+    "test_training_dropout_zero_ratio": "element type BOOL",
+    "test_training_dropout_zero_ratio_mask": "element type BOOL",
     "test_dropout_default_mask": "mask",
     "test_dropout_default_mask_ratio": "mask",
     "test_identity_opt": "optional",
+    "test_constant": "no run-time inputs",
     "test_identity_sequence": "sequence",
 }
+
+
+# Cases whose expected values are written with 4 decimals in the onnx package.
+TOLERANCE = {"test_averagepool_2d_ceil_last_window_starts_on_pad": 1e-3}
 
 
 def _cases():
@@ -54,12 +58,11 @@ def _cases():
         warnings.simplefilter("ignore")
         from onnx.backend.test.case.node import collect_testcases
         cases = collect_testcases(None)
-    known = set(registry.OPS) | FOLD_ONLY
+    ours = set(registry.OPS) | {"Dropout", "Constant"}
     out = []
     for c in cases:
         ops = {n.op_type for n in c.model.graph.node}
-        # every op is one we run or fold, and at least one is run (folding helpers alone don't count)
-        if ops <= known and ops & (set(registry.OPS) | {"Dropout"}):
+        if ops and ops <= ours:
             out.append(c)
     return sorted(out, key=lambda c: c.name)
 
@@ -94,5 +97,6 @@ def test_backend_node_case(case, tmp_path):
         feeds = dict(zip(model.input_names, inputs))
         got = model.run(feeds)
         for name, want in zip(model.output_names, expected):
-            np.testing.assert_allclose(got[name], want.astype(np.float32), rtol=1e-4, atol=1e-5,
+            tol = TOLERANCE.get(case.name, 1e-4)
+            np.testing.assert_allclose(got[name], want.astype(np.float32), rtol=tol, atol=tol / 10,
                                        err_msg=f"{case.name}: output {name}")

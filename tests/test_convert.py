@@ -43,7 +43,7 @@ def _conv_bn_relu_model(batch="N"):
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 6, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _ort(path, x):
