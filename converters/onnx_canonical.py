@@ -168,9 +168,9 @@ def pad(nv: NodeView):
     return dict(pads=pads, value=value), nv.inputs[:1]
 
 
-def check_inference_dropout(nv: NodeView):
+def check_inference_dropout(nv: NodeView, used: set):
     """Dropout runs as identity: only when not training and its mask output is unused."""
-    if len(nv.node.output) > 1 and nv.node.output[1]:
+    if len(nv.node.output) > 1 and nv.node.output[1] in used:
         nv.fail("the mask output is not supported (inference only)")
     training = nv.attrs.get("is_test", 1) == 0 if nv.opset < 7 else False
     if nv.has(2):

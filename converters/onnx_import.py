@@ -107,8 +107,14 @@ def _attrs(node) -> dict:
 def _fold_node(node, values, opset):
     """Evaluate a node whose inputs are all known, with onnx's own reference implementation."""
     feeds = {name: values[name] for name in node.input if name}
+    # a one-node model, so the evaluator applies the op's semantics at the model's opset
+    inputs = [onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
+              for k, v in feeds.items()]
+    outputs = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    proto = onnx.helper.make_model(onnx.helper.make_graph([node], "fold", inputs, outputs),
+                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
     try:
-        outs = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+        outs = ReferenceEvaluator(proto).run(None, feeds)
     except Exception as e:
         raise UnsupportedOpError(f"{node.op_type} node '{node.name}': cannot fold constant: {e}") from None
     return [np.asarray(o) for o in outs]
@@ -120,6 +126,7 @@ def _static_pass(model, consts, input_shapes, batch, opset):
     shapes = {k: tuple(batch if d is None else d for d in s) for k, s in input_shapes.items()}
     shapes.update({k: v.shape for k, v in consts.items()})
     canon = {}
+    used = {x for n in model.graph.node for x in n.input} | {o.name for o in model.graph.output}
     for node in model.graph.node:
         op, attrs = node.op_type, _attrs(node)
         known = all(name in values for name in node.input if name)
@@ -138,7 +145,7 @@ def _static_pass(model, consts, input_shapes, batch, opset):
         else:
             nv = onnx_canonical.NodeView(node, attrs, values, shapes, opset)
             if op == "Dropout":  # inference: identity
-                onnx_canonical.check_inference_dropout(nv)
+                onnx_canonical.check_inference_dropout(nv, used)
                 op, c_attrs, tensor_inputs = "Identity", {}, list(node.input[:1])
             else:
                 c_attrs, tensor_inputs = onnx_canonical.canonical(nv)

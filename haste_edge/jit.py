@@ -14,6 +14,9 @@ def _default_cache_dir() -> str:
 # Must be set before numba is first imported.
 os.environ.setdefault("NUMBA_CACHE_DIR", _default_cache_dir())
 CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+# Idle OpenMP workers sleep instead of spinning: they would otherwise steal the cores that
+# BLAS (called between parallel loops) and other processes on a small board need.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 

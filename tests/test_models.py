@@ -6,6 +6,7 @@ import onnx
 import pytest
 
 import haste_edge
+from converters.onnx_import import FOLD_ONLY
 from haste_edge.ops import registry
 from model_zoo import foolbox_images, get_model, light_models
 
@@ -53,7 +54,7 @@ def test_efficientnet_lite0_on_real_photos():
 
 def _runs_here(path) -> bool:
     m = onnx.load(str(path))
-    return {n.op_type for n in m.graph.node} <= set(registry.OPS) | {"Dropout", "Constant"}
+    return {n.op_type for n in m.graph.node} <= set(registry.OPS) | FOLD_ONLY
 
 
 LIGHT = [p for p in light_models() if _runs_here(p)]

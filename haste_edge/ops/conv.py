@@ -1,0 +1,513 @@
+"""Conv (2-D, NCHW, float32): group=1, depthwise and general grouped, with a fused Relu/Clip epilogue.
+
+Fast paths (the engine's hot spot; measured against onnxruntime by benchmarks/bench_conv_kernels.py):
+- group=1 and general grouped: per image (and group) an im2col into grow-only scratch by one
+  parallel Numba kernel, OpenBLAS sgemm via numpy.matmul(out=...) straight into the output (or a
+  scratch), then one Numba pass adding bias and the activation. The im2col first splits the
+  zero-padded input into stride phases, which turns every tap into a plain shift, so each column
+  row is one contiguous copy ("wide" layout, a few junk columns the epilogue drops) or, on small
+  planes where the junk would cost the GEMM more, one copy per output row ("exact" layout).
+  A 1x1 stride-1 unpadded conv needs no im2col: the image viewed as (C_in, H*W) is the matrix.
+- depthwise (one input channel per group, any multiplier): direct Numba kernels with bias and
+  activation fused. Large output planes: per plane over stride phases, each tap a long axpy
+  over the flattened plane. Small planes (<= 16x16 outputs, many channels): channels-last, each
+  (pixel, tap) a multiply-add over all channels, which has no per-plane overhead.
+Everything derived from attrs and shapes is computed once per node (_Plan).
+
+`conv_reference` is the oracle: padded input, one einsum per kernel tap, float64 accumulation.
+"""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from haste_edge.jit import njit, prange
+from haste_edge.ops.registry import register
+
+CONV_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "group", "activation", "clip_min", "clip_max")
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes, MACs
+# ---------------------------------------------------------------------------------------------
+
+def _geometry(attrs):
+    """(kh, kw, sh, sw, dh, dw, pt, pl, pb, pr) as Python ints (Numba wants int64 scalars)."""
+    kh, kw = (int(v) for v in attrs["kernel_shape"])
+    sh, sw = (int(v) for v in attrs["strides"])
+    dh, dw = (int(v) for v in attrs["dilations"])
+    pt, pl, pb, pr = (int(v) for v in attrs["pads"])
+    return kh, kw, sh, sw, dh, dw, pt, pl, pb, pr
+
+
+def _out_size(n, k, s, d, p0, p1):
+    """Output length of a sliding window of k taps (dilation d) with stride s over p0 + n + p1."""
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def conv_infer(in_shapes, attrs):
+    x, w = in_shapes[0], in_shapes[1]
+    b = in_shapes[2] if len(in_shapes) > 2 else None
+    if x is None or w is None or len(x) != 4 or len(w) != 4:
+        raise ValueError(f"Conv: expects 4-D X and W (2-D conv only), got X {x}, W {w}")
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
+    group = int(attrs["group"])
+    n, c_in, h, wd = x
+    c_out, c_per_group = w[0], w[1]
+    if group < 1 or c_in % group or c_out % group or c_in // group != c_per_group:
+        raise ValueError(
+            f"Conv: channel mismatch: X {tuple(x)} has {c_in} channels but W {tuple(w)} with group={group} "
+            f"expects {c_per_group * group} (and C_out {c_out} divisible by group)")
+    if (w[2], w[3]) != (kh, kw):
+        raise ValueError(f"Conv: kernel_shape {[kh, kw]} does not match W {tuple(w)}")
+    if b is not None and tuple(b) != (c_out,):
+        raise ValueError(f"Conv: bias shape {tuple(b)} should be ({c_out},)")
+    if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+        raise ValueError(f"Conv: invalid strides/dilations/pads in {attrs}")
+    ho = _out_size(h, kh, sh, dh, pt, pb)
+    wo = _out_size(wd, kw, sw, dw, pl, pr)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"Conv: kernel {[kh, kw]} (dilations {[dh, dw]}) larger than padded input {tuple(x)}")
+    return [(n, c_out, ho, wo)]
+
+
+def conv_macs(in_shapes, out_shapes, attrs):
+    n, c_out, ho, wo = out_shapes[0]
+    _, c_per_group, kh, kw = in_shapes[1]
+    return int(n) * int(c_out) * int(ho) * int(wo) * int(c_per_group) * int(kh) * int(kw)
+
+
+def _clip_bounds(attrs):
+    """The fused activation as a clamp [lo, hi]: none = (-inf, inf), Relu = (0, inf), Clip = (min, max)."""
+    act = attrs.get("activation", "") or ""
+    if act == "":
+        return False, -np.inf, np.inf
+    if act == "Relu":
+        return True, 0.0, np.inf
+    if act == "Clip":
+        lo, hi = attrs.get("clip_min"), attrs.get("clip_max")
+        return True, (-np.inf if lo is None else float(lo)), (np.inf if hi is None else float(hi))
+    raise ValueError(f"Conv: unsupported fused activation {act!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# reference (oracle)
+# ---------------------------------------------------------------------------------------------
+
+def conv_reference(inputs, attrs):
+    """Direct definition: y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] * xpad[n, g*Cg + c, p*sh + i*dh, q*sw + j*dw]."""
+    x = np.asarray(inputs[0], dtype=np.float64)
+    w = np.asarray(inputs[1], dtype=np.float64)
+    b = inputs[2] if len(inputs) > 2 else None
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
+    group = int(attrs["group"])
+    (n, c_out, ho, wo), = conv_infer([x.shape, w.shape, None if b is None else np.shape(b)], attrs)
+    c_in_g, c_out_g = x.shape[1] // group, c_out // group
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    y = np.zeros((n, c_out, ho, wo))
+    for g in range(group):
+        xg = xp[:, g * c_in_g:(g + 1) * c_in_g]
+        wg = w[g * c_out_g:(g + 1) * c_out_g]
+        for i in range(kh):
+            for j in range(kw):
+                # input pixels seen by tap (i, j) for every output position: a strided slice
+                patch = xg[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                y[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    has_act, lo, hi = _clip_bounds(attrs)
+    if has_act:
+        y = np.minimum(np.maximum(y, lo), hi)
+    return [y.astype(np.float32)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def _valid_range(n_out, start, step, size):
+    """[lo, hi) of output indices o in [0, n_out) with 0 <= start + o*step < size (step >= 1).
+
+    Hoisting the bounds test out of the inner loops leaves branch-free, vectorisable copies."""
+    lo = 0
+    if start < 0:
+        lo = (-start + step - 1) // step
+    hi = n_out
+    if size - start <= 0:
+        hi = 0
+    else:
+        hi = min(n_out, (size - start + step - 1) // step)
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@njit
+def _split_phases(xp, ph, sh, sw, pt, pl, rows, wq, na, nb):
+    """Stride phases of one zero-padded plane: ph[a, b, u*wq + v] = xpad[u*sh + a, v*sw + b].
+
+    xp (H, W) is the unpadded plane, ph (sh, sw, >= rows*wq); only phases a < na, b < nb are
+    built (the others no tap reads: see _phases_used). In phase (a, b) a strided convolution
+    tap becomes a plain shift, so later stages copy or accumulate long contiguous runs instead
+    of one short row segment per output row. Every cell of a built phase is written."""
+    h, w = xp.shape
+    for a in range(na):
+        u_lo, u_hi = _valid_range(rows, a - pt, sh, h)
+        for b in range(nb):
+            v_lo, v_hi = _valid_range(wq, b - pl, sw, w)
+            ph_ab = ph[a, b]
+            for u in range(rows):
+                d = ph_ab[u * wq:(u + 1) * wq]
+                if u < u_lo or u >= u_hi:
+                    for t in range(wq):
+                        d[t] = 0.0
+                    continue
+                for t in range(v_lo):
+                    d[t] = 0.0
+                for t in range(v_hi, wq):
+                    d[t] = 0.0
+                # slices starting at the first valid element: the loop index starts at 0, so
+                # Numba drops its negative-index wraparound and LLVM vectorises the copy
+                dv = d[v_lo:v_hi]
+                ih, iw = u * sh + a - pt, v_lo * sw + b - pl
+                if sw == 1:   # a unit-stride slice copies ~7x faster than a stepped one
+                    src1 = xp[ih, iw:iw + v_hi - v_lo]
+                    for t in range(v_hi - v_lo):
+                        dv[t] = src1[t]
+                else:
+                    src = xp[ih, iw::sw]
+                    for t in range(v_hi - v_lo):
+                        dv[t] = src[t]
+
+
+@njit(parallel=True)
+def _im2col(x, ph, cols, kh, kw, sh, sw, dh, dw, pt, pl, hq, wq, na, nb, gather, n_seg, seg):
+    """im2col of one image x (C, H, W) by way of stride phases, parallel over channels.
+
+    Per channel c: its stride phases into ph[c] (C, sh, sw, hq*wq), then (if gather) its kh*kw
+    rows of cols, row (c*kh + i)*kw + j being phase (i*dh % sh, j*dw % sw) read from offset
+    (i*dh // sh)*wq + j*dw // sw, data the phase split has just left in L1. Two column layouts:
+    - wide (n_seg = 1, seg = (ho-1)*wq + wo): column p*wq + q holds output pixel (p, q); each
+      row is one contiguous copy, the q >= wo columns are junk the epilogue drops;
+    - exact (n_seg = ho, seg = wo): column p*wo + q, one copy per output row; no junk columns
+      for the GEMM, which matters when wq - wo is large next to wo (small planes).
+    Without gather (1x1 kernels) ph[:, 0, 0] itself is the wide column matrix."""
+    for c in prange(x.shape[0]):
+        _split_phases(x[c], ph[c], sh, sw, pt, pl, hq, wq, na, nb)
+        if not gather:
+            continue
+        for ij in range(kh * kw):
+            i = ij // kw
+            j = ij % kw
+            phase = ph[c, i * dh % sh, j * dw % sw]
+            row = cols[c * kh * kw + ij]
+            start = (i * dh // sh) * wq + j * dw // sw
+            for p in range(n_seg):
+                src = phase[start + p * wq:start + p * wq + seg]
+                d = row[p * seg:(p + 1) * seg]
+                for t in range(seg):
+                    d[t] = src[t]
+
+
+@njit(parallel=True)
+def _wide_to_out(wide, y, bias, lo, hi, wq):
+    """Epilogue from the wide GEMM result: y[o, p, q] = clamp(wide[o, p*wq + q] + bias[o], lo, hi)."""
+    c_out, ho, wo = y.shape
+    lo32, hi32 = np.float32(lo), np.float32(hi)   # keep the arithmetic in float32
+    for o in prange(c_out):
+        bv = bias[o]
+        for p in range(ho):
+            src = wide[o, p * wq:p * wq + wo]
+            d = y[o, p]
+            for q in range(wo):
+                d[q] = min(max(src[q] + bv, lo32), hi32)
+
+
+@njit(parallel=True)
+def _bias_act(y, bias, lo, hi):
+    """In place y[n, c, :] = clamp(y[n, c, :] + bias[c], lo, hi); y is (N, C, L)."""
+    n_img, c_out, length = y.shape
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for r in prange(n_img * c_out):
+        n = r // c_out
+        c = r % c_out
+        bv = bias[c]
+        row = y[n, c]
+        for k in range(length):
+            row[k] = min(max(row[k] + bv, lo32), hi32)
+
+
+@njit
+def _tap_src(phases, ij, kw, sh, sw, dh, dw, wq, span):
+    """The span-long run of phases (sh, sw, hq*wq) that tap ij = i*kw + j multiplies."""
+    i, j = ij // kw, ij % kw
+    start = (i * dh // sh) * wq + j * dw // sw
+    return phases[i * dh % sh, j * dw % sw, start:start + span]
+
+
+@njit(parallel=True)
+def _depthwise(x, w, bias, y, mult, sh, sw, dh, dw, pt, pl, lo, hi, na, nb, n_blocks):
+    """Depthwise conv (output channel oc reads input channel oc // mult), bias and clamp fused.
+
+    x (N, C, H, W), w (C*mult, kh, kw), bias (C*mult,), y (N, C*mult, ho, wo).
+    Per plane the padded input is split into stride phases (_split_phases); output pixel (p, q)
+    is accumulated at acc[p*wq + q], so each tap is one long contiguous axpy over the flattened
+    plane (the wq - wo junk columns per row cost less than per-row loop overhead on the 7x7 and
+    14x14 planes). Parallel over n_blocks blocks of planes, each with its own scratch."""
+    n_img, c_in, h, wd = x.shape
+    c_out, kh, kw = w.shape
+    ho, wo = y.shape[2], y.shape[3]
+    hq = ho + ((kh - 1) * dh) // sh      # phase rows / cols any output reaches
+    wq = wo + ((kw - 1) * dw) // sw
+    span = (ho - 1) * wq + wo            # flat extent of acc holding all outputs
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    n_planes = n_img * c_out
+    per_block = (n_planes + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
+        phases = np.empty((sh, sw, hq * wq), dtype=np.float32)
+        acc = np.empty(span, dtype=np.float32)
+        for r in range(blk * per_block, min(n_planes, (blk + 1) * per_block)):
+            n = r // c_out
+            oc = r % c_out
+            _split_phases(x[n, oc // mult], phases, sh, sw, pt, pl, hq, wq, na, nb)
+            bv = bias[oc]
+            for t in range(span):
+                acc[t] = bv
+            # taps three at a time: one pass over acc per three multiply-adds (acc loads and
+            # stores, not the arithmetic, bound this loop)
+            n_taps = kh * kw
+            for ij in range(0, n_taps, 3):
+                s0 = _tap_src(phases, ij, kw, sh, sw, dh, dw, wq, span)
+                w0 = w[oc, ij // kw, ij % kw]
+                if ij + 2 < n_taps:
+                    s1 = _tap_src(phases, ij + 1, kw, sh, sw, dh, dw, wq, span)
+                    s2 = _tap_src(phases, ij + 2, kw, sh, sw, dh, dw, wq, span)
+                    w1 = w[oc, (ij + 1) // kw, (ij + 1) % kw]
+                    w2 = w[oc, (ij + 2) // kw, (ij + 2) % kw]
+                    for t in range(span):
+                        acc[t] += w0 * s0[t] + w1 * s1[t] + w2 * s2[t]
+                elif ij + 1 < n_taps:
+                    s1 = _tap_src(phases, ij + 1, kw, sh, sw, dh, dw, wq, span)
+                    w1 = w[oc, (ij + 1) // kw, (ij + 1) % kw]
+                    for t in range(span):
+                        acc[t] += w0 * s0[t] + w1 * s1[t]
+                else:
+                    for t in range(span):
+                        acc[t] += w0 * s0[t]
+            for p in range(ho):
+                yrow = y[n, oc, p]
+                arow = acc[p * wq:p * wq + wo]
+                for q in range(wo):
+                    yrow[q] = min(max(arow[q], lo32), hi32)
+
+
+@njit(parallel=True)
+def _to_channels_last(x, xt, mult):
+    """xt[t, oc] = x[oc // mult].flat[t]: one image (C, H, W) to (H*W, C*mult), parallel over
+    blocks of 32 pixels (the block's rows of xt stay in cache while every channel is written)."""
+    c_in, h, w = x.shape
+    x2 = x.reshape(c_in, h * w)
+    c_out = xt.shape[1]
+    for blk in prange((h * w + 31) // 32):
+        t0 = blk * 32
+        src_len = min(h * w, t0 + 32) - t0
+        for oc in range(c_out):
+            src = x2[oc // mult, t0:t0 + src_len]
+            for t in range(src_len):
+                xt[t0 + t, oc] = src[t]
+
+
+@njit(parallel=True)
+def _depthwise_cl(xt, h, wd, wt, bias, y, sh, sw, dh, dw, pt, pl, lo, hi):
+    """Depthwise conv on a channels-last image xt (H*W, C) with weights wt (kh, kw, C): each
+    (output pixel, tap) is one contiguous multiply-add over all channels, so small planes with
+    many channels (the 7x7 and 14x14 layers) pay no per-plane overhead. Writes y (C, ho, wo)
+    of the image in NCHW, bias and clamp fused. Parallel over output rows.
+    (Blocking the channels to keep a window's rows in L1 measured slower: loop overhead.)"""
+    c = xt.shape[1]
+    kh, kw = wt.shape[0], wt.shape[1]
+    ho, wo = y.shape[1], y.shape[2]
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for p in prange(ho):
+        # the output row channels-last, transposed into y at the end: writing y pixel by pixel
+        # would touch a different cache line for every channel
+        row_acc = np.empty((wo, c), dtype=np.float32)
+        i_lo, i_hi = _valid_range(kh, p * sh - pt, dh, h)
+        for q in range(wo):
+            acc = row_acc[q]
+            for ch in range(c):
+                acc[ch] = bias[ch]
+            j_lo, j_hi = _valid_range(kw, q * sw - pl, dw, wd)
+            nj = j_hi - j_lo
+            n_taps = (i_hi - i_lo) * nj
+            base = (p * sh - pt) * wd + q * sw - pl       # input pixel of tap (0, 0)
+            # valid taps three at a time: one pass over acc per three multiply-adds
+            for k in range(0, n_taps, 3):
+                i0, j0 = i_lo + k // nj, j_lo + k % nj
+                s0, w0 = xt[base + i0 * dh * wd + j0 * dw], wt[i0, j0]
+                if k + 2 < n_taps:
+                    i1, j1 = i_lo + (k + 1) // nj, j_lo + (k + 1) % nj
+                    i2, j2 = i_lo + (k + 2) // nj, j_lo + (k + 2) % nj
+                    s1, w1 = xt[base + i1 * dh * wd + j1 * dw], wt[i1, j1]
+                    s2, w2 = xt[base + i2 * dh * wd + j2 * dw], wt[i2, j2]
+                    for ch in range(c):
+                        acc[ch] += w0[ch] * s0[ch] + w1[ch] * s1[ch] + w2[ch] * s2[ch]
+                elif k + 1 < n_taps:
+                    i1, j1 = i_lo + (k + 1) // nj, j_lo + (k + 1) % nj
+                    s1, w1 = xt[base + i1 * dh * wd + j1 * dw], wt[i1, j1]
+                    for ch in range(c):
+                        acc[ch] += w0[ch] * s0[ch] + w1[ch] * s1[ch]
+                else:
+                    for ch in range(c):
+                        acc[ch] += w0[ch] * s0[ch]
+        for ch in range(c):
+            yrow = y[ch, p]
+            for q in range(wo):
+                yrow[q] = min(max(row_acc[q, ch], lo32), hi32)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast kernel
+# ---------------------------------------------------------------------------------------------
+
+# Grow-only scratch buffers, one set per thread: each is as large as the largest layer needs
+# (not the sum over layers, as a per-shape cache would hold), none is reallocated once warm,
+# and thread-locality keeps sessions running in different threads from sharing them.
+_tls = threading.local()
+
+
+def _scratch(slot, size):
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    buf = bufs.get(slot)
+    if buf is None or buf.size < size:
+        buf = bufs[slot] = np.empty(size, dtype=np.float32)
+    return buf[:size]
+
+
+def _phases_used(k, s, d):
+    """How many stride phases along one axis the taps 0, d, ..., (k-1)*d touch (a prefix 0..m-1
+    when d == 1; all s otherwise, to keep it simple)."""
+    return min(s, k) if d == 1 else s
+
+
+# Depthwise output planes up to this many pixels go channels-last (_depthwise_cl); larger ones
+# per plane (_depthwise), whose per-plane overhead is then amortised. Measured on the
+# EfficientNet-Lite0 layers (the crossover lies between 14x14 and 28x28 outputs).
+_DW_CL_MAX_PIXELS = 256
+
+# Junk columns (wq - wo per output row) the wide im2col layout may cost the GEMM, relative to wo,
+# before the exact layout (one copy per output row) wins; measured on 28/14/7/4-pixel planes.
+_WIDE_MAX_JUNK = 0.15
+
+
+class _Plan:
+    """Everything conv() derives from the attrs and shapes, computed once per node: the Python
+    work per call is then a few attribute reads, which matters on 4x4 and 7x7 layers."""
+
+    def __init__(self, attrs, x_shape, w_shape):
+        self.attrs = dict(attrs)       # snapshot, compared on lookup
+        self.shapes = (x_shape, w_shape)
+        (n, c_out, ho, wo), = conv_infer([x_shape, w_shape], attrs)
+        self.out_shape = (n, c_out, ho, wo)
+        self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
+        self.group = group = int(attrs["group"])
+        self.has_act, self.lo, self.hi = _clip_bounds(attrs)
+        self.zero_bias = np.zeros(c_out, np.float32)
+        c_in = x_shape[1]
+        self.c_in_g, self.c_out_g = c_in // group, c_out // group
+        self.k = self.c_in_g * kh * kw
+        self.na, self.nb = _phases_used(kh, sh, dh), _phases_used(kw, sw, dw)
+        self.hq = ho + ((kh - 1) * dh) // sh          # phase rows / cols any output reaches
+        self.wq = wo + ((kw - 1) * dw) // sw
+        if group > 1 and w_shape[1] == 1:
+            self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
+        elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
+            self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
+        else:
+            self.path = "im2col"
+            self.gather = kh * kw > 1
+            exact = self.gather and self.wq - wo > _WIDE_MAX_JUNK * wo
+            self.n_seg, self.seg = (ho, wo) if exact else (1, (ho - 1) * self.wq + wo)
+            self.length = self.n_seg * self.seg      # GEMM columns
+            # the GEMM result has the output's layout unless it is wide with junk columns
+            self.wide = self.length != ho * wo
+
+
+_plans: dict = {}
+
+
+def _get_plan(attrs, x_shape, w_shape):
+    # Keyed by the attrs object (one per graph node, reused every run); the snapshot and shape
+    # checks make a recycled id or an edited dict harmless.
+    entry = _plans.get(id(attrs))
+    if entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs:
+        return entry
+    if len(_plans) > 4096:     # many throwaway attrs dicts (tests): don't grow forever
+        _plans.clear()
+    plan = _plans[id(attrs)] = _Plan(attrs, x_shape, w_shape)
+    return plan
+
+
+_NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
+
+
+@register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS)
+def conv(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    w = np.ascontiguousarray(inputs[1], dtype=np.float32)
+    b = inputs[2] if len(inputs) > 2 else None
+    pl_ = _get_plan(attrs, x.shape, w.shape)
+    if outs is None:
+        outs = [np.empty(pl_.out_shape, dtype=np.float32)]
+    y = outs[0]
+    n_img, c_out, ho, wo = pl_.out_shape
+    bias = pl_.zero_bias if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    kh, kw, sh, sw, dh, dw, pt, pl, _, _ = pl_.geo
+    lo, hi = pl_.lo, pl_.hi
+
+    if pl_.path == "depthwise_cl":
+        # weights to (kh, kw, C_out): recomputed per call, cheap next to the conv itself
+        wt = np.ascontiguousarray(w.reshape(c_out, kh * kw).T).reshape(kh, kw, c_out)
+        h, wd = x.shape[2], x.shape[3]
+        xt = _scratch("channels_last", h * wd * c_out).reshape(h * wd, c_out)
+        for n in range(n_img):
+            _to_channels_last(x[n], xt, c_out // x.shape[1])
+            _depthwise_cl(xt, h, wd, wt, bias, y[n], sh, sw, dh, dw, pt, pl, lo, hi)
+        return outs
+    if pl_.path == "depthwise":
+        # direct kernel, epilogue included; a few blocks of planes per thread balance the load
+        # without a scratch allocation per plane
+        n_blocks = min(n_img * c_out, 4 * numba.get_num_threads())
+        _depthwise(x, w.reshape(c_out, kh, kw), bias, y, c_out // x.shape[1], sh, sw, dh, dw, pt, pl,
+                   lo, hi, pl_.na, pl_.nb, n_blocks)
+        return outs
+
+    # group >= 1: per image and group, columns then one sgemm straight into y (or the wide buffer)
+    cig, cog, k, group = pl_.c_in_g, pl_.c_out_g, pl_.k, pl_.group
+    w2 = w.reshape(c_out, k)                  # a view: W is C-contiguous
+    y3 = y.reshape(n_img, c_out, ho * wo)     # a view: output buffers are C-contiguous
+    if pl_.path == "im2col":
+        hq, wq, length = pl_.hq, pl_.wq, pl_.length
+        ph = _scratch("phases", cig * sh * sw * hq * wq).reshape(cig, sh, sw, hq * wq)
+        cols = _scratch("cols", k * length).reshape(k, length) if pl_.gather else ph[:, 0, 0, :length]
+        wide = _scratch("wide", cog * length).reshape(cog, length) if pl_.wide else None
+    for n in range(n_img):
+        for g in range(group):
+            xg = x[n, g * cig:(g + 1) * cig]
+            gs = slice(g * cog, (g + 1) * cog)
+            if pl_.path == "gemm":
+                np.matmul(w2[gs], xg.reshape(cig, -1), out=y3[n, gs])
+                continue
+            _im2col(xg, ph, cols if pl_.gather else _NO_COLS, kh, kw, sh, sw, dh, dw, pt, pl,
+                    hq, wq, pl_.na, pl_.nb, pl_.gather, pl_.n_seg, pl_.seg)
+            if wide is None:
+                np.matmul(w2[gs], cols, out=y3[n, gs])
+            else:
+                np.matmul(w2[gs], cols, out=wide)
+                _wide_to_out(wide, y[n, gs], bias[gs], lo, hi, wq)
+    if (pl_.path == "gemm" or wide is None) and (b is not None or pl_.has_act):
+        _bias_act(y3, bias, lo, hi)
+    return outs

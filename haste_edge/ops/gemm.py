@@ -1,0 +1,126 @@
+"""Gemm (Y = alpha * A' @ B' + beta * C) and MatMul (numpy.matmul semantics), float32.
+
+Both fast kernels are numpy.matmul (OpenBLAS sgemm) writing straight into the preallocated
+output; transposed operands are passed as views, which BLAS reads without a copy. Gemm's
+scaling and C are then applied in place. References are float64 einsums.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from haste_edge.ops.registry import register
+
+GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemm
+# ---------------------------------------------------------------------------------------------
+
+def gemm_infer(in_shapes, attrs):
+    a, b = in_shapes[0], in_shapes[1]
+    c = in_shapes[2] if len(in_shapes) > 2 else None
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        raise ValueError(f"Gemm: A and B must be 2-D, got A {a}, B {b}")
+    m, k = (a[1], a[0]) if attrs["transA"] else (a[0], a[1])
+    k2, n = (b[1], b[0]) if attrs["transB"] else (b[0], b[1])
+    if k != k2:
+        raise ValueError(f"Gemm: inner dimensions differ: A {tuple(a)} (transA={attrs['transA']}) "
+                         f"vs B {tuple(b)} (transB={attrs['transB']})")
+    if c is not None:
+        # unidirectional broadcast: C's dims, right-aligned, are 1 or equal to (M, N)'s
+        if len(c) > 2 or any(cd not in (1, od) for cd, od in zip(reversed(c), (n, m))):
+            raise ValueError(f"Gemm: C {tuple(c)} does not broadcast to ({m}, {n})")
+    return [(m, n)]
+
+
+def gemm_macs(in_shapes, out_shapes, attrs):
+    a = in_shapes[0]
+    k = a[0] if attrs["transA"] else a[1]
+    m, n = out_shapes[0]
+    return int(m) * int(n) * int(k)
+
+
+def gemm_reference(inputs, attrs):
+    a = np.asarray(inputs[0], dtype=np.float64)
+    b = np.asarray(inputs[1], dtype=np.float64)
+    c = inputs[2] if len(inputs) > 2 else None
+    if attrs["transA"]:
+        a = a.T
+    if attrs["transB"]:
+        b = b.T
+    y = float(attrs["alpha"]) * np.einsum("mk,kn->mn", a, b)
+    if c is not None:
+        y = y + float(attrs["beta"]) * np.asarray(c, dtype=np.float64)   # broadcasts to (M, N)
+    return [y.astype(np.float32)]
+
+
+@register("Gemm", infer=gemm_infer, reference=gemm_reference, macs=gemm_macs, attrs=GEMM_ATTRS)
+def gemm(inputs, attrs, outs=None):
+    a, b = inputs[0], inputs[1]
+    c = inputs[2] if len(inputs) > 2 else None
+    if attrs["transA"]:
+        a = a.T
+    if attrs["transB"]:
+        b = b.T          # the usual classifier layout: a transposed view, no copy
+    if outs is None:
+        outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.float32)]
+    y = outs[0]
+    np.matmul(a, b, out=y)
+    alpha, beta = float(attrs["alpha"]), float(attrs["beta"])
+    if alpha != 1.0:
+        np.multiply(y, np.float32(alpha), out=y)
+    if c is not None and beta != 0.0:
+        np.add(y, c if beta == 1.0 else np.float32(beta) * c, out=y)
+    return outs
+
+
+# ---------------------------------------------------------------------------------------------
+# MatMul
+# ---------------------------------------------------------------------------------------------
+
+def _matmul_dims(a, b):
+    """(batch shape, M, K, N, output shape) of numpy.matmul on shapes a, b; ValueError if invalid."""
+    if a is None or b is None or len(a) == 0 or len(b) == 0:
+        raise ValueError(f"MatMul: operands must have rank >= 1, got {a} and {b}")
+    a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)     # 1-D A: a row vector
+    b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)     # 1-D B: a column vector
+    m, k = a2[-2:]
+    k2, n = b2[-2:]
+    if k != k2:
+        raise ValueError(f"MatMul: inner dimensions differ: {tuple(a)} @ {tuple(b)}")
+    try:
+        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    except ValueError:
+        raise ValueError(f"MatMul: batch dimensions do not broadcast: {tuple(a)} @ {tuple(b)}") from None
+    out = batch + ((m,) if len(a) > 1 else ()) + ((n,) if len(b) > 1 else ())
+    return batch, m, k, n, out
+
+
+def matmul_infer(in_shapes, attrs):
+    return [_matmul_dims(in_shapes[0], in_shapes[1])[4]]
+
+
+def matmul_macs(in_shapes, out_shapes, attrs):
+    batch, m, k, n, _ = _matmul_dims(in_shapes[0], in_shapes[1])
+    return math.prod(batch) * int(m) * int(n) * int(k)
+
+
+def matmul_reference(inputs, attrs):
+    a = np.asarray(inputs[0], dtype=np.float64)
+    b = np.asarray(inputs[1], dtype=np.float64)
+    batch, m, k, n, out = _matmul_dims(a.shape, b.shape)
+    a3 = np.broadcast_to(a.reshape(a.shape[:-1] + (1, k)) if a.ndim == 1 else a, batch + (m, k))
+    b3 = np.broadcast_to(b.reshape(b.shape + (1,)) if b.ndim == 1 else b, batch + (k, n))
+    return [np.einsum("...mk,...kn->...mn", a3, b3).reshape(out).astype(np.float32)]
+
+
+@register("MatMul", infer=matmul_infer, reference=matmul_reference, macs=matmul_macs, attrs=())
+def matmul(inputs, attrs, outs=None):
+    a, b = inputs[0], inputs[1]
+    if outs is None:
+        outs = [np.empty(matmul_infer([a.shape, b.shape], attrs)[0], dtype=np.float32)]
+    np.matmul(a, b, out=outs[0])
+    return outs

@@ -1,0 +1,225 @@
+"""MaxPool, AveragePool, GlobalAveragePool (float32 NCHW; the windowed pools are 2-D only).
+
+Window geometry follows ONNX: output pixel p along an axis covers input positions
+p*s - pad_begin + i*d for i < k. Positions outside [0, n) are padding: never a max candidate;
+for the average they count only with count_include_pad=1, and then only up to n + pad_end
+(a ceil_mode window may reach past the end padding: that part never counts).
+Fast kernels are Numba loops parallel over (image, channel) planes; references are plain NumPy.
+Max over an empty window (all padding) is -inf and its average NaN, in both.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from haste_edge.jit import njit, prange
+from haste_edge.ops.conv import _valid_range
+from haste_edge.ops.registry import register
+
+MAXPOOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
+AVGPOOL_ATTRS = MAXPOOL_ATTRS + ("count_include_pad",)
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+# ---------------------------------------------------------------------------------------------
+
+def _geometry(attrs):
+    """(kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, ceil_mode) as Python ints."""
+    kh, kw = (int(v) for v in attrs["kernel_shape"])
+    sh, sw = (int(v) for v in attrs["strides"])
+    dh, dw = (int(v) for v in attrs["dilations"])
+    pt, pl, pb, pr = (int(v) for v in attrs["pads"])
+    return kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, int(attrs["ceil_mode"])
+
+
+def _out_size(n, k, s, d, p0, p1, ceil_mode):
+    span = n + p0 + p1 - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    # ONNX / PyTorch rule: the last window must start inside the input or the begin padding
+    if (out - 1) * s >= n + p0:
+        out -= 1
+    return out
+
+
+def _pool_infer(op):
+    def infer(in_shapes, attrs):
+        x = in_shapes[0]
+        if x is None or len(x) != 4:
+            raise ValueError(f"{op}: expects a 4-D NCHW input (2-D pooling only), got {x}")
+        kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, ceil_mode = _geometry(attrs)
+        if min(kh, kw, sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
+            raise ValueError(f"{op}: invalid kernel_shape/strides/dilations/pads {attrs} for input {tuple(x)}")
+        ho = _out_size(x[2], kh, sh, dh, pt, pb, ceil_mode)
+        wo = _out_size(x[3], kw, sw, dw, pl, pr, ceil_mode)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"{op}: window {[kh, kw]} (dilations {[dh, dw]}) larger than padded input {tuple(x)}")
+        return [(x[0], x[1], ho, wo)]
+    return infer
+
+
+maxpool_infer = _pool_infer("MaxPool")
+avgpool_infer = _pool_infer("AveragePool")
+
+
+def global_avgpool_infer(in_shapes, attrs):
+    x = in_shapes[0]
+    if x is None or len(x) < 3:
+        raise ValueError(f"GlobalAveragePool: expects an input of rank >= 3 (N, C, spatial...), got {x}")
+    return [tuple(x[:2]) + (1,) * (len(x) - 2)]
+
+
+# ---------------------------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------------------------
+
+def _window_positions(p, k, s, d, p0, n, p1):
+    """Input positions of window p along one axis: (inside the input, inside input + pads)."""
+    pos = [p * s - p0 + i * d for i in range(k)]
+    return [q for q in pos if 0 <= q < n], [q for q in pos if q < n + p1]
+
+
+def _pool_reference(x, attrs, infer, kind):
+    x = np.asarray(x, dtype=np.float64)
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, _ = _geometry(attrs)
+    (n, c, ho, wo), = infer([x.shape], attrs)
+    h, w = x.shape[2], x.shape[3]
+    y = np.empty((n, c, ho, wo))
+    for p in range(ho):
+        rows, rows_padded = _window_positions(p, kh, sh, dh, pt, h, pb)
+        for q in range(wo):
+            cols, cols_padded = _window_positions(q, kw, sw, dw, pl, w, pr)
+            window = x[:, :, rows][:, :, :, cols]
+            if kind == "max":
+                y[:, :, p, q] = window.max(axis=(2, 3)) if window.size else -np.inf
+            else:
+                count = len(rows_padded) * len(cols_padded) if attrs["count_include_pad"] else len(rows) * len(cols)
+                y[:, :, p, q] = window.sum(axis=(2, 3)) / count if count else np.nan
+    return [y.astype(np.float32)]
+
+
+def maxpool_reference(inputs, attrs):
+    return _pool_reference(inputs[0], attrs, maxpool_infer, "max")
+
+
+def avgpool_reference(inputs, attrs):
+    return _pool_reference(inputs[0], attrs, avgpool_infer, "avg")
+
+
+def global_avgpool_reference(inputs, attrs):
+    x = np.asarray(inputs[0], dtype=np.float64)
+    return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(np.float32)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+
+@njit(parallel=True)
+def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
+    """Max or average pooling, parallel over (image, channel) planes.
+
+    Each output row is built tap by tap: for tap (i, j) one pass over the row's outputs whose
+    window holds that tap inside the input (a range computed once per column tap, not a bounds
+    test per pixel), which vectorises for stride 1. Average divisors separate into a row count times a
+    column count."""
+    n_img, c, h, w = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    cnt_w = np.empty(wo, dtype=np.float32)
+    for q in range(wo):
+        if include_pad:   # taps inside input + pads (windows start at >= -pl: only the end bounds)
+            cnt_w[q] = _valid_range(kw, q * sw, dw, w + pl + pr)[1]
+        else:
+            j_lo, j_hi = _valid_range(kw, q * sw - pl, dw, w)
+            cnt_w[q] = j_hi - j_lo
+    # output range [q_lo, q_hi) whose window holds column tap j inside the input, once per j
+    q_rng = np.empty((kw, 2), dtype=np.int64)
+    for j in range(kw):
+        q_rng[j, 0], q_rng[j, 1] = _valid_range(wo, j * dw - pl, sw, w)
+    init = np.float32(-np.inf) if is_max else np.float32(0.0)
+    for r in prange(n_img * c):
+        xp = x[r // c, r % c]
+        yp = y[r // c, r % c]
+        for p in range(ho):
+            yrow = yp[p]
+            for q in range(wo):
+                yrow[q] = init
+            i_lo, i_hi = _valid_range(kh, p * sh - pt, dh, h)
+            for i in range(i_lo, i_hi):
+                ih = p * sh - pt + i * dh
+                for j in range(kw):
+                    off = j * dw - pl
+                    q_lo, q_hi = q_rng[j, 0], q_rng[j, 1]
+                    ys = yrow[q_lo:q_hi]     # slices from 0: no wraparound checks, vectorisable
+                    if sw == 1:
+                        src1 = xp[ih, q_lo + off:q_hi + off]
+                        if is_max:
+                            for t in range(q_hi - q_lo):
+                                ys[t] = ys[t] if ys[t] >= src1[t] else src1[t]
+                        else:
+                            for t in range(q_hi - q_lo):
+                                ys[t] += src1[t]
+                    else:
+                        src = xp[ih, q_lo * sw + off::sw]
+                        if is_max:
+                            for t in range(q_hi - q_lo):
+                                ys[t] = ys[t] if ys[t] >= src[t] else src[t]
+                        else:
+                            for t in range(q_hi - q_lo):
+                                ys[t] += src[t]
+            if not is_max:
+                if include_pad:
+                    cnt_h = _valid_range(kh, p * sh, dh, h + pt + pb)[1]
+                else:
+                    cnt_h = i_hi - i_lo
+                for q in range(wo):
+                    count = cnt_h * cnt_w[q]
+                    yrow[q] = yrow[q] / count if count > 0 else np.nan
+
+
+@njit(parallel=True)
+def _row_means(x2, y1):
+    """y1[r] = mean(x2[r, :]), accumulated in float64 (long rows: 7x7 to 112x112)."""
+    length = x2.shape[1]
+    for r in prange(x2.shape[0]):
+        row = x2[r]
+        s = 0.0
+        for t in range(length):
+            s += row[t]
+        y1[r] = s / length
+
+
+# ---------------------------------------------------------------------------------------------
+# fast kernels
+# ---------------------------------------------------------------------------------------------
+
+def _out(outs, shape):
+    return outs if outs is not None else [np.empty(shape, dtype=np.float32)]
+
+
+@register("MaxPool", infer=maxpool_infer, reference=maxpool_reference, attrs=MAXPOOL_ATTRS)
+def maxpool(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, _ = _geometry(attrs)
+    outs = _out(outs, maxpool_infer([x.shape], attrs)[0])
+    _pool(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, True, False)
+    return outs
+
+
+@register("AveragePool", infer=avgpool_infer, reference=avgpool_reference, attrs=AVGPOOL_ATTRS)
+def avgpool(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, _ = _geometry(attrs)
+    outs = _out(outs, avgpool_infer([x.shape], attrs)[0])
+    _pool(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, False, bool(attrs["count_include_pad"]))
+    return outs
+
+
+@register("GlobalAveragePool", infer=global_avgpool_infer, reference=global_avgpool_reference, attrs=())
+def global_avgpool(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    outs = _out(outs, global_avgpool_infer([x.shape], attrs)[0])
+    n, c = x.shape[:2]
+    _row_means(x.reshape(n * c, -1), outs[0].reshape(n * c))
+    return outs

@@ -1,0 +1,158 @@
+"""Conv: fast kernel vs the NumPy reference over every code path (group=1 wide and exact im2col,
+1x1 direct GEMM, depthwise per-plane and channels-last, general grouped), the reference vs
+onnx's own ReferenceEvaluator, infer() vs kernel shapes, MACs, and shape errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from haste_edge.ops import conv as conv_mod
+from haste_edge.ops.registry import get
+
+RNG = np.random.default_rng(0)
+
+# (N, C_in, H, W, C_out, kernel, strides, dilations, pads [t, l, b, r], group, activation)
+CASES = {
+    "3x3": (1, 3, 9, 11, 4, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, ""),
+    "s2-asym-pads-batch3": (3, 4, 10, 7, 6, (3, 3), (2, 2), (1, 1), [1, 0, 2, 1], 1, "Relu"),
+    "ragged-kernel-strides": (1, 5, 13, 10, 7, (3, 2), (2, 3), (1, 1), [2, 1, 0, 1], 1, "Clip"),
+    "dilation2": (1, 4, 12, 12, 8, (3, 3), (1, 1), (2, 2), [2, 2, 2, 2], 1, ""),
+    "s2-dilation2": (2, 3, 13, 11, 5, (3, 3), (2, 2), (2, 2), [1, 2, 0, 1], 1, "Relu"),
+    "1x1": (1, 8, 7, 7, 16, (1, 1), (1, 1), (1, 1), [0, 0, 0, 0], 1, "Relu"),
+    "1x1-s2": (2, 8, 7, 9, 16, (1, 1), (2, 2), (1, 1), [0, 0, 0, 0], 1, ""),
+    "1x1-padded": (1, 4, 5, 6, 3, (1, 1), (1, 1), (1, 1), [1, 0, 0, 2], 1, "Clip"),
+    "small-plane-exact": (1, 16, 4, 4, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Clip"),
+    "dw-plane": (1, 6, 20, 20, 6, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 6, "Relu"),
+    "dw-plane-5x5-s2": (2, 4, 37, 35, 4, (5, 5), (2, 2), (1, 1), [2, 1, 2, 3], 4, "Clip"),
+    "dw-plane-mult2": (1, 3, 20, 18, 6, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 3, ""),
+    "dw-cl": (3, 8, 9, 9, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 8, "Relu"),
+    "dw-cl-s2-dilation2": (1, 8, 10, 9, 8, (3, 3), (2, 2), (2, 2), [2, 1, 0, 3], 8, ""),
+    "dw-cl-mult2": (1, 4, 8, 8, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 4, "Clip"),
+    "grouped": (2, 6, 11, 9, 9, (3, 3), (2, 2), (1, 1), [1, 0, 1, 1], 3, "Relu"),
+    "grouped-1x1": (1, 8, 5, 5, 4, (1, 1), (1, 1), (1, 1), [0, 0, 0, 0], 2, ""),
+}
+
+
+def make(case, bias=True):
+    n, ci, h, w, co, k, s, d, pads, g, act = case
+    attrs = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), pads=list(pads), group=g,
+                 activation=act, clip_min=-0.5, clip_max=0.75)
+    x = RNG.standard_normal((n, ci, h, w)).astype(np.float32)
+    wt = RNG.standard_normal((co, ci // g) + tuple(k)).astype(np.float32)
+    b = RNG.standard_normal(co).astype(np.float32) if bias else None
+    return [x, wt, b], attrs
+
+
+def run_fast(inputs, attrs):
+    """Run the fast kernel the way the engine does: into NaN-filled buffers of infer()'s shapes."""
+    spec = get("Conv")
+    shapes = spec.infer([None if a is None else a.shape for a in inputs], attrs)
+    bufs = [np.full(s, np.nan, np.float32) for s in shapes]
+    outs = spec.kernel(inputs, attrs, bufs)
+    assert len(outs) == 1 and outs[0] is bufs[0], "must fill outs"
+    return outs[0]
+
+
+def check(inputs, attrs):
+    got = run_fast(inputs, attrs)
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    assert want.dtype == np.float32 and got.shape == want.shape   # infer() == reference shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fast_matches_reference(name):
+    check(*make(CASES[name]))
+
+
+@pytest.mark.parametrize("name", ["3x3", "1x1", "dw-cl", "dw-plane", "grouped"])
+def test_without_bias(name):
+    inputs, attrs = make(CASES[name], bias=False)
+    check(inputs[:2], attrs)      # B absent from the node
+    check(inputs, attrs)          # B present as None (optional input named "")
+
+
+def test_non_contiguous_input():
+    inputs, attrs = make(CASES["s2-asym-pads-batch3"])
+    x = inputs[0]
+    big = np.zeros(x.shape[:3] + (2 * x.shape[3],), np.float32)
+    big[..., 1::2] = x
+    view = big[..., 1::2]
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(run_fast([view] + inputs[1:], attrs), run_fast(inputs, attrs))
+
+
+def test_scratch_reuse_across_layers():
+    """Layers of different sizes share the grow-only scratch; repeated runs must not drift."""
+    layers = [make(CASES[n]) for n in ("small-plane-exact", "dilation2", "dw-cl", "3x3", "grouped")]
+    first = [run_fast(*layer) for layer in layers]
+    for layer, want in zip(reversed(layers), reversed(first)):
+        np.testing.assert_array_equal(run_fast(*layer), want)
+
+
+def test_same_attrs_object_new_shape():
+    """The per-node plan cache is keyed by the attrs object: a new input shape must replan."""
+    inputs, attrs = make(CASES["3x3"])
+    check(inputs, attrs)
+    x2 = RNG.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    check([x2] + inputs[1:], attrs)
+    attrs["activation"] = "Relu"      # and an edited dict must not reuse the stale plan
+    check([x2] + inputs[1:], attrs)
+
+
+def onnx_conv(inputs, attrs):
+    """Our Conv (+ the fused activation as its own node) run by onnx.reference."""
+    x, w, b = inputs
+    conv_attrs = {k: attrs[k] for k in ("kernel_shape", "strides", "dilations", "pads", "group")}
+    act = attrs["activation"]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if act else "y"], **conv_attrs)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    if act == "Relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif act == "Clip":
+        inits += [numpy_helper.from_array(np.float32(attrs["clip_min"]), "lo"),
+                  numpy_helper.from_array(np.float32(attrs["clip_max"]), "hi")]
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ReferenceEvaluator(model).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("name", ["s2-asym-pads-batch3", "ragged-kernel-strides", "s2-dilation2",
+                                  "dw-cl-s2-dilation2", "dw-plane-mult2", "grouped"])
+def test_reference_matches_onnx(name):
+    inputs, attrs = make(CASES[name])
+    np.testing.assert_allclose(conv_mod.conv_reference(inputs, attrs)[0], onnx_conv(inputs, attrs),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_macs():
+    spec = get("Conv")
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=2,
+                 activation="", clip_min=None, clip_max=None)
+    shapes = [(2, 4, 10, 10), (6, 2, 3, 3), (6,)]
+    out = spec.infer(shapes, attrs)
+    assert out == [(2, 6, 10, 10)]
+    # N * C_out * H_out * W_out * (C_in / group) * kh * kw
+    assert spec.macs(shapes, out, attrs) == 2 * 6 * 10 * 10 * 2 * 3 * 3
+
+
+def test_infer_rejects_channel_mismatch():
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=2,
+                 activation="", clip_min=None, clip_max=None)
+    spec = get("Conv")
+    with pytest.raises(ValueError, match="channel"):
+        spec.infer([(1, 5, 8, 8), (4, 2, 3, 3), None], attrs)     # 5 channels, W wants 2 * 2
+    with pytest.raises(ValueError, match="channel"):
+        spec.infer([(1, 4, 8, 8), (4, 4, 3, 3), None], attrs)     # group 2: 2 channels each, W has 4
+    with pytest.raises(ValueError):
+        spec.infer([(1, 4, 2, 2), (4, 2, 3, 3), None], attrs)     # kernel larger than the input
+
+
+def test_registered_attrs():
+    assert set(get("Conv").attrs) == {"kernel_shape", "strides", "dilations", "pads", "group",
+                                      "activation", "clip_min", "clip_max"}
