@@ -71,7 +71,5 @@ def test_onnx_light_models_match_onnxruntime(path):
         assert rel_err(got[o], w) < 1e-4, o
 
 
-def test_light_models_that_cannot_load_name_the_op():
-    for path in sorted(set(light_models()) - set(LIGHT)):
-        with pytest.raises(haste_edge.UnsupportedOpError, match="unsupported op"):
-            haste_edge.load(path)
+def test_every_light_model_loads():
+    assert len(LIGHT) == len(light_models()) >= 9

@@ -41,3 +41,30 @@ def _make_kernel(ufunc):
 for _op, _ufunc in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
                     ("Div", np.divide)):
     register(_op, infer=_make_infer(_op), reference=_make_reference(_ufunc))(_make_kernel(_ufunc))
+
+
+def _sum_infer(in_shapes, attrs):
+    try:
+        return [np.broadcast_shapes(*[tuple(s) for s in in_shapes])]
+    except ValueError:
+        raise ValueError(f"Sum: input shapes {[tuple(s) for s in in_shapes]} are not broadcastable") from None
+
+
+def _sum_reference(inputs, attrs):
+    total = np.zeros(np.broadcast_shapes(*[np.shape(x) for x in inputs]), dtype=np.float64)
+    for x in inputs:
+        total = total + np.asarray(x, dtype=np.float64)
+    return [total.astype(np.float32)]
+
+
+@register("Sum", infer=_sum_infer, reference=_sum_reference)
+def _sum_kernel(inputs, attrs, outs):
+    """Variadic Add (older exporters' residual connections)."""
+    out = outs[0]
+    if len(inputs) == 1:
+        out[...] = inputs[0]
+        return [out]
+    np.add(inputs[0], inputs[1], out=out)
+    for x in inputs[2:]:
+        np.add(out, x, out=out)
+    return [out]
