@@ -26,6 +26,7 @@ class Step:
     outputs: list[int]
     buffers: list | None       # preallocated outputs, or None for view ops
     macs: int
+    haste: object = None       # LayerSetting when this conv runs with HASTE, else None
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Plan:
     env: list                  # slot -> array (weights pre-filled)
     arena_bytes: int = 0
     timings: dict = field(default_factory=dict)
+    last_counters: dict = field(default_factory=dict)  # node name -> HASTE counters of the last run
 
 
 def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
@@ -121,19 +123,29 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
     return Plan(dict(input_shapes), shapes, steps, slots, env, arena)
 
 
+def _run_step(st: Step, args: list, counters: dict) -> list:
+    if st.haste is None:
+        return st.kernel(args, st.attrs, st.buffers)
+    from .haste import haste_conv
+    bias = args[2] if len(args) > 2 else None
+    y, counters[st.node_name] = haste_conv(args[0], args[1], bias, st.attrs, st.haste, y_out=st.buffers[0])
+    return [y]
+
+
 def execute(plan: Plan, feeds: dict[str, np.ndarray], profile: bool = False) -> list:
     env = plan.env
     for name, arr in feeds.items():
         env[plan.slots[name]] = arr
-    timings = plan.timings
+    timings, counters = plan.timings, plan.last_counters
+    counters.clear()
     for st in plan.steps:
         args = [env[i] if i >= 0 else None for i in st.inputs]
         if profile:
             t0 = time.perf_counter()
-            outs = st.kernel(args, st.attrs, st.buffers)
+            outs = _run_step(st, args, counters)
             timings[st.node_name] = timings.get(st.node_name, 0.0) + time.perf_counter() - t0
         else:
-            outs = st.kernel(args, st.attrs, st.buffers)
+            outs = _run_step(st, args, counters)
         for slot, arr in zip(st.outputs, outs):
             env[slot] = arr
     return env
@@ -171,6 +183,7 @@ class Model:
         self.path = path
         self._plans: dict[tuple, Plan] = {}
         self.last_plan: Plan | None = None
+        self.haste_layers: dict = {}   # node name -> LayerSetting of the convs running HASTE
 
     @property
     def input_names(self) -> list[str]:
@@ -191,8 +204,47 @@ class Model:
     def plan(self, input_shapes: dict[str, tuple]) -> Plan:
         key = tuple(sorted((k, tuple(v)) for k, v in input_shapes.items()))
         if key not in self._plans:
-            self._plans[key] = build_plan(self.graph, dict(input_shapes))
+            plan = build_plan(self.graph, dict(input_shapes))
+            for st in plan.steps:
+                st.haste = self.haste_layers.get(st.node_name)
+            self._plans[key] = plan
         return self._plans[key]
+
+    def set_haste(self, config=None) -> dict:
+        """Run convs with HASTE (a HasteConfig, a spec string like "L=12,P=4", or None for dense).
+
+        Takes effect on the next run: no reconversion, no recompilation. Returns the chosen
+        {conv node name: LayerSetting}."""
+        from .haste import HasteConfig, parse_haste_spec, plan_layers
+        if config is None:
+            self.haste_layers = {}
+        else:
+            cfg = parse_haste_spec(config) if isinstance(config, str) else config
+            if not isinstance(cfg, HasteConfig):
+                raise TypeError(f"set_haste takes a HasteConfig, a spec string or None, not {type(config).__name__}")
+            convs = [(n.name, self.graph.weights[n.inputs[1]].shape, n.attrs) for n in self.graph.nodes
+                     if n.op == "Conv" and n.inputs[1] in self.graph.weights]
+            self.haste_layers = plan_layers(convs, cfg)
+        for plan in self._plans.values():
+            for st in plan.steps:
+                st.haste = self.haste_layers.get(st.node_name)
+        return dict(self.haste_layers)
+
+    def last_stats(self):
+        """RunStats of the last run: dense and executed MACs per layer and per image, HASTE overhead."""
+        from .haste import STAT_FIELDS
+        from .stats import RunStats, dense_layer, haste_layer
+        plan = self.last_plan
+        if plan is None:
+            raise RuntimeError("no run yet")
+        n = next(iter(plan.input_shapes.values()))[0]
+        layers = []
+        for st in plan.steps:
+            if st.node_name in plan.last_counters:
+                layers.append(haste_layer(st.node_name, plan.last_counters[st.node_name], STAT_FIELDS))
+            elif st.macs:
+                layers.append(dense_layer(st.node_name, st.op, st.macs, n))
+        return RunStats(layers)
 
     def run(self, feeds: dict, output_names: list[str] | None = None, *, profile: bool = False) -> dict:
         feeds = check_feeds(self.graph, feeds)

@@ -1,0 +1,491 @@
+"""HASTE conv, fast: one parallel Numba call runs every patch of every image of the batch.
+
+Same semantics as reference.haste_conv_reference (same tiles, hyperplanes, buckets and counters;
+outputs equal up to float rounding). Per patch, inside the compiled loop:
+  1. hash     project each channel on the L ternary hyperplanes by additions/subtractions over
+              per-layer index lists of the +1 and -1 entries, then centre: <z_c, r> = <v_c, r> -
+              <mean_j v_j, r> = <v_c, r> - mean_j <v_j, r>, so the channel mean is never formed
+              (2*C_in*L operations instead of 2*C_in*D); bit = (centred projection > 0).
+  2. bucket   equal codes via a small open-addressing table; a counting sort lists each bucket's
+              channels in channel order.
+  3. merge x  mean of the member channels over the patch (a singleton is copied).
+  4. merge W  weights are kept as Wt (C_in, kh*kw, C_out), so a merged filter is a sum of
+              contiguous kh*kw*C_out vectors; a singleton bucket uses its Wt slice in place.
+  5. conv     reduced conv on the patch (no padding: the halo carries it) into a (tile pixels,
+              C_out) accumulator, output channels innermost so every multiply-add is a vector op
+              over C_out; then bias, activation and the write into NCHW y.
+Counters are added up per patch as the work is done.
+
+Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
+projects; this kernel projects, then centres the projections). The two differ by float64 rounding
+only, ~1e-16 relative, so a bit can differ only for a projection that is 0 up to that rounding.
+Exactly degenerate cases agree: identical channels get identical projections in both (so equal
+codes), and all-zero patches or hyperplanes with no entry on the patch give exactly 0 (bit 0).
+
+Parallelism: numba threads each take every n_blocks-th patch (interleaved, so costly and cheap
+regions of an image spread evenly) and allocate their scratch once per call, never per patch.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numba
+import numpy as np
+
+from haste_edge.haste.config import LayerSetting
+from haste_edge.haste.hyperplanes import layer_hyperplanes, patch_dims
+from haste_edge.haste.reference import N_STATS, STAT_FIELDS, check_haste_conv
+from haste_edge.jit import njit, prange
+from haste_edge.ops.conv import _clip_bounds, _geometry
+
+# stat columns (see reference.STAT_FIELDS)
+_DENSE, _EXEC, _HASH, _CENTRE, _XMERGE, _WMERGE, _NBUCK, _PATCHES, _CHANNELS = range(N_STATS)
+assert STAT_FIELDS[_CHANNELS] == "channels"
+
+# phases; the hot path runs all of them, the profiler also prefixes of them
+PHASES = ("hashing", "bucketing", "input_merge", "filter_merge", "reduced_conv")
+_ALL = len(PHASES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+
+@njit(parallel=True)
+def _pad(x, xpad, xlast, pt, pl):
+    """xpad[n, c] = x[n, c] zero-padded (pt rows on top, pl columns on the left, the rest at the
+    end), and its channels-last copy xlast[n, i*Wp + j, c] = xpad[n, c, i, j] for hashing."""
+    n_img, c_in, h, w = x.shape
+    hp, wp = xpad.shape[2], xpad.shape[3]
+    for r in prange(n_img * c_in):
+        src = x[r // c_in, r % c_in]
+        dst = xpad[r // c_in, r % c_in]
+        for i in range(hp):
+            row = dst[i]
+            if i < pt or i >= pt + h:
+                row[:] = 0.0
+                continue
+            row[:pl] = 0.0
+            row[pl + w:] = 0.0
+            s = src[i - pt]
+            for j in range(w):
+                row[pl + j] = s[j]
+    # one padded row at a time: its channels-last block (Wp*C values) stays in L1 while every
+    # channel's contiguous row is scattered into it
+    for r in prange(n_img * hp):
+        n, i = r // hp, r % hp
+        for c in range(c_in):
+            src = xpad[n, c, i]
+            for j in range(wp):
+                xlast[n, i * wp + j, c] = src[j]
+
+
+@njit
+def _applied_nonzeros(ptr, rows, cols, ph, pw):
+    """Hyperplane entries (of one sign, all L hyperplanes) inside a ph x pw patch."""
+    k = 0
+    for e in range(ptr[-1]):
+        if rows[e] < ph and cols[e] < pw:
+            k += 1
+    return k
+
+
+@njit
+def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw):
+    """One bucket's share of the reduced conv of a th x tw tile:
+    acc[p*tw + q, :] += sum_{i,j} xb[(p*sh + i*dh)*pw + q*sw + j*dw] * wb[i*kw + j, :],
+    xb the merged patch (ph x pw, flat), wb the merged filter (kh*kw, C_out).
+
+    Several taps per pass over an accumulator row: with one tap per pass the loop does two loads
+    and a store per multiply-add and is bound by them (measured ~2x slower than nine taps)."""
+    c_out = wb.shape[1]
+    rs = dh * pw                       # flat distance between kernel rows in the patch
+    if kh == 3 and kw == 3:            # the common case: all nine taps in one pass
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = wb[0], wb[1], wb[2], wb[3], wb[4], wb[5], wb[6], wb[7], wb[8]
+        for p in range(th):
+            for q in range(tw):
+                b0 = p * sh * pw + q * sw
+                x0, x1, x2 = xb[b0], xb[b0 + dw], xb[b0 + 2 * dw]
+                x3, x4, x5 = xb[b0 + rs], xb[b0 + rs + dw], xb[b0 + rs + 2 * dw]
+                x6, x7, x8 = xb[b0 + 2 * rs], xb[b0 + 2 * rs + dw], xb[b0 + 2 * rs + 2 * dw]
+                arow = acc[p * tw + q]
+                for o in range(c_out):
+                    arow[o] += (x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o] + x4 * w4[o]
+                                + x5 * w5[o] + x6 * w6[o] + x7 * w7[o] + x8 * w8[o])
+        return
+    kk = kh * kw
+    for t in range(0, kk, 3):          # any other kernel: three taps per pass
+        n_t = min(3, kk - t)
+        f0 = (t // kw) * rs + (t % kw) * dw
+        f1 = ((t + 1) // kw) * rs + ((t + 1) % kw) * dw
+        f2 = ((t + 2) // kw) * rs + ((t + 2) % kw) * dw
+        w0 = wb[t]
+        w1 = wb[min(t + 1, kk - 1)]
+        w2 = wb[min(t + 2, kk - 1)]
+        for p in range(th):
+            for q in range(tw):
+                b0 = p * sh * pw + q * sw
+                arow = acc[p * tw + q]
+                x0 = xb[b0 + f0]
+                if n_t == 3:
+                    x1, x2 = xb[b0 + f1], xb[b0 + f2]
+                    for o in range(c_out):
+                        arow[o] += x0 * w0[o] + x1 * w1[o] + x2 * w2[o]
+                elif n_t == 2:
+                    x1 = xb[b0 + f1]
+                    for o in range(c_out):
+                        arow[o] += x0 * w0[o] + x1 * w1[o]
+                else:
+                    for o in range(c_out):
+                        arow[o] += x0 * w0[o]
+
+
+@njit
+def _hash_patch(xln, wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col, proj, codes):
+    """Codes of the C_in channels of one patch; returns the hyperplane entries applied.
+
+    Uncentred projections first, by additions over channels-last pixels (each a contiguous
+    vector over C_in), float64; then centred by the mean projection over channels."""
+    L, c_in = proj.shape
+    for l in range(L):
+        row = proj[l]
+        for c in range(c_in):
+            row[c] = 0.0
+        for e in range(p_ptr[l], p_ptr[l + 1]):
+            if p_row[e] < ph and p_col[e] < pw:         # edge patch: its pixels only
+                src = xln[(r0 + p_row[e]) * wp + c0 + p_col[e]]
+                for c in range(c_in):
+                    row[c] += src[c]
+        for e in range(m_ptr[l], m_ptr[l + 1]):
+            if m_row[e] < ph and m_col[e] < pw:
+                src = xln[(r0 + m_row[e]) * wp + c0 + m_col[e]]
+                for c in range(c_in):
+                    row[c] -= src[c]
+    for c in range(c_in):
+        codes[c] = 0
+    for l in range(L):
+        row = proj[l]
+        mean = 0.0
+        for c in range(c_in):
+            mean += row[c]
+        mean /= c_in
+        bit = np.int64(1) << l
+        for c in range(c_in):
+            if row[c] - mean > 0.0:                     # strict test
+                codes[c] |= bit
+    return _applied_nonzeros(p_ptr, p_row, p_col, ph, pw) + _applied_nonzeros(m_ptr, m_row, m_col, ph, pw)
+
+
+@njit
+def _bucket_patch(codes, tkey, tval, bucket_of, count, start, members):
+    """Buckets of equal codes, numbered in order of first appearance; returns their number nb.
+    Bucket b's channels, in channel order: members[start[b]:start[b+1]], count[b] of them."""
+    c_in = codes.shape[0]
+    mask = tkey.shape[0] - 1                            # open addressing, table >= 2*C_in
+    for t in range(tkey.shape[0]):
+        tkey[t] = -1                                    # codes are >= 0
+    nb = 0
+    for c in range(c_in):
+        code = codes[c]
+        h = ((code ^ (code >> 15)) * 0x2545F491) & mask
+        while True:
+            if tkey[h] == -1:
+                tkey[h] = code
+                tval[h] = nb
+                bucket_of[c] = nb
+                nb += 1
+                break
+            if tkey[h] == code:
+                bucket_of[c] = tval[h]
+                break
+            h = (h + 1) & mask
+    for bi in range(nb):                                # counting sort of channels by bucket
+        count[bi] = 0
+    for c in range(c_in):
+        count[bucket_of[c]] += 1
+    start[0] = 0
+    for bi in range(nb):
+        start[bi + 1] = start[bi] + count[bi]
+    for c in range(c_in):                               # tval reused as fill pointers
+        tval[c] = 0
+    for c in range(c_in):
+        bi = bucket_of[c]
+        members[start[bi] + tval[bi]] = c
+        tval[bi] += 1
+    return nb
+
+
+@njit
+def _merge_inputs(xn, r0, c0, ph, pw, nb, count, start, members, xm):
+    """xm[b, :ph*pw] = mean over bucket b's channels of the patch. Plain 2-D indexing: slicing
+    out rows of a few pixels costs more than it saves."""
+    for bi in range(nb):
+        dst = xm[bi]
+        plane = xn[members[start[bi]]]
+        for r in range(ph):
+            for t in range(pw):
+                dst[r * pw + t] = plane[r0 + r, c0 + t]
+        for mi in range(start[bi] + 1, start[bi + 1]):
+            plane = xn[members[mi]]
+            for r in range(ph):
+                for t in range(pw):
+                    dst[r * pw + t] += plane[r0 + r, c0 + t]
+        if count[bi] > 1:
+            inv = np.float32(1.0) / np.float32(count[bi])
+            for t in range(ph * pw):
+                dst[t] *= inv
+
+
+@njit
+def _merge_filters(wt, nb, count, start, members, wm, wslot):
+    """Merged filter of each bucket with >= 2 channels into wm[wslot[b]]: a sum of contiguous
+    (kh*kw*C_out) Wt slices. Singletons get wslot -1 and use their Wt slice in place."""
+    kkc = wt.shape[1] * wt.shape[2]
+    n_merged = 0
+    for bi in range(nb):
+        if count[bi] == 1:
+            wslot[bi] = -1
+            continue
+        wslot[bi] = n_merged
+        wdst = wm[n_merged].reshape(kkc)
+        w0 = wt[members[start[bi]]].reshape(kkc)
+        for t in range(kkc):
+            wdst[t] = w0[t]
+        for mi in range(start[bi] + 1, start[bi + 1]):
+            wsrc = wt[members[mi]].reshape(kkc)
+            for t in range(kkc):
+                wdst[t] += wsrc[t]
+        n_merged += 1
+
+
+@njit
+def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
+    for o in range(yn.shape[0]):
+        bv = bias[o]
+        for p in range(th):
+            yrow = yn[o, p0 + p]
+            for q in range(tw):
+                yrow[q0 + q] = min(max(acc[p * tw + q, o] + bv, lo32), hi32)
+
+
+@njit
+def _run_block(blk, n_blocks, xpad, xlast, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+               p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats):
+    """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases."""
+    n_img, c_in, _, wp = xpad.shape
+    kk, c_out = wt.shape[1], wt.shape[2]
+    ho, wo = y.shape[2], y.shape[3]
+    L = p_ptr.shape[0] - 1
+    d_max = ((P - 1) * sh + (kh - 1) * dh + 1) * ((P - 1) * sw + (kw - 1) * dw + 1)
+    n_tj = (wo + P - 1) // P
+    tiles = ((ho + P - 1) // P) * n_tj
+    table_size = 4
+    while table_size < 2 * c_in:
+        table_size *= 2
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+
+    # scratch, allocated once per call and thread, reused by every patch of the block
+    proj = np.empty((L, c_in), dtype=np.float64)
+    codes = np.empty(c_in, dtype=np.int64)
+    tkey = np.empty(table_size, dtype=np.int64)
+    tval = np.empty(table_size, dtype=np.int64)
+    bucket_of = np.empty(c_in, dtype=np.int64)
+    count = np.empty(c_in, dtype=np.int64)
+    start = np.empty(c_in + 1, dtype=np.int64)
+    members = np.empty(c_in, dtype=np.int64)
+    wslot = np.empty(c_in, dtype=np.int64)
+    xm = np.empty((c_in, d_max), dtype=np.float32)
+    wm = np.empty((c_in // 2 + 1, kk, c_out), dtype=np.float32)   # merged buckets have >= 2 channels
+    acc = np.empty((P * P, c_out), dtype=np.float32)
+
+    for item in range(blk, n_img * tiles, n_blocks):
+        n = item // tiles
+        p0, q0 = ((item % tiles) // n_tj) * P, ((item % tiles) % n_tj) * P
+        th, tw = min(P, ho - p0), min(P, wo - q0)
+        ph, pw = (th - 1) * sh + (kh - 1) * dh + 1, (tw - 1) * sw + (kw - 1) * dw + 1
+        r0, c0 = p0 * sh, q0 * sw                       # patch corner in the padded input
+        D = ph * pw
+        st = pstats[item]
+        st[:] = 0
+
+        applied = _hash_patch(xlast[n], wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col,
+                              proj, codes)
+        st[_HASH] = applied * c_in
+        st[_CENTRE] = 2 * c_in * D
+        if upto < 2:
+            continue
+        nb = _bucket_patch(codes, tkey, tval, bucket_of, count, start, members)
+        st[_NBUCK] = nb
+        if upto < 3:
+            continue
+        _merge_inputs(xpad[n], r0, c0, ph, pw, nb, count, start, members, xm)
+        st[_XMERGE] = c_in * D
+        if upto < 4:
+            continue
+        _merge_filters(wt, nb, count, start, members, wm, wslot)
+        st[_WMERGE] = c_out * (c_in - nb) * kk
+        if upto < 5:
+            continue
+        tpix = th * tw                                  # reduced conv, output channels innermost
+        for t in range(tpix):
+            for o in range(c_out):
+                acc[t, o] = 0.0
+        for bi in range(nb):
+            if wslot[bi] < 0:
+                _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
+            else:
+                _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
+        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
+        st[_DENSE] = c_out * c_in * kk * tpix
+        st[_EXEC] = c_out * nb * kk * tpix
+        st[_PATCHES] = 1
+
+
+@njit(parallel=True)
+def _haste_patches(xpad, xlast, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, upto, pstats):
+    """All patches of all images. xpad (N, C, Hp, Wp) zero-padded input and xlast its channels-last
+    copy (N, Hp*Wp, C), wt (C, kh*kw, C_out), bias (C_out,), y (N, C_out, Ho, Wo) output,
+    hyperplanes as CSR lists per hyperplane l of the (row, col) positions of their +1 (p_*) and
+    -1 (m_*) entries in the full patch grid. pstats (N * tiles, N_STATS) receives each patch's
+    counters. upto < 5 stops after that many phases (profiling only; y is then left unwritten).
+    The parallel loop body is a single call: Numba's parfor passes then compile quickly."""
+    for blk in prange(n_blocks):
+        _run_block(blk, n_blocks, xpad, xlast, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-layer data, scratch, public entry
+# ---------------------------------------------------------------------------------------------
+
+class _Layer:
+    """What a layer derives from W and its setting once: Wt and the hyperplane index lists."""
+
+    def __init__(self, W, setting: LayerSetting, geo):
+        kh, kw, sh, sw, dh, dw = geo
+        self.W = W                 # held so id(W) cannot be reused by another array while cached
+        c_out, c_in = W.shape[0], W.shape[1]
+        self.wt = np.ascontiguousarray(
+            np.asarray(W, dtype=np.float32).transpose(1, 2, 3, 0).reshape(c_in, kh * kw, c_out))
+        R = layer_hyperplanes(setting.L, setting.s, setting.seed, *patch_dims(setting.P, kh, kw, sh, sw, dh, dw))
+        self.plus = _csr(R > 0)
+        self.minus = _csr(R < 0)
+
+
+def _csr(mask):
+    """(ptr (L+1,), rows, cols) int64 of the True entries of mask (L, PH, PW), per hyperplane."""
+    ls, rows, cols = np.nonzero(mask)                       # row-major: grouped by l, sorted
+    ptr = np.zeros(mask.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ls, minlength=mask.shape[0]), out=ptr[1:])
+    return ptr, rows.astype(np.int64), cols.astype(np.int64)
+
+
+_layers: dict = {}
+_layers_lock = threading.Lock()
+_MAX_LAYERS = 256
+
+
+def _get_layer(W, setting, geo):
+    key = (id(W), setting, geo)
+    entry = _layers.get(key)
+    if entry is not None and entry.W is W:
+        return entry
+    entry = _Layer(W, setting, geo)
+    with _layers_lock:
+        if len(_layers) >= _MAX_LAYERS:                     # throwaway weights (tests): bounded
+            _layers.clear()
+        _layers[key] = entry
+    return entry
+
+
+_tls = threading.local()
+
+
+def _scratch(slot, size):
+    """Grow-only float32 buffer per calling thread (the padded input, channels-first and -last)."""
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    buf = bufs.get(slot)
+    if buf is None or buf.size < size:
+        buf = bufs[slot] = np.empty(size, dtype=np.float32)
+    return buf[:size]
+
+
+def _prepare(x, W, b, attrs, setting, y_out):
+    if not isinstance(setting, LayerSetting):
+        raise TypeError(f"HASTE conv: setting must be a LayerSetting, got {type(setting).__name__}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out_shape = check_haste_conv(x.shape, np.shape(W), attrs)
+    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
+    layer = _get_layer(W, setting, (kh, kw, sh, sw, dh, dw))
+    n_img, c_in, h, w = x.shape
+    hp, wp = h + pt + pb, w + pl + pr
+    xpad = _scratch("xpad", n_img * c_in * hp * wp).reshape(n_img, c_in, hp, wp)
+    xlast = _scratch("xlast", n_img * c_in * hp * wp).reshape(n_img, hp * wp, c_in)
+    _pad(x, xpad, xlast, pt, pl)
+    c_out = out_shape[1]
+    bias = np.zeros(c_out, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)
+    if y_out is None:
+        y_out = np.empty(out_shape, dtype=np.float32)
+    elif y_out.shape != tuple(out_shape) or y_out.dtype != np.float32 or not y_out.flags.c_contiguous:
+        raise ValueError(f"HASTE conv: y_out must be C-contiguous float32 {out_shape}, got "
+                         f"{y_out.dtype} {y_out.shape}")
+    _, lo, hi = _clip_bounds(attrs)
+    tiles = -(-out_shape[2] // setting.P) * -(-out_shape[3] // setting.P)
+    pstats = np.empty((n_img * tiles, N_STATS), dtype=np.int64)
+    n_blocks = max(1, min(n_img * tiles, numba.get_num_threads()))
+    args = (xpad, xlast, layer.wt, bias, float(lo), float(hi), y_out, kh, kw, sh, sw, dh, dw, setting.P,
+            *layer.plus, *layer.minus, n_blocks)
+    return args, pstats, y_out, tiles
+
+
+def _image_stats(pstats, n_img, tiles, c_in):
+    stats = pstats.reshape(n_img, tiles, N_STATS).sum(axis=1)
+    stats[:, _CHANNELS] = c_in
+    return stats
+
+
+def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
+    """HASTE conv of x (N, C_in, H, W) with weights W (C_out, C_in, kh, kw), optional bias b, the
+    canonical Conv attrs (group must be 1) and the layer's setting.
+
+    Returns (y, stats): y float32 (N, C_out, Ho, Wo) (written into y_out if given: C-contiguous
+    float32 of that shape), stats int64 (N, len(STAT_FIELDS)) per image.
+    Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
+    geometry): W must not be modified in place while in use."""
+    args, pstats, y, tiles = _prepare(x, W, b, attrs, setting, y_out)
+    _haste_patches(*args, _ALL, pstats)
+    return y, _image_stats(pstats, y.shape[0], tiles, np.shape(x)[1])
+
+
+def profile_haste_conv(x, W, b, attrs, setting: LayerSetting, repeats: int = 5, clock=time.perf_counter) -> dict:
+    """Seconds per call spent in each phase (PHASES), plus "pad" (zero-padding the input) and
+    "total". Measured by running the kernel stopped after 1, 2, ... 5 phases (best of `repeats`
+    each) and differencing, so a phase's figure includes nothing of the later ones; it is noisy
+    when the machine is busy (a phase can then come out slightly negative). On a shared machine,
+    clock=time.process_time with one thread counts CPU time only, not time spent descheduled."""
+    args, pstats, y, _ = _prepare(x, W, b, attrs, setting, None)
+    _haste_patches(*args, _ALL, pstats)                     # compile / warm up
+    t_pad = []
+    for _ in range(repeats):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        t0 = clock()
+        _pad(x32, args[0], args[1], int(attrs["pads"][0]), int(attrs["pads"][1]))
+        t_pad.append(clock() - t0)
+    cumulative = []
+    for upto in range(1, _ALL + 1):
+        best = np.inf
+        for _ in range(repeats):
+            t0 = clock()
+            _haste_patches(*args, upto, pstats)
+            best = min(best, clock() - t0)
+        cumulative.append(best)
+    out = {"pad": min(t_pad)}
+    prev = 0.0
+    for name, t in zip(PHASES, cumulative):
+        out[name] = t - prev
+        prev = t
+    out["total"] = out["pad"] + cumulative[-1]
+    return out
