@@ -31,8 +31,26 @@ def _input_spec(model):
     return spec
 
 
-def cmd_classify(args):
+def _load(args):
     model = load(args.model)
+    if getattr(args, "haste", None):
+        model.set_haste(args.haste)
+    return model
+
+
+def _mac_report(model) -> str:
+    st = model.last_stats().summary()
+    if not model.haste_layers:
+        return f"dense MACs: {_fmt_macs(st['dense_macs'])} per image"
+    return (f"dense MACs: {_fmt_macs(st['dense_macs'])}, executed: {_fmt_macs(st['executed_macs'])} "
+            f"+ {_fmt_macs(st['overhead_ops'])} HASTE overhead ops per image (mean); "
+            f"saved {st['reduction']:.1%} without overhead, {st['reduction_with_overhead']:.1%} with it "
+            f"(conv layers: {st['conv_reduction']:.1%} / {st['conv_reduction_with_overhead']:.1%}); "
+            f"HASTE on {len(model.haste_layers)} convs")
+
+
+def cmd_classify(args):
+    model = _load(args)
     images = args.images or [str(p) for p in sample_images()[:1]]
     x = load_batch(images, _input_spec(model))
     name = model.input_names[0]
@@ -47,9 +65,8 @@ def cmd_classify(args):
         print(f"{path}:")
         for k in top:
             print(f"  {p[k]:7.2%}  {labels[k]}")
-    macs = sum(model.macs(batch=1).values())
-    print(f"latency: {ms:.2f} ms for {len(images)} image(s) ({ms / len(images):.2f} ms/image), "
-          f"dense MACs: {_fmt_macs(macs)} per image")
+    print(f"latency: {ms:.2f} ms for {len(images)} image(s) ({ms / len(images):.2f} ms/image)")
+    print(_mac_report(model))
 
 
 def cmd_info(args):
@@ -97,8 +114,39 @@ def _labeled_folder(folder: Path, labels: list[str]):
     return items
 
 
+def cmd_profile(args):
+    """Per-layer time and MACs, like benchmark_model's op profile, sorted by time."""
+    model = _load(args)
+    spec = model.meta.get("input")
+    name = model.input_names[0]
+    if args.input and spec:
+        x = load_batch([args.input], spec)
+    else:
+        x = np.random.default_rng(0).standard_normal(model.input_shape(1)).astype(np.float32)
+    model.run({name: x})  # compile and plan
+    plan = model.last_plan
+    plan.timings.clear()
+    for _ in range(args.runs):
+        model.run({name: x}, profile=True)
+    rows = {r.name: r for r in model.last_stats().layers}
+    total = sum(plan.timings.values())
+    w = max(len(k) for k in plan.timings)
+    print(f"{'layer':<{w}}  {'op':<18} {'ms':>8} {'share':>6} {'dense MAC':>12} {'executed MAC':>13} {'GMAC/s':>7}")
+    ops = {st.node_name: st.op for st in plan.steps}
+    for k, t in sorted(plan.timings.items(), key=lambda kv: -kv[1]):
+        ms = t / args.runs * 1e3
+        r = rows.get(k)
+        dense = int(r.dense.mean()) if r else 0
+        exe = int(r.executed.mean()) if r else 0
+        rate = f"{exe / (ms * 1e6):7.1f}" if exe else " " * 7
+        print(f"{k:<{w}}  {ops[k]:<18} {ms:8.3f} {t / total:6.1%} {dense:>12,} {exe:>13,} {rate}")
+    print(f"total {total / args.runs * 1e3:.3f} ms per inference over {args.runs} runs (profiled; "
+          f"per-layer timing adds a little overhead)")
+    print(_mac_report(model))
+
+
 def cmd_eval(args):
-    model = load(args.model)
+    model = _load(args)
     spec = _input_spec(model)
     name = model.input_names[0]
     if args.folder:
@@ -122,14 +170,25 @@ def cmd_eval(args):
                 yield x, labels[i:i + args.batch]
         total = len(images)
     correct = done = 0
+    macs = np.zeros(3)  # dense, executed, overhead summed over images
     t0 = time.perf_counter()
     for x, y in batches():
         logits = model.run({name: x})[model.output_names[0]]
+        st = model.last_stats()
+        macs += [st.dense().sum(), st.executed().sum(), st.overhead().sum()]
         correct += int((logits.argmax(axis=1) == y).sum())
         done += len(y)
         _progress(done, total, correct, t0)
     sys.stderr.write("\n")
     print(f"accuracy: {correct / done:.4f} ({correct}/{done}) in {time.perf_counter() - t0:.1f} s")
+    if model.haste_layers:
+        dense, exe, over = macs / done
+        print(f"MACs per image: dense {_fmt_macs(dense)}, executed {_fmt_macs(exe)}, overhead {_fmt_macs(over)}; "
+              f"saved {1 - exe / dense:.1%} without overhead, {1 - (exe + over) / dense:.1%} with it")
+
+
+HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
+              "start first compressed conv, 1x1 on/off, strided on/off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="*", help="image files (default: a bundled test image)")
     c.add_argument("--model", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
     c.add_argument("--top", type=int, default=3)
+    c.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
     c.set_defaults(func=cmd_classify)
+
+    f = sub.add_parser("profile", help="per-layer time, dense and executed MACs, sorted by time")
+    f.add_argument("model", nargs="?", default=None)
+    f.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    f.add_argument("--input", default=None, help="an image (default: random input)")
+    f.add_argument("--runs", type=int, default=20)
+    f.set_defaults(func=cmd_profile)
 
     i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
     i.add_argument("model", nargs="?", default=None)
@@ -160,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fashion-mnist", default=None, metavar="DIR", help="folder of the idx files")
     e.add_argument("--limit", type=int, default=0)
     e.add_argument("--batch", type=int, default=50)
+    e.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
     e.set_defaults(func=cmd_eval)
     return p
 
