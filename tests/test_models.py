@@ -73,3 +73,19 @@ def test_onnx_light_models_match_onnxruntime(path):
 
 def test_every_light_model_loads():
     assert len(LIGHT) == len(light_models()) >= 9
+
+
+def test_default_model_matches_onnxruntime_on_real_images():
+    """The bundled .haste file against onnxruntime on the source .onnx: bundled images and test images."""
+    from haste_edge.datasets import load_fashion_mnist
+    from haste_edge.preprocess import load_batch, normalise
+    model = haste_edge.load()
+    onnx_path = haste_edge.ASSETS.parent.parent / "models" / "fashion_resnet18.onnx"
+    spec = model.meta["input"]
+    images, _ = load_fashion_mnist("test")
+    x = np.concatenate([load_batch(haste_edge.sample_images(), spec),
+                        np.stack([normalise(im.astype(np.float32), spec) for im in images[:64]])])
+    got = model.run({"input": x})["logits"]
+    want = ort_run(onnx_path, {"input": x})[0]
+    assert rel_err(got, want) < 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
