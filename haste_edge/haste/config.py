@@ -41,9 +41,8 @@ class HasteConfig:
     s            probability of a 0 entry in a hyperplane (METHOD: 2/3 on CIFAR, 1/2 on ImageNet)
     patch        output tile size P (tiles P x P, edge tiles smaller)
     seed         network seed; each layer's seed is derived from it and the layer's position
-    start_layer  compression starts at this index among the convs HASTE can apply to (group 1,
-                 C_in >= 2), counted in graph order before the 1x1/strided filters; 1 leaves the
-                 first conv (which sees only the image channels) dense
+    start_layer  index (in graph order, over all convs) of the first conv that may be compressed;
+                 1 leaves the first conv (which sees only the image channels) dense
     include_1x1  also 1x1 convs (where hashing and filter merging cost relatively most)
     include_strided  also convs with a stride > 1
     per_layer    node name -> overrides {"L", "s", "P", "seed", "enabled"}; "enabled": True
@@ -125,7 +124,6 @@ def plan_layers(conv_nodes, cfg: HasteConfig) -> dict:
     if unknown:
         raise ValueError(f"HASTE per_layer names no conv node: {unknown}")
     out = {}
-    eligible_index = -1
     for position, (name, wshape, attrs) in enumerate(conv_nodes):
         ov = cfg.per_layer.get(name, {})
         reason = haste_applicable(wshape, attrs)
@@ -133,10 +131,9 @@ def plan_layers(conv_nodes, cfg: HasteConfig) -> dict:
             if ov.get("enabled"):
                 raise ValueError(f"HASTE per_layer enables conv {name!r}, but HASTE cannot apply: {reason}")
             continue
-        eligible_index += 1
         kh, kw = (int(v) for v in attrs["kernel_shape"])
         strided = any(int(v) > 1 for v in attrs["strides"])
-        enabled = (eligible_index >= cfg.start_layer
+        enabled = (position >= cfg.start_layer
                    and (cfg.include_1x1 or (kh, kw) != (1, 1))
                    and (cfg.include_strided or not strided))
         if "enabled" in ov:
