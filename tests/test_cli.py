@@ -86,3 +86,18 @@ def test_bad_model_file_is_one_line(tmp_path):
     r = run_cli("info", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "broken.haste" in r.stderr and "corrupt or truncated" in r.stderr
+
+
+def test_unsupported_op_is_one_line_and_writes_nothing(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="upsample")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])], [scales])
+    src = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    r = run_cli("convert", str(src), "-o", str(tmp_path / "up.haste"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert "'Resize'" in r.stderr and "'upsample'" in r.stderr and "opset 17" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["up.onnx"]
