@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout, uninstalled
-from haste_edge.ops.conv import conv, conv_infer  # noqa: E402
+from haste_edge.ops.conv import _get_plan, conv, conv_infer, conv_macs  # noqa: E402
 
 # (name, C_in, H=W, C_out, k, stride, group, activation). Pads are "same" for odd k: k // 2.
 RESNET = [
@@ -158,7 +158,7 @@ def main():
             so.inter_op_num_threads = 1
             for title, layers in suites:
                 print(f"\n{title}, batch 1, threads={threads}")
-                print(f"{'layer':<22}{'ours ms':>10}{'ort ms':>10}{'ours/ort':>10}")
+                print(f"{'layer':<22}{'path':>14}{'ours ms':>10}{'ort ms':>10}{'ours/ort':>10}{'GMAC/s':>8}")
                 tot_ours = tot_ort = 0.0
                 for name, *_ in layers:
                     attrs, x, w, b, y, model = cases[name]
@@ -170,8 +170,13 @@ def main():
                                                 lambda: sess.run(None, {"X": x})], args.repeat, clock)
                     tot_ours += t_ours
                     tot_ort += t_ort
-                    print(f"{name:<22}{t_ours * 1e3:>10.3f}{t_ort * 1e3:>10.3f}{t_ours / t_ort:>10.2f}")
-                print(f"{'sum of layers':<22}{tot_ours * 1e3:>10.3f}{tot_ort * 1e3:>10.3f}{tot_ours / tot_ort:>10.2f}")
+                    # the fast path conv() chose for this layer, and our dense MAC rate on it
+                    path = _get_plan(attrs, x.shape, w.shape).path
+                    macs = conv_macs([x.shape, w.shape], [y.shape], attrs)
+                    print(f"{name:<22}{path:>14}{t_ours * 1e3:>10.3f}{t_ort * 1e3:>10.3f}{t_ours / t_ort:>10.2f}"
+                          f"{macs / t_ours / 1e9:>8.1f}")
+                print(f"{'sum of layers':<36}{tot_ours * 1e3:>10.3f}{tot_ort * 1e3:>10.3f}"
+                      f"{tot_ours / tot_ort:>10.2f}")
 
 
 if __name__ == "__main__":

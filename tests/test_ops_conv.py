@@ -1,9 +1,11 @@
 """Conv: fast kernel vs the NumPy reference over every code path (group=1 wide and exact im2col,
-1x1 direct GEMM, depthwise per-plane and channels-last, general grouped), the reference vs
+im2row both GEMM orientations, 1x1 direct GEMM, depthwise per-plane and channels-last, general
+grouped), the reference vs
 onnx's own ReferenceEvaluator, infer() vs kernel shapes, MACs, and shape errors.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -24,7 +26,14 @@ CASES = {
     "1x1": (1, 8, 7, 7, 16, (1, 1), (1, 1), (1, 1), [0, 0, 0, 0], 1, "Relu"),
     "1x1-s2": (2, 8, 7, 9, 16, (1, 1), (2, 2), (1, 1), [0, 0, 0, 0], 1, ""),
     "1x1-padded": (1, 4, 5, 6, 3, (1, 1), (1, 1), (1, 1), [1, 0, 0, 2], 1, "Clip"),
-    "small-plane-exact": (1, 16, 4, 4, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Clip"),
+    "small-plane-exact": (1, 8, 4, 4, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Clip"),
+    # im2row (group 1, >= 16 input channels, small planes): pixels as N (< 32 of them) or as M
+    "row-s2-asym-pads-batch3": (3, 16, 9, 8, 20, (3, 3), (2, 2), (1, 1), [1, 0, 2, 1], 1, "Clip"),
+    "row-pixel-major-batch2": (2, 16, 8, 9, 24, (3, 3), (1, 1), (1, 1), [1, 1, 0, 2], 1, "Relu"),
+    "row-dilation2": (1, 16, 11, 10, 12, (3, 3), (1, 1), (2, 2), [2, 1, 2, 3], 1, ""),
+    "row-ragged-kernel-strides": (1, 17, 10, 9, 8, (3, 2), (2, 1), (1, 1), [0, 1, 1, 0], 1, "Clip"),
+    "1x1-s2-many-channels": (3, 32, 9, 9, 40, (1, 1), (2, 2), (1, 1), [0, 0, 0, 0], 1, "Relu"),
+    "row-s2-4x4-96ch": (1, 64, 7, 7, 96, (3, 3), (2, 2), (1, 1), [1, 1, 1, 1], 1, "Relu"),
     "dw-plane": (1, 6, 20, 20, 6, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 6, "Relu"),
     "dw-plane-5x5-s2": (2, 4, 37, 35, 4, (5, 5), (2, 2), (1, 1), [2, 1, 2, 3], 4, "Clip"),
     "dw-plane-mult2": (1, 3, 20, 18, 6, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 3, ""),
@@ -68,15 +77,35 @@ def test_fast_matches_reference(name):
     check(*make(CASES[name]))
 
 
-@pytest.mark.parametrize("name", ["3x3", "1x1", "dw-cl", "dw-plane", "grouped"])
+# the fast path each case is meant to exercise (guards the routing thresholds)
+PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": ("gemm", None),
+         "row-s2-asym-pads-batch3": ("im2row", False), "row-pixel-major-batch2": ("im2row", True),
+         "row-dilation2": ("im2row", True), "row-ragged-kernel-strides": ("im2row", True),
+         "1x1-s2-many-channels": ("im2col", None), "row-s2-4x4-96ch": ("im2row", False),
+         "dw-plane": ("depthwise", None), "dw-cl": ("depthwise_cl", None)}
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_case_takes_its_path(name):
+    (x, w, _), attrs = make(CASES[name])
+    plan = conv_mod._get_plan(attrs, x.shape, w.shape)
+    path, pixel_major = PATHS[name]
+    assert plan.path == path
+    if path == "im2row":
+        assert plan.pixel_major == pixel_major
+
+
+@pytest.mark.parametrize("name", ["3x3", "1x1", "dw-cl", "dw-plane", "grouped", "row-s2-asym-pads-batch3",
+                                  "row-pixel-major-batch2"])
 def test_without_bias(name):
     inputs, attrs = make(CASES[name], bias=False)
     check(inputs[:2], attrs)      # B absent from the node
     check(inputs, attrs)          # B present as None (optional input named "")
 
 
-def test_non_contiguous_input():
-    inputs, attrs = make(CASES["s2-asym-pads-batch3"])
+@pytest.mark.parametrize("name", ["s2-asym-pads-batch3", "row-s2-asym-pads-batch3", "row-pixel-major-batch2"])
+def test_non_contiguous_input(name):
+    inputs, attrs = make(CASES[name])
     x = inputs[0]
     big = np.zeros(x.shape[:3] + (2 * x.shape[3],), np.float32)
     big[..., 1::2] = x
@@ -87,10 +116,41 @@ def test_non_contiguous_input():
 
 def test_scratch_reuse_across_layers():
     """Layers of different sizes share the grow-only scratch; repeated runs must not drift."""
-    layers = [make(CASES[n]) for n in ("small-plane-exact", "dilation2", "dw-cl", "3x3", "grouped")]
+    layers = [make(CASES[n]) for n in ("small-plane-exact", "dilation2", "dw-cl", "3x3", "grouped",
+                                       "row-pixel-major-batch2", "row-s2-4x4-96ch")]
     first = [run_fast(*layer) for layer in layers]
     for layer, want in zip(reversed(layers), reversed(first)):
         np.testing.assert_array_equal(run_fast(*layer), want)
+
+
+@pytest.mark.parametrize("name", ["row-s2-asym-pads-batch3", "row-pixel-major-batch2"])
+def test_new_weight_array_same_node(name):
+    """im2row packs W once per node and weight array (kept across calls); another array of the
+    same shape for the node must be packed afresh."""
+    inputs, attrs = make(CASES[name])
+    check(inputs, attrs)
+    plan = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape)
+    packed = plan.packed[1]
+    check(inputs, attrs)
+    assert plan.packed[1] is packed                 # same array: no repacking per call
+    inputs[1] = RNG.standard_normal(inputs[1].shape).astype(np.float32)
+    check(inputs, attrs)
+    inputs[1] = np.asfortranarray(inputs[1] * 2)    # non-contiguous W: copied per call, still right
+    check(inputs, attrs)
+
+
+def test_small_plane_keeps_caller_thread_count():
+    """Small GEMM-path convs run their Numba kernels on one thread and must restore the count."""
+    inputs, attrs = make(CASES["row-pixel-major-batch2"])
+    prev = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        want = numba.get_num_threads()
+        assert conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).serial
+        check(inputs, attrs)
+        assert numba.get_num_threads() == want
+    finally:
+        numba.set_num_threads(prev)
 
 
 def test_same_attrs_object_new_shape():
@@ -123,7 +183,7 @@ def onnx_conv(inputs, attrs):
 
 
 @pytest.mark.parametrize("name", ["s2-asym-pads-batch3", "ragged-kernel-strides", "s2-dilation2",
-                                  "dw-cl-s2-dilation2", "dw-plane-mult2", "grouped"])
+                                  "dw-cl-s2-dilation2", "dw-plane-mult2", "grouped", "row-dilation2"])
 def test_reference_matches_onnx(name):
     inputs, attrs = make(CASES[name])
     np.testing.assert_allclose(conv_mod.conv_reference(inputs, attrs)[0], onnx_conv(inputs, attrs),

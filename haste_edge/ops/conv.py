@@ -1,7 +1,13 @@
 """Conv (2-D, NCHW, float32): group=1, depthwise and general grouped, with a fused Relu/Clip epilogue.
 
 Fast paths (the engine's hot spot; measured against onnxruntime by benchmarks/bench_conv_kernels.py):
-- group=1 and general grouped: per image (and group) an im2col into grow-only scratch by one
+- group=1, kernel > 1x1, >= 16 input channels, output plane <= 1024 pixels (the ResNet-18
+  layers): im2row. Per image a Numba kernel copies the zero-padded input channels-last, then each
+  output pixel's patch into one row (kh runs of kw*C_in contiguous floats); OpenBLAS multiplies
+  rows (pixels, K) by the weights packed once per node as (K, C_out), and one Numba pass
+  transposes to NCHW with bias and activation fused. Below 32 output pixels the product is
+  W (C_out, K) @ rows^T straight into the output instead (OpenBLAS is faster with few pixels as N).
+- other group=1 and general grouped: per image (and group) an im2col into grow-only scratch by one
   parallel Numba kernel, OpenBLAS sgemm via numpy.matmul(out=...) straight into the output (or a
   scratch), then one Numba pass adding bias and the activation. The im2col first splits the
   zero-padded input into stride phases, which turns every tap into a plain shift, so each column
@@ -12,7 +18,9 @@ Fast paths (the engine's hot spot; measured against onnxruntime by benchmarks/be
   activation fused. Large output planes: per plane over stride phases, each tap a long axpy
   over the flattened plane. Small planes (<= 16x16 outputs, many channels): channels-last, each
   (pixel, tap) a multiply-add over all channels, which has no per-plane overhead.
-Everything derived from attrs and shapes is computed once per node (_Plan).
+On output planes up to 32x32 the GEMM paths run their Numba kernels single-threaded and leave
+the threads to OpenBLAS (_SERIAL_MAX_PIXELS). Everything derived from attrs and shapes is
+computed once per node (_Plan).
 
 `conv_reference` is the oracle: padded input, one einsum per kernel tap, float64 accumulation.
 """
@@ -240,6 +248,61 @@ def _bias_act(y, bias, lo, hi):
             row[k] = min(max(row[k] + bv, lo32), hi32)
 
 
+@njit(parallel=True)
+def _im2row(x, xcl, rows, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo):
+    """im2row of one image x (C, H, W) by way of a zero-padded channels-last copy xcl (Hp, Wp, C).
+
+    rows[p*wo + q, (i*kw + j)*C + c] = xpad[c, p*sh + i*dh, q*sw + j*dw]: each output pixel's
+    patch is one row, taps (i, j) outer and channels inner, so a patch is kh runs of kw*C
+    contiguous floats (kh*kw runs of C when dilated) instead of the C*kh*kw*ho runs of wo floats
+    an exact im2col copies; on the 7x7 and 4x4 planes those short copies cost as much as the GEMM.
+    """
+    c, h, w = x.shape
+    hp, wp = xcl.shape[0], xcl.shape[1]
+    for r in prange(hp):          # the padded channels-last copy, borders zeroed, row by row
+        d = xcl[r]
+        if r < pt or r >= pt + h:
+            d[:, :] = 0.0
+            continue
+        d[:pl, :] = 0.0
+        d[pl + w:, :] = 0.0
+        for s in range(w):
+            ds = d[pl + s]
+            for ch in range(c):
+                ds[ch] = x[ch, r - pt, s]
+    xf = xcl.reshape(-1)
+    run = kw * c if dw == 1 else c      # the kw taps of a kernel row are adjacent unless dilated
+    n_runs = 1 if dw == 1 else kw
+    for p in prange(ho):
+        for q in range(wo):
+            row = rows[p * wo + q]
+            t = 0
+            for i in range(kh):
+                for jr in range(n_runs):
+                    start = ((p * sh + i * dh) * wp + q * sw + jr * dw) * c
+                    # slices indexed from 0: Numba drops the negative-index wraparound, LLVM
+                    # vectorises the copy (indexing row[t + u] measured 2-3x slower)
+                    src, d = xf[start:start + run], row[t:t + run]
+                    for u in range(run):
+                        d[u] = src[u]
+                    t += run
+
+
+@njit(parallel=True)
+def _rows_to_out(yt, y, bias, lo, hi):
+    """Epilogue from the pixel-major GEMM result: y[o, t] = clamp(yt[t, o] + bias[o], lo, hi),
+    y (C_out, ho*wo). Parallel over blocks of 16 channels: a block's columns of yt are read
+    together, so each cache line of yt is used 16 times while it is in L1."""
+    n_pix, c_out = yt.shape
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for blk in prange((c_out + 15) // 16):
+        for o in range(blk * 16, min(c_out, blk * 16 + 16)):
+            bv = bias[o]
+            d = y[o]
+            for t in range(n_pix):
+                d[t] = min(max(yt[t, o] + bv, lo32), hi32)
+
+
 @njit
 def _tap_src(phases, ij, kw, sh, sw, dh, dw, wq, span):
     """The span-long run of phases (sh, sw, hq*wq) that tap ij = i*kw + j multiplies."""
@@ -403,6 +466,25 @@ _DW_CL_MAX_PIXELS = 256
 _WIDE_MAX_JUNK = 0.15
 
 
+# Group=1 convs with a kernel larger than 1x1, at least this many input channels (a patch row is
+# then made of runs of >= kw*16 floats) and at most this many output pixels go through _im2row.
+# Measured on the ResNet-18 layers, where it beats the phase im2col on every 3x3 layer from 28x28
+# down (1.1-1.5x per layer); on the 1x1 stride-2 layers it is a wash (it would transpose pixels
+# the conv skips), and larger planes are untested: both keep the phase im2col.
+_ROW_MIN_CHANNELS = 16
+_ROW_MAX_PIXELS = 1024
+# im2row GEMM as (pixels x K) @ (K x C_out) from this many output pixels up; below, OpenBLAS
+# does better with the pixels as N (measured: 16 pixels 1.6x faster as N, 49 pixels 1.1x as M).
+_ROW_PIXEL_MAJOR_MIN = 32
+
+
+# Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
+# Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
+# was as fast or faster on one thread (idle OpenMP workers sleep, see jit.py, and waking one
+# takes tens of us), while OpenBLAS still gains from its second thread.
+_SERIAL_MAX_PIXELS = 1024
+
+
 class _Plan:
     """Everything conv() derives from the attrs and shapes, computed once per node: the Python
     work per call is then a few attribute reads, which matters on 4x4 and 7x7 layers."""
@@ -422,10 +504,21 @@ class _Plan:
         self.na, self.nb = _phases_used(kh, sh, dh), _phases_used(kw, sw, dw)
         self.hq = ho + ((kh - 1) * dh) // sh          # phase rows / cols any output reaches
         self.wq = wo + ((kw - 1) * dw) // sw
+        # GEMM paths on small planes run their Numba kernels (copies, epilogues) in one thread
+        # and leave the threads to OpenBLAS: waking a sleeping worker costs more than it saves
+        self.serial = ho * wo <= _SERIAL_MAX_PIXELS
         if group > 1 and w_shape[1] == 1:
             self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
+        elif group == 1 and kh * kw > 1 and c_in >= _ROW_MIN_CHANNELS and ho * wo <= _ROW_MAX_PIXELS:
+            self.path = "im2row"
+            self.xcl_shape = (x_shape[2] + pt + pb, x_shape[3] + pl + pr, c_in)
+            self.xcl_size = self.xcl_shape[0] * self.xcl_shape[1] * c_in
+            # GEMM orientation: pixel-major (rows @ W^T, epilogue transposes) unless the pixels
+            # are too few for OpenBLAS to use well as M; then W @ rows^T straight into y
+            self.pixel_major = ho * wo >= _ROW_PIXEL_MAJOR_MIN
+            self.packed = (None, None)               # (source W, packed W): see _packed_weights
         else:
             self.path = "im2col"
             self.gather = kh * kw > 1
@@ -449,6 +542,30 @@ def _get_plan(attrs, x_shape, w_shape):
         _plans.clear()
     plan = _plans[id(attrs)] = _Plan(attrs, x_shape, w_shape)
     return plan
+
+
+def _packed_weights(plan, w):
+    """W (C_out, C_in, kh, kw) in im2row's tap-major order, packed once per node and weight array:
+    (K, C_out) for the pixel-major GEMM, (C_out, K) otherwise (K = kh*kw*C_in).
+
+    Weights are constants of the graph: kept while the same array object comes in (the plan
+    holds a reference, so its id cannot be recycled); a different array is packed afresh."""
+    src, packed = plan.packed
+    if src is not w:
+        c_out = w.shape[0]
+        taps_last = w.transpose(0, 2, 3, 1).reshape(c_out, -1)         # (C_out, kh*kw*C_in)
+        packed = np.ascontiguousarray(taps_last.T if plan.pixel_major else taps_last)
+        plan.packed = (w, packed)
+    return packed
+
+
+@njit(cache=False)     # uncachable (it reaches the threading layer through ctypes); ~0.1 s to compile
+def _set_numba_threads(n):
+    """Numba's thread count for the calling thread, returning the previous one (as numba's own
+    set_num_threads, which costs ~3 us from Python against ~0.3 us through a jitted call)."""
+    prev = numba.get_num_threads()
+    numba.set_num_threads(n)
+    return prev
 
 
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
@@ -483,6 +600,38 @@ def conv(inputs, attrs, outs=None):
         n_blocks = min(n_img * c_out, 4 * numba.get_num_threads())
         _depthwise(x, w.reshape(c_out, kh, kw), bias, y, c_out // x.shape[1], sh, sw, dh, dw, pt, pl,
                    lo, hi, pl_.na, pl_.nb, n_blocks)
+        return outs
+
+    if not pl_.serial:
+        return _dense(pl_, x, w, b, bias, y, outs)
+    prev = _set_numba_threads(1)
+    try:
+        return _dense(pl_, x, w, b, bias, y, outs)
+    finally:
+        _set_numba_threads(prev)
+
+
+def _dense(pl_, x, w, b, bias, y, outs):
+    """conv() for group >= 1 (not depthwise): im2row or im2col, OpenBLAS, epilogue."""
+    n_img, c_out, ho, wo = pl_.out_shape
+    kh, kw, sh, sw, dh, dw, pt, pl, _, _ = pl_.geo
+    lo, hi = pl_.lo, pl_.hi
+    if pl_.path == "im2row":
+        wpk = _packed_weights(pl_, w)
+        xcl = _scratch("channels_last", pl_.xcl_size).reshape(pl_.xcl_shape)
+        rows = _scratch("rows", ho * wo * pl_.k).reshape(ho * wo, pl_.k)
+        # the pixel-major GEMM result (shares the slot of im2col's wide result: never both live)
+        yt = _scratch("wide", ho * wo * c_out).reshape(ho * wo, c_out) if pl_.pixel_major else None
+        for n in range(n_img):
+            _im2row(x[n], xcl, rows, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo)
+            yn = y[n].reshape(c_out, ho * wo)
+            if pl_.pixel_major:
+                np.matmul(rows, wpk, out=yt)
+                _rows_to_out(yt, yn, bias, lo, hi)
+            else:
+                np.matmul(wpk, rows.T, out=yn)
+                if b is not None or pl_.has_act:
+                    _bias_act(yn.reshape(1, c_out, ho * wo), bias, lo, hi)
         return outs
 
     # group >= 1: per image and group, columns then one sgemm straight into y (or the wide buffer)
