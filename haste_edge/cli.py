@@ -54,10 +54,13 @@ def cmd_classify(args):
     images = args.images or [str(p) for p in sample_images()[:1]]
     x = load_batch(images, _input_spec(model))
     name = model.input_names[0]
-    model.run({name: x[:1]})  # warm: first call compiles kernels and plans buffers
-    t0 = time.perf_counter()
-    logits = model.run({name: x})[model.output_names[0]]
-    ms = (time.perf_counter() - t0) * 1e3
+    model.run({name: x})  # warm: the first call compiles kernels and plans buffers
+    times = []
+    for _ in range(max(1, args.runs)):
+        t0 = time.perf_counter()
+        logits = model.run({name: x})[model.output_names[0]]
+        times.append((time.perf_counter() - t0) * 1e3)
+    ms = float(np.median(times))
     probs = softmax(logits.reshape(len(images), -1))
     labels = _labels(model, probs.shape[1])
     for path, p in zip(images, probs):
@@ -65,7 +68,8 @@ def cmd_classify(args):
         print(f"{path}:")
         for k in top:
             print(f"  {p[k]:7.2%}  {labels[k]}")
-    print(f"latency: {ms:.2f} ms for {len(images)} image(s) ({ms / len(images):.2f} ms/image)")
+    print(f"latency: {ms:.2f} ms for {len(images)} image(s) ({ms / len(images):.2f} ms/image; "
+          f"median of {len(times)} runs after a warm-up, min {min(times):.2f} ms)")
     print(_mac_report(model))
 
 
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="*", help="image files (default: a bundled test image)")
     c.add_argument("--model", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
     c.add_argument("--top", type=int, default=3)
+    c.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
     c.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
     c.set_defaults(func=cmd_classify)
 
