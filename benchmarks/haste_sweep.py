@@ -50,9 +50,12 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use only the first N test images")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--per-layer", default=None, metavar="JSON",
+                    help="file with HasteConfig.per_layer overrides ({node name: {\"L\": ...}}), applied to every point")
     ap.add_argument("--name", default="haste_sweep")
     args = ap.parse_args()
     haste_edge.set_threads(args.threads)
+    per_layer = json.loads(Path(args.per_layer).read_text()) if args.per_layer else {}
     model = haste_edge.load()
     images, labels = load_fashion_mnist("test")
     if args.limit:
@@ -68,7 +71,8 @@ def main():
         for L in args.L:
             runs = []
             for seed in args.seeds:
-                model.set_haste(HasteConfig(L=L, patch=P, seed=seed, start_layer=args.start))
+                model.set_haste(HasteConfig(L=L, patch=P, seed=seed, start_layer=args.start,
+                                             per_layer=per_layer))
                 runs.append(evaluate(model, x, labels, args.batch))
                 print(f"P={P} L={L} seed={seed}: acc {runs[-1][0]:.4f} saved {runs[-1][1]:.3f} "
                       f"(with overhead {runs[-1][2]:.3f}) {runs[-1][3] * 1e3:.3f} ms/image", flush=True)
@@ -82,9 +86,10 @@ def main():
 def write(rows, dense_acc, dense_t, args):
     OUT.mkdir(exist_ok=True)
     n = args.limit or 10000
-    lines = [f"# HASTE sweep: Fashion-MNIST ResNet-18, {n} test images, seeds {args.seeds}, start layer {args.start}",
+    lines = [f"# HASTE sweep: Fashion-MNIST ResNet-18, {n} test images, seeds {args.seeds}, start layer {args.start}"
+             + (f", per-layer overrides from {Path(args.per_layer).name}" if args.per_layer else ""),
              "", header(), "", f"dense: top-1 {dense_acc:.2%}, {dense_t * 1e3:.3f} ms/image (batch {args.batch})", "",
-             "| P | L | top-1 (mean ± std) | drop (pp) | conv MACs saved | saved incl. overhead | time vs dense |",
+             "| P | L | top-1 (mean ± std) | drop (pp) | conv MACs saved | saved incl. overhead | HASTE time / dense time |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['P']} | {r['L']} | {r['acc_mean']:.2%} ± {r['acc_std']:.2%} | "
