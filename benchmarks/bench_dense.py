@@ -45,7 +45,7 @@ def main():
             med = interleaved({"ours": lambda: model.run(feed), "ort": lambda: sess.run(None, feed)}, args.runs)
             rows.append((name, t, macs, med["ours"] * 1e3, med["ort"] * 1e3, med["ours"] / med["ort"], err))
     print(header())
-    print(f"runs per cell: {args.runs} (median, interleaved), batch 1\n")
+    print(f"runs per cell: {args.runs} (median, interleaved), batch 1; onnxruntime with intra-op spinning off\n")
     print("| model | threads | dense MMAC | haste-edge ms | onnxruntime ms | ratio | max rel. diff |")
     print("|---|---|---|---|---|---|---|")
     for name, t, macs, ours, ort, ratio, err in rows:
