@@ -30,7 +30,7 @@ def main():
                            yerr=[r["acc_std"] * 100 for r in rows], marker="o", label=f"{label}")
         ax.plot([r["saved_overhead"] * 100 for r in rows], [r["acc_mean"] * 100 for r in rows], ":", marker="x",
                 color=line[0].get_color(), label=f"{label}, overhead counted")
-        for r in rows:
+        for r in rows if "_L" not in label else []:  # per-layer runs carry their L in the file name
             ax.annotate(f"L={r['L']}", (r["saved"] * 100, r["acc_mean"] * 100), fontsize=7)
     ax.axhline(dense * 100, color="grey", lw=0.8, label="dense")
     ax.axhline(dense * 100 - 1, color="grey", lw=0.8, ls="--", label="dense - 1 pp")
