@@ -79,7 +79,7 @@ def test_haste_counts_and_logits_match_reference(results, i):
     # same buckets: the per-layer, per-image bucket sums and executed MACs are equal, not close
     diff = got[f"haste{i}_buckets"] != ref[f"haste{i}_buckets"]
     assert not diff.any(), (f"{spec}: bucket sums differ in layers "
-                            f"{sorted(set(ref[f'haste{i}_layers'][diff.any(axis=1)]))}: "
+                            f"{sorted(str(n) for n in ref[f'haste{i}_layers'][diff.any(axis=1)])}: "
                             f"{got[f'haste{i}_buckets'][diff]} vs {ref[f'haste{i}_buckets'][diff]}")
     np.testing.assert_array_equal(got[f"haste{i}_executed"], ref[f"haste{i}_executed"], err_msg=spec)
     ok, err = _close(got[f"haste{i}_logits"], ref[f"haste{i}_logits"])
