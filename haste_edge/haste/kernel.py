@@ -42,6 +42,7 @@ from haste_edge.haste.hyperplanes import layer_hyperplanes, patch_dims
 from haste_edge.haste.reference import N_STATS, STAT_FIELDS, check_haste_conv
 from haste_edge.jit import njit, prange
 from haste_edge.ops.conv import _clip_bounds, _geometry
+from haste_edge.scratch import scratch
 
 # stat columns (see reference.STAT_FIELDS)
 _DENSE, _EXEC, _HASH, _CENTRE, _XMERGE, _WMERGE, _NBUCK, _PATCHES, _CHANNELS = range(N_STATS)
@@ -377,16 +378,6 @@ def _get_layer(W, setting, geo):
     return entry
 
 
-_tls = threading.local()
-
-
-def _scratch(slot, size):
-    """Grow-only float32 buffer per calling thread (the padded channels-last input)."""
-    bufs = _tls.__dict__.setdefault("bufs", {})
-    buf = bufs.get(slot)
-    if buf is None or buf.size < size:
-        buf = bufs[slot] = np.empty(size, dtype=np.float32)
-    return buf[:size]
 
 
 def _prepare(x, W, b, attrs, setting, y_out):
@@ -398,7 +389,7 @@ def _prepare(x, W, b, attrs, setting, y_out):
     layer = _get_layer(W, setting, (kh, kw, sh, sw, dh, dw))
     n_img, c_in, h, w = x.shape
     hp, wp = h + pt + pb, w + pl + pr
-    xlast = _scratch("xlast", n_img * hp * wp * c_in).reshape(n_img, hp * wp, c_in)
+    xlast = scratch("xlast", n_img * hp * wp * c_in).reshape(n_img, hp * wp, c_in)
     _pad_channels_last(x, xlast.reshape(n_img, hp, wp, c_in), pt, pl)
     c_out = out_shape[1]
     bias = np.zeros(c_out, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32)

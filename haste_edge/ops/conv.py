@@ -26,13 +26,13 @@ computed once per node (_Plan).
 """
 from __future__ import annotations
 
-import threading
 
 import numba
 import numpy as np
 
 from haste_edge.jit import njit, prange
 from haste_edge.ops.registry import register
+from haste_edge.scratch import scratch
 
 CONV_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "group", "activation", "clip_min", "clip_max")
 
@@ -436,18 +436,6 @@ def _depthwise_cl(xt, h, wd, wt, bias, y, sh, sw, dh, dw, pt, pl, lo, hi):
 # fast kernel
 # ---------------------------------------------------------------------------------------------
 
-# Grow-only scratch buffers, one set per thread: each is as large as the largest layer needs
-# (not the sum over layers, as a per-shape cache would hold), none is reallocated once warm,
-# and thread-locality keeps sessions running in different threads from sharing them.
-_tls = threading.local()
-
-
-def _scratch(slot, size):
-    bufs = _tls.__dict__.setdefault("bufs", {})
-    buf = bufs.get(slot)
-    if buf is None or buf.size < size:
-        buf = bufs[slot] = np.empty(size, dtype=np.float32)
-    return buf[:size]
 
 
 def _phases_used(k, s, d):
@@ -589,7 +577,7 @@ def conv(inputs, attrs, outs=None):
         # weights to (kh, kw, C_out): recomputed per call, cheap next to the conv itself
         wt = np.ascontiguousarray(w.reshape(c_out, kh * kw).T).reshape(kh, kw, c_out)
         h, wd = x.shape[2], x.shape[3]
-        xt = _scratch("channels_last", h * wd * c_out).reshape(h * wd, c_out)
+        xt = scratch("channels_last", h * wd * c_out).reshape(h * wd, c_out)
         for n in range(n_img):
             _to_channels_last(x[n], xt, c_out // x.shape[1])
             _depthwise_cl(xt, h, wd, wt, bias, y[n], sh, sw, dh, dw, pt, pl, lo, hi)
@@ -618,10 +606,10 @@ def _dense(pl_, x, w, b, bias, y, outs):
     lo, hi = pl_.lo, pl_.hi
     if pl_.path == "im2row":
         wpk = _packed_weights(pl_, w)
-        xcl = _scratch("channels_last", pl_.xcl_size).reshape(pl_.xcl_shape)
-        rows = _scratch("rows", ho * wo * pl_.k).reshape(ho * wo, pl_.k)
+        xcl = scratch("channels_last", pl_.xcl_size).reshape(pl_.xcl_shape)
+        rows = scratch("rows", ho * wo * pl_.k).reshape(ho * wo, pl_.k)
         # the pixel-major GEMM result (shares the slot of im2col's wide result: never both live)
-        yt = _scratch("wide", ho * wo * c_out).reshape(ho * wo, c_out) if pl_.pixel_major else None
+        yt = scratch("wide", ho * wo * c_out).reshape(ho * wo, c_out) if pl_.pixel_major else None
         for n in range(n_img):
             _im2row(x[n], xcl, rows, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo)
             yn = y[n].reshape(c_out, ho * wo)
@@ -640,9 +628,9 @@ def _dense(pl_, x, w, b, bias, y, outs):
     y3 = y.reshape(n_img, c_out, ho * wo)     # a view: output buffers are C-contiguous
     if pl_.path == "im2col":
         hq, wq, length = pl_.hq, pl_.wq, pl_.length
-        ph = _scratch("phases", cig * sh * sw * hq * wq).reshape(cig, sh, sw, hq * wq)
-        cols = _scratch("cols", k * length).reshape(k, length) if pl_.gather else ph[:, 0, 0, :length]
-        wide = _scratch("wide", cog * length).reshape(cog, length) if pl_.wide else None
+        ph = scratch("phases", cig * sh * sw * hq * wq).reshape(cig, sh, sw, hq * wq)
+        cols = scratch("cols", k * length).reshape(k, length) if pl_.gather else ph[:, 0, 0, :length]
+        wide = scratch("wide", cog * length).reshape(cog, length) if pl_.wide else None
     for n in range(n_img):
         for g in range(group):
             xg = x[n, g * cig:(g + 1) * cig]

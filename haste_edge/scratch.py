@@ -1,0 +1,21 @@
+"""Grow-only float32 scratch buffers, one set per thread, shared by the kernels.
+
+Each slot is as large as the largest call needs (not the sum over layers), is not reallocated once
+warm, and thread-locality keeps models running in different threads from sharing them. Slot names
+must be unique across kernels whose results are alive at the same time.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+_tls = threading.local()
+
+
+def scratch(slot: str, size: int) -> np.ndarray:
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    buf = bufs.get(slot)
+    if buf is None or buf.size < size:
+        buf = bufs[slot] = np.empty(size, dtype=np.float32)
+    return buf[:size]
