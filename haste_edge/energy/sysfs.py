@@ -1,0 +1,24 @@
+"""Reading small sysfs attribute files, with errors turned into a reason a user can act on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from haste_edge.energy.base import MeterUnavailable
+
+
+def read_text(path) -> str:
+    return Path(path).read_text()
+
+
+def read_number(path, read=read_text) -> float:
+    """The number in a sysfs file; MeterUnavailable (with the reason) if it cannot be read."""
+    try:
+        text = read(path).strip()
+    except PermissionError:
+        raise MeterUnavailable(f"{path}: permission denied") from None
+    except OSError as e:
+        raise MeterUnavailable(f"{path}: {e.strerror or e}") from None
+    try:
+        return float(text)
+    except ValueError:
+        raise MeterUnavailable(f"{path}: not a number ({text[:40]!r})") from None
