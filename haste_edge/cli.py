@@ -135,15 +135,24 @@ def cmd_profile(args):
     rows = {r.name: r for r in model.last_stats().layers}
     total = sum(plan.timings.values())
     w = max(len(k) for k in plan.timings)
-    print(f"{'layer':<{w}}  {'op':<18} {'ms':>8} {'share':>6} {'dense MAC':>12} {'executed MAC':>13} {'GMAC/s':>7}")
+    print(f"{'layer':<{w}}  {'op':<18} {'ms':>8} {'share':>6} {'cum.':>6} {'dense MAC':>12} {'executed MAC':>13} "
+          f"{'GMAC/s':>7}")
     ops = {st.node_name: st.op for st in plan.steps}
+    cum = 0.0
     for k, t in sorted(plan.timings.items(), key=lambda kv: -kv[1]):
         ms = t / args.runs * 1e3
+        cum += t
         r = rows.get(k)
         dense = int(r.dense.mean()) if r else 0
         exe = int(r.executed.mean()) if r else 0
         rate = f"{exe / (ms * 1e6):7.1f}" if exe else " " * 7
-        print(f"{k:<{w}}  {ops[k]:<18} {ms:8.3f} {t / total:6.1%} {dense:>12,} {exe:>13,} {rate}")
+        print(f"{k:<{w}}  {ops[k]:<18} {ms:8.3f} {t / total:6.1%} {cum / total:6.1%} {dense:>12,} {exe:>13,} {rate}")
+    by_op = {}
+    for k, t in plan.timings.items():
+        n, s = by_op.get(ops[k], (0, 0.0))
+        by_op[ops[k]] = (n + 1, s + t)
+    print("by op type: " + ", ".join(f"{op} x{n} {s / args.runs * 1e3:.3f} ms ({s / total:.1%})"
+                                     for op, (n, s) in sorted(by_op.items(), key=lambda kv: -kv[1][1])))
     print(f"total {total / args.runs * 1e3:.3f} ms per inference over {args.runs} runs (profiled; "
           f"per-layer timing adds a little overhead)")
     print(_mac_report(model))
@@ -191,6 +200,36 @@ def cmd_eval(args):
               f"saved {1 - exe / dense:.1%} without overhead, {1 - (exe + over) / dense:.1%} with it")
 
 
+def cmd_bench(args):
+    """Every figure of one benchmark (see haste_edge/bench); exits 130 after Ctrl-C, figures printed."""
+    from .bench.report import compare, format_report, read_result, write_json
+    from .bench.run import BenchOptions, run_bench
+    if args.compare:
+        a, b = args.compare
+        print(compare(read_result(a), read_result(b), a, b))
+        return 0
+    if args.runs is not None and args.runs < 1 or args.seconds is not None and args.seconds <= 0:
+        raise InputError("--runs must be >= 1 and --seconds > 0")
+    if args.warmup < 0:
+        raise InputError("--warmup must be >= 0")
+    runs = args.runs if args.runs is not None or args.seconds is not None else 100
+    opts = BenchOptions(runs=runs, seconds=args.seconds if args.runs is None else None, warmup=args.warmup,
+                        input=args.input, idle_seconds=args.idle_seconds)
+    result = run_bench(args.model, args.haste, opts)
+    print(format_report(result))
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 130 if result["interrupted"] else 0
+
+
+def cmd_warmup(args):
+    from .bench.warmup import format_warmup, run_warmup
+    res = run_warmup(args.model, args.haste, args.threads, cold=args.cold,
+                     progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_warmup(res))
+
+
 HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
               "start first compressed conv, 1x1 on/off, strided on/off)")
 
@@ -215,6 +254,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--input", default=None, help="an image (default: random input)")
     f.add_argument("--runs", type=int, default=20)
     f.set_defaults(func=cmd_profile)
+
+    b = sub.add_parser("bench", help="start-up, latency, memory, MACs and energy per inference")
+    b.add_argument("model", nargs="?", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
+    b.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    n = b.add_mutually_exclusive_group()
+    n.add_argument("--runs", type=int, default=None, help="timed runs (default 100)")
+    n.add_argument("--seconds", type=float, default=None, help="time runs for this long instead")
+    b.add_argument("--warmup", type=int, default=5, help="untimed runs before the timed ones (default 5)")
+    b.add_argument("--input", default=None, metavar="IMAGE|FOLDER|random|samples",
+                   help="inputs, cycled (default: the bundled sample images if the model has preprocessing)")
+    b.add_argument("--idle-seconds", type=float, default=2.0,
+                   help="idle window measured and subtracted where a power meter exists (default 2)")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE")
+    b.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
+                   help="print two result files side by side with ratios, then exit")
+    b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("warmup", help="fill the Numba cache for every kernel a model needs; start times")
+    w.add_argument("model", nargs="?", default=None)
+    w.add_argument("--haste", default=None, metavar="SPEC", help="also warm this setting (every HASTE "
+                   "kernel is warmed anyway)")
+    w.add_argument("--cold", action="store_true", help="also time a start with an empty cache "
+                   "(compiles everything once more)")
+    w.set_defaults(func=cmd_warmup)
 
     i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
     i.add_argument("model", nargs="?", default=None)
@@ -241,7 +304,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         set_threads(args.threads)
-        args.func(args)
+        status = args.func(args)
     except (HasteEdgeError, OSError, ValueError) as e:
         if args.traceback or os.environ.get("HASTE_EDGE_TRACEBACK"):
             raise
@@ -250,7 +313,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("haste-edge: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
