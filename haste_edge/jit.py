@@ -1,24 +1,68 @@
-"""Numba set-up shared by every kernel: one place for the cache directory and JIT flags."""
+"""Numba set-up shared by every kernel: one place for the cache directory and JIT flags.
+
+Compiled kernels are cached on disk, keyed to the CPU, in the first writable one of:
+``$NUMBA_CACHE_DIR``, ``$XDG_CACHE_HOME/haste-edge/numba`` (default ``~/.cache/haste-edge/numba``),
+``<tmp>/haste-edge-<uid>/numba``. Never next to the package's source: site-packages may be read-only.
+If none is writable, kernels are compiled on every start (``CACHE_DIR`` is then None).
+"""
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 
-def _default_cache_dir() -> str:
-    # site-packages may be read-only on a device: keep compiled kernels in the user's cache.
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()   # the same test Numba makes
+        return True
+    except OSError:
+        return False
+
+
+def _user_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return str(Path(base) / "haste-edge" / "numba")
 
 
-# Must be set before numba is first imported.
-os.environ.setdefault("NUMBA_CACHE_DIR", _default_cache_dir())
-CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+def _candidates() -> list[str]:
+    out = [os.environ["NUMBA_CACHE_DIR"]] if os.environ.get("NUMBA_CACHE_DIR") else []
+    try:
+        out.append(_user_cache_dir())
+    except RuntimeError:                           # no home directory
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    out.append(str(Path(tempfile.gettempdir()) / f"haste-edge-{uid}" / "numba"))
+    return out
+
+
+def _choose_cache_dir() -> str | None:
+    for path in _candidates():
+        if _writable(path):
+            return path
+    return None
+
+
+CACHE_DIR = _choose_cache_dir()
+if CACHE_DIR is None:
+    print("haste-edge: no writable Numba cache directory (tried $NUMBA_CACHE_DIR, "
+          "~/.cache/haste-edge/numba, the temp dir): kernels are compiled on every start",
+          file=sys.stderr)
+else:
+    # Must be in the environment before numba is first imported (numba reads it then, and again
+    # whenever the environment changes); also replaces a NUMBA_CACHE_DIR that is not writable.
+    os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
 # Idle OpenMP workers sleep instead of spinning: they would otherwise steal the cores that
 # BLAS (called between parallel loops) and other processes on a small board need.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
+
+if CACHE_DIR is not None:
+    # numba may have been imported before haste_edge: its config was read without our directory.
+    numba.config.CACHE_DIR = CACHE_DIR
 
 # Fast-math without nnan/ninf: reductions vectorise, NaN and inf still propagate.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -26,7 +70,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 def njit(*args, parallel: bool = False, **kw):
     """numba.njit with the project's defaults: cached to disk, GIL released, fast-math as above."""
-    opts = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=parallel)
+    opts = dict(cache=CACHE_DIR is not None, nogil=True, fastmath=FASTMATH, parallel=parallel)
     opts.update(kw)
     if args and callable(args[0]):
         return numba.njit(**opts)(args[0])

@@ -27,8 +27,14 @@
 # Numba is told the same CPU (NUMBA_CPU_NAME), as LLVM would detect it on the board.
 # Emulated timings say nothing about the board's speed; results and MAC counts must match exactly.
 #
+# A run passes only if pytest passes, ran at least one test and skipped none (a skipped or
+# xfailed test fails the run: under emulation a skip would hide exactly what is being checked);
+# HASTE_EDGE_ARM_ALLOW_SKIPS=1 relaxes that. The tests see HASTE_EDGE_EXPECT_MACHINE=aarch64 and
+# tests/test_aarch64.py asserts it.
+#
 # Environment: HASTE_EDGE_ARM_CACHE, HASTE_EDGE_ARM_CPU, HASTE_EDGE_ARM_MIRROR (Debian mirror),
-# HASTE_EDGE_ARM_PACKAGES (pip requirement list, space-separated), PYTHON (host python with pip).
+# HASTE_EDGE_ARM_PACKAGES (pip requirement list, space-separated), HASTE_EDGE_ARM_ALLOW_SKIPS,
+# PYTHON (host python with pip).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -118,12 +124,15 @@ case "$CPU" in cortex-*) export NUMBA_CPU_NAME="${NUMBA_CPU_NAME:-$CPU}" ;; esac
 export NUMBA_CACHE_DIR="$CACHE/numba-$CPU"
 export PYTHONPATH="$SITE:$REPO"
 export PYTHONDONTWRITEBYTECODE=1   # keep aarch64 .pyc files out of the repository
+export HASTE_EDGE_EXPECT_MACHINE=aarch64
 unset PYTHONHOME PYTHONSTARTUP
+REPORT="$CACHE/pytest-report.xml"
+rm -f "$REPORT"
 step "pytest $* (emulated $CPU; Numba cache $NUMBA_CACHE_DIR)"
 cd "$REPO"
 start=$(date +%s)
 set +e
-"$QEMU" -L "$ROOT" "$ROOT$PY" -m pytest -q -p no:cacheprovider "$@"
+"$QEMU" -L "$ROOT" "$ROOT$PY" -m pytest -q -rs -p no:cacheprovider --junitxml="$REPORT" "$@"
 rc=$?
 set -e
 elapsed=$(( $(date +%s) - start ))
@@ -131,4 +140,20 @@ if [ $rc -ne 0 ]; then
     echo "aarch64: FAILED: pytest exited $rc under emulation ($CPU) after ${elapsed} s" >&2
     exit $rc
 fi
-echo "aarch64: OK: tests passed under emulation ($CPU) in ${elapsed} s" >&2
+# Count what ran from pytest's JUnit report (host python; xfailed tests are reported as skipped).
+[ -f "$REPORT" ] || die "pytest wrote no report ($REPORT)"
+counts="$("$PYTHON" - "$REPORT" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+n = lambda k: sum(int(s.get(k, 0)) for s in suites)
+print(n("tests"), n("skipped"), n("failures") + n("errors"))
+EOF
+)" || die "cannot read the pytest report $REPORT"
+read -r total skipped bad <<<"$counts"
+[ "$total" -gt 0 ] || die "no test ran under emulation"
+[ "$bad" -eq 0 ] || die "$bad tests failed under emulation"
+if [ "$skipped" -gt 0 ] && [ "${HASTE_EDGE_ARM_ALLOW_SKIPS:-0}" != 1 ]; then
+    die "$skipped of $total tests were skipped or xfailed under emulation (see the short test summary above)"
+fi
+echo "aarch64: OK: $((total - skipped)) tests passed, $skipped skipped, under emulation ($CPU) in ${elapsed} s" >&2
