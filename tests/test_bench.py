@@ -70,6 +70,26 @@ def test_bench_haste_random_inputs_spread_and_estimate():
     assert "HASTE overhead ops" in format_report(r) and "ESTIMATE" in format_report(r)
 
 
+def test_bench_with_a_power_meter_subtracts_idle():
+    """The recorded INA226 reads a constant 3.12875 W: idle and loaded power are equal, net energy ~ 0."""
+    from pathlib import Path
+    probe = dict(NO_METERS, hwmon_root=Path(__file__).parent / "data" / "energy" / "hwmon_ina226")
+    r = run_bench(opts=BenchOptions(runs=3, warmup=0, input="random", idle_seconds=0.05, probe=probe),
+                  stream=io.StringIO())
+    e = r["energy"]
+    assert e["measured"] and "INA226" in e["method"] and e["tried"] == []
+    assert e["idle_w"] == pytest.approx(3.12875) and e["mean_w"] == pytest.approx(3.12875)
+    assert e["gross_j_per_inference"] == pytest.approx(3.12875 * e["window_s"] / 3)
+    assert abs(e["net_j_per_inference"]) < 1e-9
+    text = format_report(r)
+    assert "net:" in text and "idle 3.129 W" in text
+
+
+def test_threads_option_after_the_command(capsys):
+    assert cli.main(["bench", "--threads", "1", "--runs", "1", "--warmup", "0", "--idle-seconds", "0"]) == 0
+    assert "threads 1" in capsys.readouterr().out
+
+
 def test_ctrl_c_prints_figures_so_far_writes_json_and_exits_130(tmp_path, capsys, monkeypatch):
     real_run = haste_edge.runtime.Model.run
     calls = itertools.count(1)
