@@ -288,6 +288,27 @@ def test_kernel_matches_reference_on_resnet_tiny_feature_maps():
     assert (st[:, F["buckets_sum"]] < c_in * st[:, F["patches"]]).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_single_patch_split_over_threads_matches_reference(threads):
+    """One patch (a 4x4 map, P=4) and more threads than patches: the output channels are split
+    into chunks run by different threads; outputs and counters must not change."""
+    import numba
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 24, 4, 4)).astype(np.float32)
+    x[:, 12:] = x[:, :12] * 1.5                       # mergeable channels, so buckets really form
+    W = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        _, st = both(x, W, b, conv_attrs(act="Relu"), LayerSetting(L=6, s=2 / 3, P=4, seed=3))
+    finally:
+        numba.set_num_threads(before)
+    assert st[0, F["patches"]] == 1 and st[0, F["buckets_sum"]] < 24
+
+
 def test_y_out_and_non_contiguous_input():
     rng = np.random.default_rng(14)
     x = rng.standard_normal((2, 9, 6, 5)).astype(np.float32)[:, ::2]       # 5 channels, a view
