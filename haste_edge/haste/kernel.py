@@ -16,8 +16,9 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               contiguous kh*kw*C_out vectors; a singleton bucket uses its Wt slice in place.
   5. conv     reduced conv on the patch (no padding: the halo carries it) into a (tile pixels,
               C_out) accumulator, output channels innermost so every multiply-add is a vector op
-              over C_out, several kernel taps per pass (_accumulate_bucket); then bias,
-              activation and the write into NCHW y.
+              over C_out, all nine taps of a 3x3 and two output pixels per pass, so each weight
+              vector loaded serves 18 multiply-adds (_accumulate_bucket); then bias, activation
+              and the write into NCHW y.
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -28,6 +29,8 @@ codes), and all-zero patches or hyperplanes with no entry on the patch give exac
 
 Parallelism: numba threads each take every n_blocks-th patch (interleaved, so costly and cheap
 regions of an image spread evenly) and allocate their scratch once per call, never per patch.
+With fewer patches than threads (a 4x4 map at P=4, batch 1) a patch's output channels are split
+into chunks for different threads, each repeating the patch's hashing and merging.
 """
 from __future__ import annotations
 
