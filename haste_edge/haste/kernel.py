@@ -16,9 +16,9 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               contiguous kh*kw*C_out vectors; a singleton bucket uses its Wt slice in place.
   5. conv     reduced conv on the patch (no padding: the halo carries it) into a (tile pixels,
               C_out) accumulator, output channels innermost so every multiply-add is a vector op
-              over C_out, all nine taps of a 3x3 and two output pixels per pass, so each weight
-              vector loaded serves 18 multiply-adds (_accumulate_bucket); then bias, activation
-              and the write into NCHW y.
+              over C_out, several kernel taps per pass (_accumulate_bucket); then bias,
+              activation and the write into NCHW y. (Two output pixels per pass, sharing each
+              weight load, measured no faster here, within the noise of a shared machine.)
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -81,33 +81,20 @@ def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw, o_lo, o_
     a single-thread micro-benchmark of a 64- and a 128-channel 3x3 case here)."""
     rs = dh * pw                       # flat distance between kernel rows in the patch
     n_o = o_hi - o_lo                  # rows are sliced, loops run from 0: indices Numba knows are >= 0
-    if kh == 3 and kw == 3:            # the common case: nine taps, two output pixels per pass
+    if kh == 3 and kw == 3:            # the common case: all nine taps in one pass
         w0, w1, w2 = wb[0][o_lo:o_hi], wb[1][o_lo:o_hi], wb[2][o_lo:o_hi]
         w3, w4, w5 = wb[3][o_lo:o_hi], wb[4][o_lo:o_hi], wb[5][o_lo:o_hi]
         w6, w7, w8 = wb[6][o_lo:o_hi], wb[7][o_lo:o_hi], wb[8][o_lo:o_hi]
         for p in range(th):
-            for q in range(0, tw, 2):
+            for q in range(tw):
                 b0 = p * sh * pw + q * sw
                 x0, x1, x2 = xb[b0], xb[b0 + dw], xb[b0 + 2 * dw]
                 x3, x4, x5 = xb[b0 + rs], xb[b0 + rs + dw], xb[b0 + rs + 2 * dw]
                 x6, x7, x8 = xb[b0 + 2 * rs], xb[b0 + 2 * rs + dw], xb[b0 + 2 * rs + 2 * dw]
                 arow = acc[p * tw + q][o_lo:o_hi]
-                if q + 1 == tw:        # odd tile width: last pixel alone
-                    for o in range(n_o):
-                        arow[o] += (x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o] + x4 * w4[o]
-                                    + x5 * w5[o] + x6 * w6[o] + x7 * w7[o] + x8 * w8[o])
-                    continue
-                b1 = b0 + sw
-                y0, y1, y2 = xb[b1], xb[b1 + dw], xb[b1 + 2 * dw]
-                y3, y4, y5 = xb[b1 + rs], xb[b1 + rs + dw], xb[b1 + rs + 2 * dw]
-                y6, y7, y8 = xb[b1 + 2 * rs], xb[b1 + 2 * rs + dw], xb[b1 + 2 * rs + 2 * dw]
-                brow = acc[p * tw + q + 1][o_lo:o_hi]
-                for o in range(n_o):   # each weight loaded once for both pixels
-                    v0, v1, v2, v3, v4, v5, v6, v7, v8 = w0[o], w1[o], w2[o], w3[o], w4[o], w5[o], w6[o], w7[o], w8[o]
-                    arow[o] += (x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3 + x4 * v4
-                                + x5 * v5 + x6 * v6 + x7 * v7 + x8 * v8)
-                    brow[o] += (y0 * v0 + y1 * v1 + y2 * v2 + y3 * v3 + y4 * v4
-                                + y5 * v5 + y6 * v6 + y7 * v7 + y8 * v8)
+                for o in range(n_o):
+                    arow[o] += (x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o] + x4 * w4[o]
+                                + x5 * w5[o] + x6 * w6[o] + x7 * w7[o] + x8 * w8[o])
         return
     kk = kh * kw
     for t in range(0, kk, 3):          # any other kernel: three taps per pass
