@@ -247,6 +247,10 @@ class Model:
         return RunStats(layers)
 
     def run(self, feeds: dict, output_names: list[str] | None = None, *, profile: bool = False) -> dict:
+        unknown = [n for n in (output_names or []) if n not in self.graph.outputs]
+        if unknown:
+            # an intermediate tensor's buffer is reused once its last reader has run
+            raise InputError(f"not graph outputs: {unknown}; this model's outputs are {self.output_names}")
         feeds = check_feeds(self.graph, feeds)
         plan = self.plan({k: v.shape for k, v in feeds.items()})
         self.last_plan = plan

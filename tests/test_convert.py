@@ -125,6 +125,9 @@ def test_wrong_input_shape_is_named(tmp_path):
         model.run({"x": np.zeros((3, 6, 6), np.float32)})
     with pytest.raises(InputError, match="missing"):
         model.run({"y": np.zeros((1, 3, 6, 6), np.float32)})
+    inner = model.graph.nodes[0].outputs[0]             # an intermediate: its buffer gets reused
+    with pytest.raises(InputError, match=f"not graph outputs: \\['{inner}'\\]"):
+        model.run({"x": np.zeros((1, 3, 6, 6), np.float32)}, output_names=[inner])
 
 
 def test_dense_macs_counted_from_shapes(tmp_path):
