@@ -547,15 +547,6 @@ def _packed_weights(plan, w):
     return packed
 
 
-@njit(cache=False)     # uncachable (it reaches the threading layer through ctypes); ~0.1 s to compile
-def _set_numba_threads(n):
-    """Numba's thread count for the calling thread, returning the previous one (as numba's own
-    set_num_threads, which costs ~3 us from Python against ~0.3 us through a jitted call)."""
-    prev = numba.get_num_threads()
-    numba.set_num_threads(n)
-    return prev
-
-
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 
 
@@ -592,11 +583,16 @@ def conv(inputs, attrs, outs=None):
 
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
-    prev = _set_numba_threads(1)
+    # small map: threads cost more than they save. numba's Python-level calls (~2 us each) rather
+    # than a jitted wrapper: that one cannot be cached and cost ~1 s of compiling at every start.
+    prev = numba.get_num_threads()
+    if prev == 1:
+        return _dense(pl_, x, w, b, bias, y, outs)
+    numba.set_num_threads(1)
     try:
         return _dense(pl_, x, w, b, bias, y, outs)
     finally:
-        _set_numba_threads(prev)
+        numba.set_num_threads(prev)
 
 
 def _dense(pl_, x, w, b, bias, y, outs):
