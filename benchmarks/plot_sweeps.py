@@ -19,7 +19,7 @@ def main():
     ap.add_argument("results", nargs="+")
     ap.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "haste_curve.png"))
     args = ap.parse_args()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.6))
     dense = None
     for path in args.results:
         doc = json.loads(Path(path).read_text())
@@ -37,7 +37,7 @@ def main():
     ax.set_xlabel("conv MACs saved (%)")
     ax.set_ylabel("top-1 accuracy (%), mean of 3 seeds")
     ax.set_title("HASTE on the Fashion-MNIST ResNet-18 (10,000 test images)")
-    ax.legend(fontsize=6.5)
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never over points
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
