@@ -289,9 +289,9 @@ def test_kernel_matches_reference_on_resnet_tiny_feature_maps():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_single_patch_split_over_threads_matches_reference(threads):
-    """One patch (a 4x4 map, P=4) and more threads than patches: the output channels are split
-    into chunks run by different threads; outputs and counters must not change."""
+def test_small_map_any_threads_matches_reference(threads):
+    """A 4x4 map (one patch at P=4) runs on the calling thread whatever the thread count; outputs
+    and counters must equal the reference, and the thread count must be restored."""
     import numba
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
@@ -304,6 +304,7 @@ def test_single_patch_split_over_threads_matches_reference(threads):
     numba.set_num_threads(threads)
     try:
         _, st = both(x, W, b, conv_attrs(act="Relu"), LayerSetting(L=6, s=2 / 3, P=4, seed=3))
+        assert numba.get_num_threads() == threads
     finally:
         numba.set_num_threads(before)
     assert st[0, F["patches"]] == 1 and st[0, F["buckets_sum"]] < 24

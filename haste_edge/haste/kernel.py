@@ -17,8 +17,7 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
   5. conv     reduced conv on the patch (no padding: the halo carries it) into a (tile pixels,
               C_out) accumulator, output channels innermost so every multiply-add is a vector op
               over C_out, several kernel taps per pass (_accumulate_bucket); then bias,
-              activation and the write into NCHW y. (Two output pixels per pass, sharing each
-              weight load, measured no faster here, within the noise of a shared machine.)
+              activation and the write into NCHW y.
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -29,8 +28,11 @@ codes), and all-zero patches or hyperplanes with no entry on the patch give exac
 
 Parallelism: numba threads each take every n_blocks-th patch (interleaved, so costly and cheap
 regions of an image spread evenly) and allocate their scratch once per call, never per patch.
-With fewer patches than threads (a 4x4 map at P=4, batch 1) a patch's output channels are split
-into chunks for different threads, each repeating the patch's hashing and merging.
+Small outputs (<= _SERIAL_MAX_PIXELS output pixels in the batch) run on the calling thread alone:
+there, waking the thread pool and handing the cores back and forth with OpenBLAS (which runs the
+dense convs between them) costs more than it saves. Measured on the bundled ResNet, batch 1, 2
+threads: HASTE on the 7x7 and 4x4 stages 1.0-1.5 ms per inference faster than with the work spread
+over both threads, also when each 4x4 map's output channels were split between the threads.
 """
 from __future__ import annotations
 
@@ -71,28 +73,26 @@ def _applied_nonzeros(ptr, rows, cols, ph, pw):
 
 
 @njit
-def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw, o_lo, o_hi):
-    """One bucket's share of the reduced conv of a th x tw tile, output channels o_lo:o_hi:
-    acc[p*tw + q, o] += sum_{i,j} xb[(p*sh + i*dh)*pw + q*sw + j*dw] * wb[i*kw + j, o],
+def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw):
+    """One bucket's share of the reduced conv of a th x tw tile:
+    acc[p*tw + q, :] += sum_{i,j} xb[(p*sh + i*dh)*pw + q*sw + j*dw] * wb[i*kw + j, :],
     xb the merged patch (ph x pw, flat), wb the merged filter (kh*kw, C_out).
 
     Several taps per pass over an accumulator row: with one tap per pass the loop does two loads
     and a store per multiply-add and is bound by them (about 2x slower than nine taps per pass in
     a single-thread micro-benchmark of a 64- and a 128-channel 3x3 case here)."""
+    c_out = wb.shape[1]
     rs = dh * pw                       # flat distance between kernel rows in the patch
-    n_o = o_hi - o_lo                  # rows are sliced, loops run from 0: indices Numba knows are >= 0
     if kh == 3 and kw == 3:            # the common case: all nine taps in one pass
-        w0, w1, w2 = wb[0][o_lo:o_hi], wb[1][o_lo:o_hi], wb[2][o_lo:o_hi]
-        w3, w4, w5 = wb[3][o_lo:o_hi], wb[4][o_lo:o_hi], wb[5][o_lo:o_hi]
-        w6, w7, w8 = wb[6][o_lo:o_hi], wb[7][o_lo:o_hi], wb[8][o_lo:o_hi]
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = wb[0], wb[1], wb[2], wb[3], wb[4], wb[5], wb[6], wb[7], wb[8]
         for p in range(th):
             for q in range(tw):
                 b0 = p * sh * pw + q * sw
                 x0, x1, x2 = xb[b0], xb[b0 + dw], xb[b0 + 2 * dw]
                 x3, x4, x5 = xb[b0 + rs], xb[b0 + rs + dw], xb[b0 + rs + 2 * dw]
                 x6, x7, x8 = xb[b0 + 2 * rs], xb[b0 + 2 * rs + dw], xb[b0 + 2 * rs + 2 * dw]
-                arow = acc[p * tw + q][o_lo:o_hi]
-                for o in range(n_o):
+                arow = acc[p * tw + q]
+                for o in range(c_out):
                     arow[o] += (x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o] + x4 * w4[o]
                                 + x5 * w5[o] + x6 * w6[o] + x7 * w7[o] + x8 * w8[o])
         return
@@ -102,24 +102,24 @@ def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw, o_lo, o_
         f0 = (t // kw) * rs + (t % kw) * dw
         f1 = ((t + 1) // kw) * rs + ((t + 1) % kw) * dw
         f2 = ((t + 2) // kw) * rs + ((t + 2) % kw) * dw
-        w0 = wb[t][o_lo:o_hi]
-        w1 = wb[min(t + 1, kk - 1)][o_lo:o_hi]
-        w2 = wb[min(t + 2, kk - 1)][o_lo:o_hi]
+        w0 = wb[t]
+        w1 = wb[min(t + 1, kk - 1)]
+        w2 = wb[min(t + 2, kk - 1)]
         for p in range(th):
             for q in range(tw):
                 b0 = p * sh * pw + q * sw
-                arow = acc[p * tw + q][o_lo:o_hi]
+                arow = acc[p * tw + q]
                 x0 = xb[b0 + f0]
                 if n_t == 3:
                     x1, x2 = xb[b0 + f1], xb[b0 + f2]
-                    for o in range(n_o):
+                    for o in range(c_out):
                         arow[o] += x0 * w0[o] + x1 * w1[o] + x2 * w2[o]
                 elif n_t == 2:
                     x1 = xb[b0 + f1]
-                    for o in range(n_o):
+                    for o in range(c_out):
                         arow[o] += x0 * w0[o] + x1 * w1[o]
                 else:
-                    for o in range(n_o):
+                    for o in range(c_out):
                         arow[o] += x0 * w0[o]
 
 
@@ -220,34 +220,31 @@ def _merge_inputs(xln, wp, r0, c0, ph, pw, nb, bucket_of, count, xm):
 
 
 @njit
-def _merge_filters(wt, nb, count, start, members, wm, wslot, o_lo, o_hi):
-    """Merged filter of each bucket with >= 2 channels into wm[wslot[b]], output channels
-    o_lo:o_hi: a sum of Wt slices, contiguous over output channels. Singletons get wslot -1 and
-    use their Wt slice in place."""
-    kk = wt.shape[1]
+def _merge_filters(wt, nb, count, start, members, wm, wslot):
+    """Merged filter of each bucket with >= 2 channels into wm[wslot[b]]: a sum of contiguous
+    (kh*kw*C_out) Wt slices. Singletons get wslot -1 and use their Wt slice in place."""
+    kkc = wt.shape[1] * wt.shape[2]
     n_merged = 0
     for bi in range(nb):
         if count[bi] == 1:
             wslot[bi] = -1
             continue
         wslot[bi] = n_merged
-        for t in range(kk):
-            wdst = wm[n_merged, t][o_lo:o_hi]
-            w0 = wt[members[start[bi]], t][o_lo:o_hi]
-            for o in range(o_hi - o_lo):
-                wdst[o] = w0[o]
-            for mi in range(start[bi] + 1, start[bi + 1]):
-                wsrc = wt[members[mi], t][o_lo:o_hi]
-                for o in range(o_hi - o_lo):
-                    wdst[o] += wsrc[o]
+        wdst = wm[n_merged].reshape(kkc)
+        w0 = wt[members[start[bi]]].reshape(kkc)
+        for t in range(kkc):
+            wdst[t] = w0[t]
+        for mi in range(start[bi] + 1, start[bi + 1]):
+            wsrc = wt[members[mi]].reshape(kkc)
+            for t in range(kkc):
+                wdst[t] += wsrc[t]
         n_merged += 1
 
 
 @njit
-def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32, o_lo, o_hi):
-    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]), o in o_lo:o_hi: bias once, then
-    the activation."""
-    for o in range(o_lo, o_hi):
+def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
+    for o in range(yn.shape[0]):
         bv = bias[o]
         for p in range(th):
             yrow = yn[o, p0 + p]
@@ -257,11 +254,8 @@ def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32, o_lo, o_hi):
 
 @njit
 def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-               p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_split, upto, pstats):
-    """Work items blk, blk + n_blocks, ... (one thread's share), all phases. Item i is patch
-    i // n_split, output channels chunk i % n_split: with fewer patches than threads (a small
-    late-layer map at batch 1) the chunks share one patch's output channels, each chunk hashing
-    and merging the inputs again (cheap next to the conv) and only chunk 0 counting them."""
+               p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats):
+    """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases."""
     n_img, c_in = xlast.shape[0], xlast.shape[2]
     kk, c_out = wt.shape[1], wt.shape[2]
     ho, wo = y.shape[2], y.shape[3]
@@ -287,18 +281,15 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
     xm = np.empty((c_in, d_max), dtype=np.float32)
     wm = np.empty((c_in // 2 + 1, kk, c_out), dtype=np.float32)   # merged buckets have >= 2 channels
     acc = np.empty((P * P, c_out), dtype=np.float32)
-    stat_sink = np.empty(pstats.shape[1], dtype=np.int64)      # counters of chunks > 0: dropped
 
-    for item in range(blk, n_img * tiles * n_split, n_blocks):
-        patch, chunk = item // n_split, item % n_split
-        o_lo, o_hi = chunk * c_out // n_split, (chunk + 1) * c_out // n_split
-        n = patch // tiles
-        p0, q0 = ((patch % tiles) // n_tj) * P, ((patch % tiles) % n_tj) * P
+    for item in range(blk, n_img * tiles, n_blocks):
+        n = item // tiles
+        p0, q0 = ((item % tiles) // n_tj) * P, ((item % tiles) % n_tj) * P
         th, tw = min(P, ho - p0), min(P, wo - q0)
         ph, pw = (th - 1) * sh + (kh - 1) * dh + 1, (tw - 1) * sw + (kw - 1) * dw + 1
         r0, c0 = p0 * sh, q0 * sw                       # patch corner in the padded input
         D = ph * pw
-        st = pstats[patch] if chunk == 0 else stat_sink
+        st = pstats[item]
         st[:] = 0
 
         applied = _hash_patch(xlast[n], wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col,
@@ -315,19 +306,20 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
         st[_XMERGE] = c_in * D
         if upto < 4:
             continue
-        _merge_filters(wt, nb, count, start, members, wm, wslot, o_lo, o_hi)
+        _merge_filters(wt, nb, count, start, members, wm, wslot)
         st[_WMERGE] = c_out * (c_in - nb) * kk
         if upto < 5:
             continue
         tpix = th * tw                                  # reduced conv, output channels innermost
-        acc[:tpix, o_lo:o_hi] = 0.0
+        for t in range(tpix):
+            for o in range(c_out):
+                acc[t, o] = 0.0
         for bi in range(nb):
             if wslot[bi] < 0:
-                _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw,
-                                   o_lo, o_hi)
+                _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
             else:
-                _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw, o_lo, o_hi)
-        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32, o_lo, o_hi)
+                _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
+        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
         st[_DENSE] = c_out * c_in * kk * tpix
         st[_EXEC] = c_out * nb * kk * tpix
         st[_PATCHES] = 1
@@ -335,7 +327,7 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
 
 @njit(parallel=True)
 def _haste_patches(xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, n_split, upto, pstats):
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, upto, pstats):
     """All patches of all images. xlast (N, Hp*Wp, C) the zero-padded input, channels-last, with
     rows Wp pixels wide, wt (C, kh*kw, C_out), bias (C_out,), y (N, C_out, Ho, Wo) output,
     hyperplanes as CSR lists per hyperplane l of the (row, col) positions of their +1 (p_*) and
@@ -344,7 +336,7 @@ def _haste_patches(xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
     The parallel loop body is a single call: Numba's parfor passes then compile quickly."""
     for blk in prange(n_blocks):
         _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_split, upto, pstats)
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,13 +406,9 @@ def _prepare(x, W, b, attrs, setting, y_out):
     _, lo, hi = _clip_bounds(attrs)
     tiles = -(-out_shape[2] // setting.P) * -(-out_shape[3] // setting.P)
     pstats = np.empty((n_img * tiles, N_STATS), dtype=np.int64)
-    threads = numba.get_num_threads()
-    n_patches = n_img * tiles
-    # fewer patches than threads: split output channels (chunks of >= 16) so every thread works
-    n_split = max(1, min(-(-threads // n_patches), c_out // 16)) if n_patches < threads else 1
-    n_blocks = max(1, min(n_patches * n_split, threads))
+    n_blocks = max(1, min(n_img * tiles, numba.get_num_threads()))
     args = (xlast, wp, layer.wt, bias, float(lo), float(hi), y_out, kh, kw, sh, sw, dh, dw, setting.P,
-            *layer.plus, *layer.minus, n_blocks, n_split)
+            *layer.plus, *layer.minus, n_blocks)
     return args, pstats, y_out, tiles
 
 
@@ -442,6 +430,9 @@ def _image_stats(pstats, n_img, tiles, c_in):
     return stats
 
 
+_SERIAL_MAX_PIXELS = 64
+
+
 def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     """HASTE conv of x (N, C_in, H, W) with weights W (C_out, C_in, kh, kw), optional bias b, the
     canonical Conv attrs (group must be 1) and the layer's setting.
@@ -451,7 +442,15 @@ def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
     geometry): W must not be modified in place while in use."""
     args, pstats, y, tiles = _prepare(x, W, b, attrs, setting, y_out)
-    _haste_patches(*args, _ALL, pstats)
+    threads = numba.get_num_threads()
+    if threads == 1 or y.shape[0] * y.shape[2] * y.shape[3] > _SERIAL_MAX_PIXELS:
+        _haste_patches(*args, _ALL, pstats)
+    else:
+        numba.set_num_threads(1)
+        try:
+            _haste_patches(*args[:-1], 1, _ALL, pstats)           # n_blocks = 1
+        finally:
+            numba.set_num_threads(threads)
     return y, _image_stats(pstats, y.shape[0], tiles, np.shape(x)[1])
 
 
