@@ -1,7 +1,7 @@
 """HASTE against the dense engine and onnxruntime, whole model, side by side in one process.
 
     python benchmarks/bench_haste.py [--points "L=12,P=4" "L=10,P=4" ...] [--threads 1 2]
-                                     [--images 20] [--rounds 5] [--name haste_vs_dense]
+                                     [--images 20] [--rounds 9] [--name haste_vs_dense]
 
 Batch 1, real Fashion-MNIST test images (HASTE's cost depends on the input, so all three runtimes
 get the same sequence of --images images). One round runs every image through each runtime in
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--points", nargs="+", default=["L=12,P=4", "L=10,P=4", "L=12,P=8", "L=12,P=2"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--name", default="haste_vs_dense")
     args = ap.parse_args()
 
