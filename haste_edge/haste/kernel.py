@@ -383,8 +383,6 @@ def _get_layer(W, setting, geo):
     return entry
 
 
-
-
 class _Call:
     """What a HASTE conv call derives from its arguments other than x's values, kept so that a model
     running the same conv again skips it (on a small board the Python set-up per call is tens of us)."""
@@ -472,7 +470,8 @@ def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     Returns (y, stats): y float32 (N, C_out, Ho, Wo) (written into y_out if given: C-contiguous
     float32 of that shape), stats int64 (N, len(STAT_FIELDS)) per image.
     Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
-    geometry): W must not be modified in place while in use."""
+    geometry), and per-call set-up by (x's shape, id(W), id(b), id(attrs), setting): W and attrs must
+    not be modified in place while in use (new arrays or dicts are fine)."""
     args, pstats, y, tiles = _prepare(x, W, b, attrs, setting, y_out)
     threads = numba.get_num_threads()
     if threads == 1 or y.shape[0] * y.shape[2] * y.shape[3] > _SERIAL_MAX_PIXELS:
