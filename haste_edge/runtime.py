@@ -132,7 +132,10 @@ def _run_step(st: Step, args: list, counters: dict) -> list:
     return [y]
 
 
-def execute(plan: Plan, feeds: dict[str, np.ndarray], profile: bool = False) -> list:
+def execute(plan: Plan, feeds: dict[str, np.ndarray], profile: bool = False, run_step=None) -> list:
+    """Run the plan's steps in order. run_step(step, args, counters) -> outputs replaces the normal
+    step call (profilers use it; it must compute the step's outputs)."""
+    run_step = run_step or _run_step
     env = plan.env
     for name, arr in feeds.items():
         env[plan.slots[name]] = arr
@@ -142,10 +145,10 @@ def execute(plan: Plan, feeds: dict[str, np.ndarray], profile: bool = False) -> 
         args = [env[i] if i >= 0 else None for i in st.inputs]
         if profile:
             t0 = time.perf_counter()
-            outs = _run_step(st, args, counters)
+            outs = run_step(st, args, counters)
             timings[st.node_name] = timings.get(st.node_name, 0.0) + time.perf_counter() - t0
         else:
-            outs = _run_step(st, args, counters)
+            outs = run_step(st, args, counters)
         for slot, arr in zip(st.outputs, outs):
             env[slot] = arr
     return env

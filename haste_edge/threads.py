@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import numba
 from threadpoolctl import threadpool_limits
@@ -17,6 +18,22 @@ def set_threads(n: int | None) -> int:
     numba.set_num_threads(n)
     _blas_limit = threadpool_limits(limits=n, user_api="blas")  # stays in force until changed
     return n
+
+
+@contextmanager
+def numba_single_thread():
+    """Numba's parallel loops on the calling thread only, inside the block (the BLAS keeps its
+    threads). For small layers, where waking the pool costs more than it saves. Numba's
+    Python-level calls, ~2 us each: a jitted wrapper would be faster but cannot be cached."""
+    prev = numba.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 def get_threads() -> int:

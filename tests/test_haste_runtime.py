@@ -77,3 +77,16 @@ def test_same_seed_same_result(model_and_input):
     np.testing.assert_array_equal(a, b)
     assert (sa == sb).all() and (sa != sc).any()
     model.set_haste(None)
+
+
+def test_whole_model_phase_profile(model_and_input):
+    """phase_profile splits every HASTE conv into its phases and leaves the model's results alone."""
+    from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
+    model, feeds = model_and_input
+    chosen = model.set_haste(HasteConfig(L=8, patch=2))
+    before = _logits(model, feeds)
+    prof = phase_profile(model, feeds, repeats=1)
+    assert set(prof["layers"]) == set(chosen)
+    assert all(set(PHASE_COLUMNS) | {"total"} == set(p) for p in prof["layers"].values())
+    assert prof["other_ops"] > 0 and prof["total"] > prof["other_ops"]
+    np.testing.assert_array_equal(_logits(model, feeds), before)

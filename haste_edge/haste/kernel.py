@@ -48,6 +48,7 @@ from haste_edge.haste.reference import N_STATS, STAT_FIELDS, check_haste_conv
 from haste_edge.jit import njit, prange
 from haste_edge.ops.conv import _clip_bounds, _geometry
 from haste_edge.scratch import scratch
+from haste_edge.threads import numba_single_thread
 
 # stat columns (see reference.STAT_FIELDS)
 _DENSE, _EXEC, _HASH, _CENTRE, _XMERGE, _WMERGE, _NBUCK, _PATCHES, _CHANNELS = range(N_STATS)
@@ -403,6 +404,7 @@ class _Call:
 
 
 _calls: dict = {}
+_SERIAL_MAX_PIXELS = 64      # output pixels in the batch at or below which one thread runs the conv (module docstring)
 
 
 def _get_call(x_shape, W, b, attrs, setting) -> _Call:
@@ -434,11 +436,12 @@ def _prepare(x, W, b, attrs, setting, y_out):
         raise ValueError(f"HASTE conv: y_out must be C-contiguous float32 {out_shape}, got "
                          f"{y_out.dtype} {y_out.shape}")
     pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
-    n_blocks = max(1, min(n_img * call.tiles, numba.get_num_threads()))
+    serial = n_img * out_shape[2] * out_shape[3] <= _SERIAL_MAX_PIXELS
+    n_blocks = 1 if serial else max(1, min(n_img * call.tiles, numba.get_num_threads()))
     layer = call.layer
     args = (xlast.reshape(n_img, call.hp * call.wp, c_in), call.wp, layer.wt, call.bias, call.lo, call.hi,
             y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, n_blocks)
-    return args, pstats, y_out, call.tiles
+    return args, pstats, y_out, call.tiles, serial
 
 
 def _pad_channels_last(x, x4, pt, pl):
@@ -460,9 +463,6 @@ def _image_stats(pstats, n_img, tiles, c_in):
     return stats
 
 
-_SERIAL_MAX_PIXELS = 64
-
-
 def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     """HASTE conv of x (N, C_in, H, W) with weights W (C_out, C_in, kh, kw), optional bias b, the
     canonical Conv attrs (group must be 1) and the layer's setting.
@@ -472,16 +472,12 @@ def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
     geometry), and per-call set-up by (x's shape, id(W), id(b), id(attrs), setting): W and attrs must
     not be modified in place while in use (new arrays or dicts are fine)."""
-    args, pstats, y, tiles = _prepare(x, W, b, attrs, setting, y_out)
-    threads = numba.get_num_threads()
-    if threads == 1 or y.shape[0] * y.shape[2] * y.shape[3] > _SERIAL_MAX_PIXELS:
-        _haste_patches(*args, _ALL, pstats)
+    args, pstats, y, tiles, serial = _prepare(x, W, b, attrs, setting, y_out)
+    if serial:
+        with numba_single_thread():
+            _haste_patches(*args, _ALL, pstats)
     else:
-        numba.set_num_threads(1)
-        try:
-            _haste_patches(*args[:-1], 1, _ALL, pstats)           # n_blocks = 1
-        finally:
-            numba.set_num_threads(threads)
+        _haste_patches(*args, _ALL, pstats)
     return y, _image_stats(pstats, y.shape[0], tiles, np.shape(x)[1])
 
 
@@ -491,7 +487,7 @@ def profile_haste_conv(x, W, b, attrs, setting: LayerSetting, repeats: int = 5, 
     each) and differencing, so a phase's figure includes nothing of the later ones; it is noisy
     when the machine is busy (a phase can then come out slightly negative). On a shared machine,
     clock=time.process_time with one thread counts CPU time only, not time spent descheduled."""
-    args, pstats, y, _ = _prepare(x, W, b, attrs, setting, None)
+    args, pstats, y, _, _ = _prepare(x, W, b, attrs, setting, None)
     _haste_patches(*args, _ALL, pstats)                     # compile / warm up
     t_pad = []
     kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from haste_edge.haste.kernel import PHASES, profile_haste_conv
-from haste_edge.runtime import _run_step, check_feeds
+from haste_edge.runtime import _run_step, check_feeds, execute
 
 PHASE_COLUMNS = ("pad",) + PHASES
 
@@ -19,26 +19,24 @@ def phase_profile(model, feeds: dict, repeats: int = 5, clock=time.perf_counter)
     over HASTE convs}, "other_ops": s, "total": s}. Each figure is the best of `repeats` calls."""
     feeds = check_feeds(model.graph, feeds)
     plan = model.plan({k: v.shape for k, v in feeds.items()})
-    env = plan.env
-    for name, arr in feeds.items():
-        env[plan.slots[name]] = arr
-    layers, other, counters = {}, 0.0, {}
-    for st in plan.steps:
-        args = [env[i] if i >= 0 else None for i in st.inputs]
+    layers, other = {}, 0.0
+
+    def profiled_step(st, args, counters):
+        nonlocal other
         if st.haste is not None:
             bias = args[2] if len(args) > 2 else None
             layers[st.node_name] = profile_haste_conv(args[0], args[1], bias, st.attrs, st.haste,
                                                       repeats=repeats, clock=clock)
+            return _run_step(st, args, counters)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = clock()
             outs = _run_step(st, args, counters)
-        else:
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = clock()
-                outs = _run_step(st, args, counters)
-                best = min(best, clock() - t0)
-            other += best
-        for slot, arr in zip(st.outputs, outs):
-            env[slot] = arr
+            best = min(best, clock() - t0)
+        other += best
+        return outs
+
+    execute(plan, feeds, run_step=profiled_step)
     phases = {p: sum(layer[p] for layer in layers.values()) for p in PHASE_COLUMNS}
     return {"layers": layers, "phases": phases, "other_ops": other,
             "total": other + sum(layer["total"] for layer in layers.values())}

@@ -33,6 +33,7 @@ import numpy as np
 from haste_edge.jit import njit, prange
 from haste_edge.ops.registry import register
 from haste_edge.scratch import scratch
+from haste_edge.threads import numba_single_thread
 
 CONV_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "group", "activation", "clip_min", "clip_max")
 
@@ -583,16 +584,8 @@ def conv(inputs, attrs, outs=None):
 
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
-    # small map: threads cost more than they save. numba's Python-level calls (~2 us each) rather
-    # than a jitted wrapper: that one cannot be cached and cost ~1 s of compiling at every start.
-    prev = numba.get_num_threads()
-    if prev == 1:
+    with numba_single_thread():        # small map: threads cost more than they save
         return _dense(pl_, x, w, b, bias, y, outs)
-    numba.set_num_threads(1)
-    try:
-        return _dense(pl_, x, w, b, bias, y, outs)
-    finally:
-        numba.set_num_threads(prev)
 
 
 def _dense(pl_, x, w, b, bias, y, outs):
