@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import numpy as np
 
-from common import ROOT, header, ort_session
+from common import ROOT, header, interleaved, ort_session
 
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
@@ -33,13 +32,6 @@ from haste_edge.preprocess import normalise
 
 OUT = ROOT / "benchmarks" / "results"
 ONNX = ROOT / "models" / "fashion_resnet18.onnx"
-
-
-def per_image_seconds(fn, xs) -> float:
-    t0 = time.perf_counter()
-    for x in xs:
-        fn(x)
-    return (time.perf_counter() - t0) / len(xs)
 
 
 def mac_prediction(model, xs, name):
@@ -74,24 +66,20 @@ def main():
         m.set_haste(p)
         compressed[p] = m
 
+    macs = {p: mac_prediction(m, xs, name) for p, m in compressed.items()}   # the same at any thread count
     rows, profiles = [], {}
     for threads in args.threads:
         haste_edge.set_threads(threads)
         sess = ort_session(ONNX, threads)
-        fns = {"dense": lambda x: dense.run({name: x}),
-               "onnxruntime": lambda x: sess.run(None, {name: x})}
+        runtimes = {"dense": lambda x: dense.run({name: x}), "onnxruntime": lambda x: sess.run(None, {name: x})}
         for p, m in compressed.items():
-            fns[p] = (lambda mm: lambda x: mm.run({name: x}))(m)
-        for fn in fns.values():                              # compile, plan, warm caches
-            for x in xs[:3]:
-                fn(x)
-        times = {k: [] for k in fns}
-        for _ in range(args.rounds):
-            for k, fn in fns.items():
-                times[k].append(per_image_seconds(fn, xs))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        for p, m in compressed.items():
-            d, e, o = mac_prediction(m, xs, name)
+            runtimes[p] = (lambda mm: lambda x: mm.run({name: x}))(m)
+        # one call = every image once; the first (warm-up) call compiles, plans and warms caches
+        per_call = interleaved({k: (lambda f: lambda: [f(x) for x in xs])(f) for k, f in runtimes.items()},
+                               runs=args.rounds, warmup=1)
+        med = {k: t / len(xs) for k, t in per_call.items()}
+        for p in compressed:
+            d, e, o = macs[p]
             measured = med["dense"] / med[p]
             predicted = d / (e + o)
             rows.append({"threads": threads, "point": p, "dense_ms": med["dense"] * 1e3,
