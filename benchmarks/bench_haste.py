@@ -18,19 +18,17 @@ Writes benchmarks/results/<name>.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
-from common import ROOT, header, interleaved, ort_session
+from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
 from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
 from haste_edge.preprocess import normalise
 
-OUT = ROOT / "benchmarks" / "results"
 ONNX = ROOT / "models" / "fashion_resnet18.onnx"
 
 
@@ -57,7 +55,7 @@ def main():
     args = ap.parse_args()
 
     dense = haste_edge.load()
-    name, out = dense.input_names[0], dense.output_names[0]
+    name = dense.input_names[0]
     images, _ = load_fashion_mnist("test")
     xs = [normalise(im.astype(np.float32), dense.meta["input"])[None] for im in images[:args.images]]
     compressed = {}
@@ -124,10 +122,7 @@ def write(rows, profiles, args):
             cells = [f"{prof[c] * 1e3:.3f}" if c in prof else "" for c in PHASE_COLUMNS]
             lines.append(f"| {p} | " + " | ".join(cells) + f" | {prof['other_ops'] * 1e3:.3f} | "
                          f"{prof['total'] * 1e3:.3f} |")
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    (OUT / f"{args.name}.json").write_text(json.dumps({"rows": rows, "profiles": profiles}, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(args.name, lines, {"rows": rows, "profiles": profiles})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared benchmark plumbing: machine header, onnxruntime sessions, interleaved timing."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "tests"))  # model_zoo builds/caches the exported test models
 
 
@@ -57,3 +59,23 @@ def interleaved(fns: dict, runs: int, warmup: int = 3) -> dict[str, float]:
             fn()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def write_results(name: str, lines: list[str], doc: dict) -> None:
+    """results/<name>.md (the table lines) and results/<name>.json (doc); the table is printed too."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None (with a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return None
+    return plt

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common import header
+from common import RESULTS, header, pyplot, write_results
 
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
 from haste_edge.haste import HasteConfig
 from haste_edge.preprocess import normalise
 
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def evaluate(model, x, y, batch):
@@ -84,7 +83,6 @@ def main():
 
 
 def write(rows, dense_acc, dense_t, args):
-    OUT.mkdir(exist_ok=True)
     n = args.limit or 10000
     lines = [f"# HASTE sweep: Fashion-MNIST ResNet-18, {n} test images, seeds {args.seeds}, start layer {args.start}"
              + (f", per-layer overrides from {Path(args.per_layer).name}" if args.per_layer else ""),
@@ -95,16 +93,9 @@ def write(rows, dense_acc, dense_t, args):
         lines.append(f"| {r['P']} | {r['L']} | {r['acc_mean']:.2%} ± {r['acc_std']:.2%} | "
                      f"{(dense_acc - r['acc_mean']) * 100:.2f} | {r['saved']:.1%} | {r['saved_overhead']:.1%} | "
                      f"{r['time_ratio']:.2f}x |")
-    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    (OUT / f"{args.name}.json").write_text(json.dumps({"dense_acc": dense_acc, "dense_s": dense_t, "rows": rows},
-                                                      indent=1))
-    print("\n".join(lines))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    write_results(args.name, lines, {"dense_acc": dense_acc, "dense_s": dense_t, "rows": rows})
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for P in sorted({r["P"] for r in rows}):
@@ -121,7 +112,7 @@ def write(rows, dense_acc, dense_t, args):
     ax.set_title("HASTE on the Fashion-MNIST ResNet-18")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / f"{args.name}.png", dpi=120)
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
 
 
 if __name__ == "__main__":

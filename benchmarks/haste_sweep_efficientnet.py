@@ -24,20 +24,18 @@ benchmarks/results/<name>.md, .json and .png.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import header
+from common import RESULTS, header, pyplot, write_results
 
 import haste_edge
 from haste_edge.haste import HasteConfig
 from haste_edge.preprocess import load_batch
 
-OUT = Path(__file__).resolve().parent / "results"
 
 SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 
@@ -162,7 +160,6 @@ def main():
 
 
 def write(rows, default, dense_top1, dense_t, dense_pred, names, labels, notes, args):
-    OUT.mkdir(exist_ok=True)
     n, n_lab = len(names), int((labels >= 0).sum())
     lines = [f"# HASTE sweep: EfficientNet-Lite0 (ImageNet), {n} photos ({n_lab} labeled), "
              f"seeds {args.seeds}, s = {args.s:.3g}, batch 1",
@@ -182,18 +179,12 @@ def write(rows, default, dense_top1, dense_t, dense_pred, names, labels, notes, 
         lines.append(f"| {r['P']} | {r['L']} | {r['agree_mean']:.0%} ± {r['agree_std']:.0%} | "
                      f"{r['top1_mean']:.0%} ± {r['top1_std']:.0%} | {r['saved_mean']:.1%} | "
                      f"{r['saved_overhead_mean']:.1%} | {r['time_ratio_mean']:.2f}x |")
-    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    (OUT / f"{args.name}.json").write_text(json.dumps(
-        {"photos": names, "labels": labels.tolist(), "dense_pred": dense_pred.tolist(), "dense_top1": dense_top1,
-         "dense_s": dense_t, "s": args.s, "seeds": args.seeds, "notes": notes, "default_config": default,
-         "rows": rows}, indent=1))
-    print("\n".join(lines))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    write_results(args.name, lines, {
+        "photos": names, "labels": labels.tolist(), "dense_pred": dense_pred.tolist(), "dense_top1": dense_top1,
+        "dense_s": dense_t, "s": args.s, "seeds": args.seeds, "notes": notes, "default_config": default,
+        "rows": rows})
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, key, dense_val, what in ((axes[0], "agree", 1.0, f"top-1 agreement with dense ({n} photos, %)"),
@@ -217,7 +208,7 @@ def write(rows, default, dense_top1, dense_t, dense_pred, names, labels, notes, 
     fig.suptitle("HASTE on EfficientNet-Lite0, 1x1 convs included (labels: L; mean of seeds "
                  + " ".join(map(str, args.seeds)) + ")", fontsize=10)
     fig.tight_layout()
-    fig.savefig(OUT / f"{args.name}.png", dpi=120)
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
 
 
 if __name__ == "__main__":
