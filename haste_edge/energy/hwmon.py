@@ -11,7 +11,7 @@ from pathlib import Path
 
 from haste_edge.energy.base import MeterUnavailable
 from haste_edge.energy.sampling import SampledPowerMeter
-from haste_edge.energy.sysfs import read_number, read_text
+from haste_edge.energy.sysfs import read_name, read_number, read_text
 
 HWMON_ROOT = "/sys/class/hwmon"
 
@@ -52,9 +52,9 @@ def find_ina_meter(root=HWMON_ROOT, interval: float = 0.05, read=read_text,
     reasons = []
     for dev in sorted(root.glob("hwmon*"), key=lambda p: (len(p.name), p.name)):
         try:
-            name = read(dev / "name").strip()
-        except OSError as e:
-            reasons.append(f"{dev / 'name'}: {e.strerror or e}")
+            name = read_name(dev / "name", read)
+        except MeterUnavailable as e:
+            reasons.append(str(e))
             continue
         if not _is_ina(name):
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from haste_edge.energy.base import EnergyMeter, MeterUnavailable
 from haste_edge.energy.sampling import Poller
-from haste_edge.energy.sysfs import read_number, read_text
+from haste_edge.energy.sysfs import read_name, read_number, read_text
 
 POWERCAP_ROOT = "/sys/class/powercap"
 _TOP_ZONE = re.compile(r"^intel-rapl:\d+$")
@@ -68,11 +68,7 @@ def find_rapl_meter(root=POWERCAP_ROOT, interval: float = 1.0, read=read_text,
         raise MeterUnavailable(f"{root}: no such directory (no powercap interface on this kernel)")
     zones = []
     for d in sorted(p for p in root.iterdir() if _TOP_ZONE.match(p.name)):
-        try:
-            name = read(d / "name").strip()
-        except OSError as e:
-            raise MeterUnavailable(f"{d / 'name'}: {e.strerror or e}") from None
-        zones.append((d, name))
+        zones.append((d, read_name(d / "name", read)))
     if not zones:
         raise MeterUnavailable(f"no intel-rapl:N zone under {root}")
     chosen = [z for z in zones if z[1].startswith("package")] or [z for z in zones if z[1] == "psys"] or zones

@@ -22,3 +22,11 @@ def read_number(path, read=read_text) -> float:
         return float(text)
     except ValueError:
         raise MeterUnavailable(f"{path}: not a number ({text[:40]!r})") from None
+
+
+def read_name(path, read=read_text) -> str:
+    """A sysfs `name` file's text; MeterUnavailable (with the reason) if it cannot be read."""
+    try:
+        return read(path).strip()
+    except OSError as e:
+        raise MeterUnavailable(f"{path}: {e.strerror or e}") from None
