@@ -2,38 +2,23 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "tests"))  # model_zoo builds/caches the exported test models
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def header() -> str:
-    import numba
+    """The engine's machine header (haste_edge.bench.machine) plus the onnxruntime version."""
     import onnxruntime
 
-    from haste_edge.threads import threading_layer
-    return (f"machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} cores; "
-            f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
-            f"(threading layer {threading_layer()}), onnxruntime {onnxruntime.__version__}")
+    from haste_edge.bench.machine import header_lines, machine_info
+    return "; ".join(header_lines(machine_info())) + f"; onnxruntime {onnxruntime.__version__}"
 
 
 def ort_session(path, threads: int):

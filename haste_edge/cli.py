@@ -208,13 +208,13 @@ def cmd_bench(args):
         a, b = args.compare
         print(compare(read_result(a), read_result(b), a, b))
         return 0
-    if args.runs is not None and args.runs < 1 or args.seconds is not None and args.seconds <= 0:
+    if (args.runs is not None and args.runs < 1) or (args.seconds is not None and args.seconds <= 0):
         raise InputError("--runs must be >= 1 and --seconds > 0")
     if args.warmup < 0:
         raise InputError("--warmup must be >= 0")
-    runs = args.runs if args.runs is not None or args.seconds is not None else 100
-    opts = BenchOptions(runs=runs, seconds=args.seconds if args.runs is None else None, warmup=args.warmup,
-                        input=args.input, idle_seconds=args.idle_seconds)
+    # --runs and --seconds exclude each other; neither: 100 runs
+    opts = BenchOptions(runs=None if args.seconds is not None else (args.runs or 100), seconds=args.seconds,
+                        warmup=args.warmup, input=args.input, idle_seconds=args.idle_seconds)
     result = run_bench(args.model, args.haste, opts)
     print(format_report(result))
     if args.json:
