@@ -12,7 +12,11 @@ median over rounds of the time per image. For each operating point it reports:
                       the kernels on the same images
   ratio               measured / predicted (1.0 = every MAC saved turned into time saved)
 and, at 1 thread, the per-phase profile of the whole model (hashing, bucketing, input merge,
-filter merge, reduced conv, plus the zero-padded channels-last copy and every other op).
+filter merge, reduced conv, plus the zero-padded channels-last copy and every other op), and the
+compressed convs grouped by stage: their time inside the running model against the dense engine's
+same convs, the speed-up their counted MACs predict, the warm per-phase split, the reduced conv's
+GMAC/s against the dense conv's, and the time one read of their weights from memory takes at the
+stream bandwidth measured in the same process (where the MAC count stops predicting the time).
 Writes benchmarks/results/<name>.md and .json.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
+from haste_edge.jit import njit
 from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
 from haste_edge.preprocess import normalise
 
@@ -43,6 +48,91 @@ def mac_prediction(model, xs, name):
         o += st.overhead().sum()
     n = len(xs)
     return d / n, e / n, o / n
+
+
+@njit
+def _stream_sum(a):
+    t = np.float32(0.0)
+    for i in range(a.shape[0]):
+        t += a[i]
+    return t
+
+
+def stream_bandwidth(mb: float, reads: int = 3) -> float:
+    """GB/s of one thread summing a float32 array of `mb` MB front to back (best of `reads`): with 256 MB
+    the rate weights come from main memory at, with a few MB the rate from cache."""
+    a = np.ones(int(mb * 2**20) // 4, dtype=np.float32)
+    _stream_sum(a)
+    best = min(_timed(lambda: _stream_sum(a)) for _ in range(reads))
+    return a.nbytes / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def stage_breakdown(dense, model, xs, name, rounds: int, dram_gbs: float) -> list[dict]:
+    """The compressed convs grouped by stage (output channels and map size): see the module docstring.
+    In-model times: both models run every image with per-step timing, in interleaved rounds (median)."""
+    timings = {"dense": [], "haste": []}
+    for _ in range(rounds):
+        for key, m in (("dense", dense), ("haste", model)):
+            m.run({name: xs[0]})
+            plan = m.last_plan
+            plan.timings.clear()
+            for x in xs:
+                m.run({name: x}, profile=True)
+            timings[key].append(dict(plan.timings))
+    in_model = {k: {layer: float(np.median([r[layer] for r in rs])) / len(xs) for layer in rs[0]}
+                for k, rs in timings.items()}
+    counts = {}
+    for x in xs:
+        model.run({name: x})
+        for ls in model.last_stats().layers:
+            if ls.haste:
+                c = counts.setdefault(ls.name, np.zeros(3))
+                c += (ls.dense.sum(), ls.executed.sum(), ls.overhead.sum())
+    warm = {}
+    for x in xs[:3]:
+        for layer, ph in phase_profile(model, {name: x}, repeats=5, clock=time.process_time)["layers"].items():
+            w = warm.setdefault(layer, dict.fromkeys(PHASE_COLUMNS, 0.0))
+            for k in PHASE_COLUMNS:
+                w[k] += ph[k] / 3
+    plan = model.last_plan
+    groups = {}
+    for node in model.graph.nodes:
+        if node.name not in counts:
+            continue
+        c_out, _, kh, kw = model.graph.weights[node.inputs[1]].shape
+        _, _, ho, wo = plan.shapes[node.outputs[0]]
+        g = groups.setdefault(f"{c_out} ch {ho}x{wo}", {"convs": 0, "weights_mb": 0.0, "dense_ms": 0.0,
+                                                       "haste_ms": 0.0, "dense_macs": 0.0, "cost": 0.0,
+                                                       "executed_macs": 0.0,
+                                                       **dict.fromkeys(PHASE_COLUMNS, 0.0)})
+        g["convs"] += 1
+        g["weights_mb"] += model.graph.weights[node.inputs[1]].size * 4 / 2**20
+        g["dense_ms"] += in_model["dense"][node.name] * 1e3
+        g["haste_ms"] += in_model["haste"][node.name] * 1e3
+        d, e, o = counts[node.name] / len(xs)
+        g["dense_macs"] += d
+        g["executed_macs"] += e
+        g["cost"] += e + o
+        for k in PHASE_COLUMNS:
+            g[k] += warm[node.name][k] * 1e3
+    rows = []
+    for key, g in groups.items():
+        g["stage"] = key
+        g["measured"] = g["dense_ms"] / g["haste_ms"]
+        g["predicted"] = g["dense_macs"] / g["cost"]
+        g["ratio"] = g["measured"] / g["predicted"]
+        g["reduced_conv_gmacs"] = g["executed_macs"] / (g["reduced_conv"] * 1e-3) / 1e9 if g["reduced_conv"] > 0 else 0.0
+        g["dense_gmacs"] = g["dense_macs"] / (g["dense_ms"] * 1e-3) / 1e9
+        g["weight_read_ms"] = g["weights_mb"] * 2**20 / (dram_gbs * 1e9) * 1e3
+        g["warm_ms"] = sum(g[k] for k in PHASE_COLUMNS)
+        rows.append(g)
+    return rows
 
 
 def main():
@@ -65,7 +155,7 @@ def main():
         compressed[p] = m
 
     macs = {p: mac_prediction(m, xs, name) for p, m in compressed.items()}   # the same at any thread count
-    rows, profiles = [], {}
+    rows, profiles, stages, bandwidth = [], {}, {}, {}
     for threads in args.threads:
         haste_edge.set_threads(threads)
         sess = ort_session(ONNX, threads)
@@ -100,10 +190,13 @@ def main():
                 profiles[p] = {k: float(np.mean(v)) for k, v in acc.items()}
             dprof = phase_profile(dense, {name: xs[0]}, repeats=5, clock=time.process_time)
             profiles["dense"] = {"other_ops": dprof["other_ops"], "total": dprof["total"]}
-    write(rows, profiles, args)
+            bandwidth = {"memory": stream_bandwidth(256), "cache": stream_bandwidth(2.4, reads=20)}
+            stages = {p: stage_breakdown(dense, m, xs, name, args.rounds, bandwidth["memory"])
+                      for p, m in compressed.items()}
+    write(rows, profiles, stages, bandwidth, args)
 
 
-def write(rows, profiles, args):
+def write(rows, profiles, stages, bandwidth, args):
     lines = [f"# HASTE vs dense engine vs onnxruntime: bundled Fashion-MNIST ResNet-18, batch 1, "
              f"{args.images} test images, median of {args.rounds} interleaved rounds", "", header(), "",
              "| threads | HASTE | dense ms | HASTE ms | onnxruntime ms | speed-up over dense | predicted by MACs "
@@ -122,7 +215,25 @@ def write(rows, profiles, args):
             cells = [f"{prof[c] * 1e3:.3f}" if c in prof else "" for c in PHASE_COLUMNS]
             lines.append(f"| {p} | " + " | ".join(cells) + f" | {prof['other_ops'] * 1e3:.3f} | "
                          f"{prof['total'] * 1e3:.3f} |")
-    write_results(args.name, lines, {"rows": rows, "profiles": profiles})
+    if stages:
+        lines += ["", "Compressed convs by stage, 1 thread, ms per image. 'in model': per-step wall time inside "
+                  "the running model (median of the rounds), dense engine and HASTE on the same convs; 'warm': "
+                  "the per-phase profile's sum (each conv called repeatedly, its weights in cache); overhead = "
+                  "pad + hashing + bucketing + input merge; 'weights read' = one pass over the stage's weights "
+                  f"at the stream bandwidth measured here from memory ({bandwidth['memory']:.1f} GB/s; "
+                  f"{bandwidth['cache']:.1f} GB/s from cache, one thread):", "",
+                  "| HASTE | stage | convs | dense ms (in model) | HASTE ms (in model) | speed-up | predicted | ratio "
+                  "| HASTE ms (warm) | overhead | filter merge | reduced conv | reduced conv GMAC/s | dense GMAC/s "
+                  "| weights MB | weights read ms |", "|---|" + "---|" * 15]
+        for p, groups in stages.items():
+            for g in groups:
+                overhead = g["pad"] + g["hashing"] + g["bucketing"] + g["input_merge"]
+                lines.append(f"| {p} | {g['stage']} | {g['convs']} | {g['dense_ms']:.3f} | {g['haste_ms']:.3f} | "
+                             f"{g['measured']:.2f}x | {g['predicted']:.2f}x | {g['ratio']:.2f} | "
+                             f"{g['warm_ms']:.3f} | {overhead:.3f} | {g['filter_merge']:.3f} | "
+                             f"{g['reduced_conv']:.3f} | {g['reduced_conv_gmacs']:.1f} | {g['dense_gmacs']:.1f} | "
+                             f"{g['weights_mb']:.2f} | {g['weight_read_ms']:.3f} |")
+    write_results(args.name, lines, {"rows": rows, "profiles": profiles, "stages": stages, "bandwidth": bandwidth})
 
 
 if __name__ == "__main__":

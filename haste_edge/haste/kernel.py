@@ -32,7 +32,11 @@ Small outputs (<= _SERIAL_MAX_PIXELS output pixels in the batch) run on the call
 there, waking the thread pool and handing the cores back and forth with OpenBLAS (which runs the
 dense convs between them) costs more than it saves. Measured on the bundled ResNet, batch 1, 2
 threads: HASTE on the 7x7 and 4x4 stages 1.0-1.5 ms per inference faster than with the work spread
-over both threads, also when each 4x4 map's output channels were split between the threads.
+over both threads, also when each 4x4 map's output channels were split between the threads. That
+split was tried again once the one-patch 256-channel convs were known to be bound by reading their
+weights (the filter merge reads all of them): no gain either, 0.65 vs 0.68 ms per conv with the
+weights out of cache, 0.41 vs 0.30 ms (median) with them in cache; the second core adds no memory
+bandwidth on this machine, and waking it costs tens of microseconds.
 """
 from __future__ import annotations
 
