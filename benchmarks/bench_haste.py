@@ -3,6 +3,10 @@
     python benchmarks/bench_haste.py [--points "L=12,P=4" "L=10,P=4" ...] [--threads 1 2]
                                      [--images 20] [--rounds 9] [--name haste_vs_dense]
 
+A point is a spec as `haste-edge --haste` takes it, optionally followed by @FILE: a JSON file of
+per-layer overrides ({conv node name: {"L": ...}}, as haste_sweep.py --per-layer takes), e.g.
+"L=12,P=2@benchmarks/results/per_layer_L_14_12_12_8.json".
+
 Batch 1, real Fashion-MNIST test images (HASTE's cost depends on the input, so all three runtimes
 get the same sequence of --images images). One round runs every image through each runtime in
 turn (interleaved, so noise on this shared machine hits all alike); the figure per runtime is the
@@ -22,7 +26,10 @@ Writes benchmarks/results/<name>.md and .json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +37,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
+from haste_edge.haste import parse_haste_spec
 from haste_edge.jit import njit
 from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
 from haste_edge.preprocess import normalise
@@ -135,6 +143,15 @@ def stage_breakdown(dense, model, xs, name, rounds: int, dram_gbs: float) -> lis
     return rows
 
 
+def point_config(point: str):
+    """"SPEC" or "SPEC@per_layer.json" -> HasteConfig."""
+    spec, _, per_layer = point.partition("@")
+    cfg = parse_haste_spec(spec)
+    if per_layer:
+        cfg = dataclasses.replace(cfg, per_layer=json.loads(Path(per_layer).read_text()))
+    return cfg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", nargs="+", default=["L=12,P=4", "L=10,P=4", "L=12,P=8", "L=12,P=2"])
@@ -151,8 +168,9 @@ def main():
     compressed = {}
     for p in args.points:
         m = haste_edge.load()
-        m.set_haste(p)
-        compressed[p] = m
+        m.set_haste(point_config(p))
+        spec, at, per_layer = p.partition("@")
+        compressed[spec + at + Path(per_layer).stem if at else p] = m      # label: file name only
 
     macs = {p: mac_prediction(m, xs, name) for p, m in compressed.items()}   # the same at any thread count
     rows, profiles, stages, bandwidth = [], {}, {}, {}
