@@ -3,6 +3,8 @@
     python benchmarks/bench_haste.py [--points "L=12,P=4" "L=10,P=4" ...] [--threads 1 2]
                                      [--images 20] [--rounds 9] [--name haste_vs_dense]
 
+Without --points it times the README's operating points (DEFAULT_POINTS).
+
 A point is a spec as `haste-edge --haste` takes it, optionally followed by @FILE: a JSON file of
 per-layer overrides ({conv node name: {"L": ...}}, as haste_sweep.py --per-layer takes), e.g.
 "L=12,P=2@benchmarks/results/per_layer_L_14_12_12_8.json".
@@ -38,11 +40,16 @@ from common import ROOT, header, interleaved, ort_session, write_results
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
 from haste_edge.haste import parse_haste_spec
-from haste_edge.jit import njit
 from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
+from haste_edge.jit import njit
 from haste_edge.preprocess import normalise
 
 ONNX = ROOT / "models" / "fashion_resnet18.onnx"
+# the operating points of the README's accuracy table: the accuracy target (P=2, per-stage L), the
+# P=4 ones of stages 3-4 and of stage 4 alone, and L=12,P=4 on every conv
+DEFAULT_POINTS = [f"L=12,P=2@{ROOT}/benchmarks/results/per_layer_L_14_12_12_8.json",
+                  f"L=10,P=4,start=10@{ROOT}/benchmarks/results/per_layer_P4_L3_10_L4_6.json",
+                  "L=8,P=4,start=10", "L=6,P=4,start=15", "L=4,P=4,start=15", "L=12,P=4"]
 
 
 def mac_prediction(model, xs, name):
@@ -154,7 +161,7 @@ def point_config(point: str):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--points", nargs="+", default=["L=12,P=4", "L=10,P=4", "L=12,P=8", "L=12,P=2"])
+    ap.add_argument("--points", nargs="+", default=DEFAULT_POINTS)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=9)
