@@ -109,12 +109,12 @@ def stage_breakdown(dense, model, xs, name, rounds: int, dram_gbs: float) -> lis
             if ls.haste:
                 c = counts.setdefault(ls.name, np.zeros(3))
                 c += (ls.dense.sum(), ls.executed.sum(), ls.overhead.sum())
-    warm = {}
-    for x in xs[:3]:
+    warm, profiled = {}, xs[:3]
+    for x in profiled:
         for layer, ph in phase_profile(model, {name: x}, repeats=5, clock=time.process_time)["layers"].items():
             w = warm.setdefault(layer, dict.fromkeys(PHASE_COLUMNS, 0.0))
             for k in PHASE_COLUMNS:
-                w[k] += ph[k] / 3
+                w[k] += ph[k] / len(profiled)
     plan = model.last_plan
     groups = {}
     for node in model.graph.nodes:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from haste_edge.energy.base import MeterUnavailable
 from haste_edge.energy.sampling import SampledPowerMeter
-from haste_edge.energy.sysfs import read_name, read_number, read_text
+from haste_edge.energy.sysfs import read_name, read_number, read_text, sysfs_dir
 
 HWMON_ROOT = "/sys/class/hwmon"
 
@@ -46,9 +46,7 @@ def _power_reader(d: Path, read):
 def find_ina_meter(root=HWMON_ROOT, interval: float = 0.05, read=read_text,
                    clock=time.perf_counter) -> SampledPowerMeter:
     """The first readable INA2xx monitor under `root`, as a meter; MeterUnavailable says why not."""
-    root = Path(root)
-    if not root.is_dir():
-        raise MeterUnavailable(f"{root}: no such directory")
+    root = sysfs_dir(root)
     reasons = []
     for dev in sorted(root.glob("hwmon*"), key=lambda p: (len(p.name), p.name)):
         try:

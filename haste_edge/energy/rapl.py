@@ -14,7 +14,7 @@ from pathlib import Path
 
 from haste_edge.energy.base import EnergyMeter, MeterUnavailable
 from haste_edge.energy.sampling import Poller
-from haste_edge.energy.sysfs import read_name, read_number, read_text
+from haste_edge.energy.sysfs import read_name, read_number, read_text, sysfs_dir
 
 POWERCAP_ROOT = "/sys/class/powercap"
 _TOP_ZONE = re.compile(r"^intel-rapl:\d+$")
@@ -63,9 +63,7 @@ class RaplMeter(EnergyMeter):
 def find_rapl_meter(root=POWERCAP_ROOT, interval: float = 1.0, read=read_text,
                     clock=time.perf_counter) -> RaplMeter:
     """A meter over the package zones under `root`; MeterUnavailable says why not."""
-    root = Path(root)
-    if not root.is_dir():
-        raise MeterUnavailable(f"{root}: no such directory (no powercap interface on this kernel)")
+    root = sysfs_dir(root, "no powercap interface on this kernel")
     zones = []
     for d in sorted(p for p in root.iterdir() if _TOP_ZONE.match(p.name)):
         zones.append((d, read_name(d / "name", read)))

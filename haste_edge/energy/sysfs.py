@@ -30,3 +30,11 @@ def read_name(path, read=read_text) -> str:
         return read(path).strip()
     except OSError as e:
         raise MeterUnavailable(f"{path}: {e.strerror or e}") from None
+
+
+def sysfs_dir(root, hint: str = "") -> Path:
+    """root as a Path; MeterUnavailable if it is not a directory (hint: what that usually means)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MeterUnavailable(f"{root}: no such directory" + (f" ({hint})" if hint else ""))
+    return root

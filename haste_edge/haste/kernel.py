@@ -377,7 +377,7 @@ def _image_stats(pstats, stats, c_in):
 
 @njit(parallel=True)
 def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, upto, pstats, stats):
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, pstats, stats, upto):
     """All patches of all images, spread over the threads. x (N, C, H, W) the input, padded (pt, pl)
     into xlast (N, Hp*Wp, C), channels-last, rows Wp pixels wide; wt (C, kh*kw, C_out), bias
     (C_out,), y (N, C_out, Ho, Wo) output; hyperplanes as CSR lists per hyperplane l of the (row,
@@ -395,7 +395,7 @@ def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
 
 @njit
 def _haste_serial(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                  p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, upto, pstats, stats):
+                  p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, pstats, stats, upto):
     """_haste_patches on the calling thread alone (n_blocks must be 1): for small outputs, where
     waking the thread pool costs more than the work (module docstring). Not parallel, so no thread
     switching or parallel-region launch per call."""
@@ -487,7 +487,8 @@ def _get_call(x_shape, W, b, attrs, setting) -> _Call:
 
 
 def _prepare(x, W, b, attrs, setting, y_out):
-    """(kernel, args) for one call: everything but upto, pstats and stats (see _haste_patches)."""
+    """(kernel, args, y) for one call: kernel(*args, upto) runs it (see _haste_patches); args end
+    with the per-patch and per-image counter arrays, and y is the output array."""
     if not isinstance(setting, LayerSetting):
         raise TypeError(f"HASTE conv: setting must be a LayerSetting, got {type(setting).__name__}")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -504,10 +505,11 @@ def _prepare(x, W, b, attrs, setting, y_out):
     serial = n_img * out_shape[2] * out_shape[3] <= _SERIAL_MAX_PIXELS
     n_blocks = 1 if serial else max(1, min(n_img * call.tiles, numba.get_num_threads()))
     layer = call.layer
+    pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
+    stats = np.empty((n_img, N_STATS), dtype=np.int64)
     args = (x, pt, pl, xlast, call.wp, layer.wt, call.bias, call.lo, call.hi,
-            y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, n_blocks)
-    kernel = _haste_serial if serial else _haste_patches
-    return kernel, args, n_img * call.tiles
+            y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, n_blocks, pstats, stats)
+    return (_haste_serial if serial else _haste_patches), args, y_out
 
 
 def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
@@ -519,11 +521,9 @@ def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
     Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
     geometry), and per-call set-up by (x's shape, id(W), id(b), id(attrs), setting): W and attrs must
     not be modified in place while in use (new arrays or dicts are fine)."""
-    kernel, args, n_patches = _prepare(x, W, b, attrs, setting, y_out)
-    pstats = np.empty((n_patches, N_STATS), dtype=np.int64)
-    stats = np.empty((args[0].shape[0], N_STATS), dtype=np.int64)
-    kernel(*args, _ALL, pstats, stats)
-    return args[9], stats
+    kernel, args, y = _prepare(x, W, b, attrs, setting, y_out)
+    kernel(*args, _ALL)
+    return y, args[-1]
 
 
 def profile_haste_conv(x, W, b, attrs, setting: LayerSetting, repeats: int = 5, clock=time.perf_counter) -> dict:
@@ -533,16 +533,14 @@ def profile_haste_conv(x, W, b, attrs, setting: LayerSetting, repeats: int = 5, 
     nothing of the later ones; it is noisy when the machine is busy (a phase can then come out
     slightly negative). On a shared machine, clock=time.process_time with one thread counts CPU
     time only, not time spent descheduled."""
-    kernel, args, n_patches = _prepare(x, W, b, attrs, setting, None)
-    pstats = np.empty((n_patches, N_STATS), dtype=np.int64)
-    stats = np.empty((args[0].shape[0], N_STATS), dtype=np.int64)
-    kernel(*args, _ALL, pstats, stats)                      # compile / warm up
+    kernel, args, _ = _prepare(x, W, b, attrs, setting, None)
+    kernel(*args, _ALL)                                     # compile / warm up
     cumulative = []
     for upto in range(0, _ALL + 1):
         best = np.inf
         for _ in range(repeats):
             t0 = clock()
-            kernel(*args, upto, pstats, stats)
+            kernel(*args, upto)
             best = min(best, clock() - t0)
         cumulative.append(best)
     out = {"pad": cumulative[0]}
