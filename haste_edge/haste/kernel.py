@@ -8,7 +8,8 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               entries; then centre: <z_c, r> = <v_c, r> - <mean_j v_j, r> = <v_c, r> -
               mean_j <v_j, r>, so the channel mean is never formed (2*C_in*L operations instead
               of METHOD's 2*C_in*D; the counter still reports METHOD's figure).
-              bit = (centred projection > 0).
+              bit = (centred projection > HASH_RTOL * max|patch| * entries applied): see the
+              reference's HASH_RTOL for why not > 0.
   2. bucket   equal codes via a small open-addressing table; a counting sort lists each bucket's
               channels in channel order.
   3. merge x  mean of each bucket's channels over the patch, float32.
@@ -21,10 +22,10 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
-projects; this kernel projects, then centres the projections). The two differ by float64 rounding
-only, ~1e-16 relative, so a bit can differ only for a projection that is 0 up to that rounding.
-Exactly degenerate cases agree: identical channels get identical projections in both (so equal
-codes), and all-zero patches or hyperplanes with no entry on the patch give exactly 0 (bit 0).
+projects; this kernel projects, then centres the projections) and compare with the same threshold,
+computed by the same float64 operations. The projections differ by float64 rounding only, ~1e-16
+relative, far inside the threshold's rounding band, so a bit can differ only for a projection
+within ~1e-16 of the threshold itself.
 
 Parallelism: numba threads each take every n_blocks-th patch (interleaved, so costly and cheap
 regions of an image spread evenly) and allocate their scratch once per call, never per patch.
@@ -48,7 +49,7 @@ import numpy as np
 
 from haste_edge.haste.config import LayerSetting
 from haste_edge.haste.hyperplanes import layer_hyperplanes, patch_dims
-from haste_edge.haste.reference import N_STATS, STAT_FIELDS, check_haste_conv
+from haste_edge.haste.reference import HASH_RTOL, N_STATS, STAT_FIELDS, check_haste_conv
 from haste_edge.jit import njit, prange
 from haste_edge.ops.conv import _clip_bounds, _geometry
 from haste_edge.scratch import scratch
@@ -65,16 +66,6 @@ _ALL = len(PHASES)
 # ---------------------------------------------------------------------------------------------
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
-
-@njit
-def _applied_nonzeros(ptr, rows, cols, ph, pw):
-    """Hyperplane entries (of one sign, all L hyperplanes) inside a ph x pw patch."""
-    k = 0
-    for e in range(ptr[-1]):
-        if rows[e] < ph and cols[e] < pw:
-            k += 1
-    return k
-
 
 @njit
 def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw):
@@ -128,39 +119,53 @@ def _accumulate_bucket(xb, wb, acc, th, tw, pw, kh, kw, sh, sw, dh, dw):
 
 
 @njit
-def _hash_patch(xln, wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col, proj, codes):
+def _hash_patch(xln, wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, proj, codes):
     """Codes of the C_in channels of one patch; returns the hyperplane entries applied.
 
     Uncentred projections first, by additions over channels-last pixels (each a contiguous
-    vector over C_in), float64; then centred by the mean projection over channels."""
+    vector over C_in), float64; then centred by the mean projection over channels. A bit is 1 only
+    if the centred projection exceeds rtol * max|patch| * (entries of that hyperplane on the
+    patch): a projection that is 0 up to the rounding of the input (flat patches) is a 0 bit on
+    every machine (reference.HASH_RTOL)."""
     L, c_in = proj.shape
+    vmax = np.float32(0.0)                              # max |value| over the patch, all channels
+    for r in range(ph):
+        for t in range(pw):
+            src = xln[(r0 + r) * wp + c0 + t]
+            for c in range(c_in):
+                vmax = max(vmax, abs(src[c]))
+    scale = rtol * np.float64(vmax)
+    for c in range(c_in):
+        codes[c] = 0
+    applied = 0
     for l in range(L):
         row = proj[l]
         for c in range(c_in):
             row[c] = 0.0
+        n_l = 0
         for e in range(p_ptr[l], p_ptr[l + 1]):
             if p_row[e] < ph and p_col[e] < pw:         # edge patch: its pixels only
+                n_l += 1
                 src = xln[(r0 + p_row[e]) * wp + c0 + p_col[e]]
                 for c in range(c_in):
                     row[c] += src[c]
         for e in range(m_ptr[l], m_ptr[l + 1]):
             if m_row[e] < ph and m_col[e] < pw:
+                n_l += 1
                 src = xln[(r0 + m_row[e]) * wp + c0 + m_col[e]]
                 for c in range(c_in):
                     row[c] -= src[c]
-    for c in range(c_in):
-        codes[c] = 0
-    for l in range(L):
-        row = proj[l]
+        applied += n_l
         mean = 0.0
         for c in range(c_in):
             mean += row[c]
         mean /= c_in
+        tol = scale * n_l
         bit = np.int64(1) << l
         for c in range(c_in):
-            if row[c] - mean > 0.0:                     # strict test
+            if row[c] - mean > tol:                     # strict test beyond the rounding band
                 codes[c] |= bit
-    return _applied_nonzeros(p_ptr, p_row, p_col, ph, pw) + _applied_nonzeros(m_ptr, m_row, m_col, ph, pw)
+    return applied
 
 
 @njit
@@ -267,7 +272,7 @@ def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
 
 @njit
 def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-               p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats):
+               p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats):
     """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases."""
     n_img, c_in = xlast.shape[0], xlast.shape[2]
     kk, c_out = wt.shape[1], wt.shape[2]
@@ -306,9 +311,9 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
         st[:] = 0
 
         applied = _hash_patch(xlast[n], wp, r0, c0, ph, pw, p_ptr, p_row, p_col, m_ptr, m_row, m_col,
-                              proj, codes)
+                              rtol, proj, codes)
         st[_HASH] = applied * c_in
-        st[_CENTRE] = 2 * c_in * D
+        st[_CENTRE] = 3 * c_in * D
         if upto < 2:
             continue
         nb = _bucket_patch(codes, tkey, tval, bucket_of, count, start, members)
@@ -377,7 +382,7 @@ def _image_stats(pstats, stats, c_in):
 
 @njit(parallel=True)
 def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, pstats, stats, upto):
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """All patches of all images, spread over the threads. x (N, C, H, W) the input, padded (pt, pl)
     into xlast (N, Hp*Wp, C), channels-last, rows Wp pixels wide; wt (C, kh*kw, C_out), bias
     (C_out,), y (N, C_out, Ho, Wo) output; hyperplanes as CSR lists per hyperplane l of the (row,
@@ -389,20 +394,20 @@ def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
     if upto > 0:
         for blk in prange(n_blocks):
             _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                       p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats)
+                       p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
 
 @njit
 def _haste_serial(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                  p_ptr, p_row, p_col, m_ptr, m_row, m_col, n_blocks, pstats, stats, upto):
+                  p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """_haste_patches on the calling thread alone (n_blocks must be 1): for small outputs, where
     waking the thread pool costs more than the work (module docstring). Not parallel, so no thread
     switching or parallel-region launch per call."""
     _pad_channels_last(x, xlast.reshape(x.shape[0], -1, x.shape[1]), pt, pl, wp)
     if upto > 0:
         _run_block(0, 1, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
-                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, upto, pstats)
+                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
 
@@ -508,7 +513,7 @@ def _prepare(x, W, b, attrs, setting, y_out):
     pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
     stats = np.empty((n_img, N_STATS), dtype=np.int64)
     args = (x, pt, pl, xlast, call.wp, layer.wt, call.bias, call.lo, call.hi,
-            y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, n_blocks, pstats, stats)
+            y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, HASH_RTOL, n_blocks, pstats, stats)
     return (_haste_serial if serial else _haste_patches), args, y_out
 
 
