@@ -3,9 +3,15 @@
 Buffers are shared between tensors whose lifetimes do not overlap, so peak memory is a few
 activation maps, not the sum of all of them. View ops (Reshape, Flatten, ...) alias their input's
 buffer and extend its lifetime.
+
+Threads: a Model may be run from several Python threads at once. Each thread gets its own plans
+(buffers, counters, timings), so concurrent runs never share a buffer; weights are shared, read-only.
+Numba's workqueue threading layer aborts the process when two threads launch parallel kernels at
+once, so under it runs are serialised by one process-wide lock (threads.parallel_launch_guard).
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +20,7 @@ import numpy as np
 from . import ops
 from .errors import InputError, ModelFileError
 from .graph import Graph
+from .threads import parallel_launch_guard
 
 
 @dataclass
@@ -40,6 +47,7 @@ class Plan:
     arena_bytes: int = 0
     timings: dict = field(default_factory=dict)
     last_counters: dict = field(default_factory=dict)  # node name -> HASTE counters of the last run
+    haste_layers: dict | None = None   # the Model.haste_layers the steps' .haste were set from
 
 
 def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
@@ -176,7 +184,8 @@ def check_feeds(graph: Graph, feeds: dict) -> dict[str, np.ndarray]:
 
 
 class Model:
-    """A loaded model. Mirrors onnxruntime's session: run(feeds) -> outputs."""
+    """A loaded model. Mirrors onnxruntime's session: run(feeds) -> outputs, safe to call from
+    several threads at once (module docstring)."""
 
     def __init__(self, graph: Graph, path=None):
         unknown = sorted({n.op for n in graph.nodes} - set(ops.OPS))
@@ -184,9 +193,8 @@ class Model:
             raise ModelFileError(f"{path or 'model'}: ops not supported by this haste-edge: {unknown}")
         self.graph = graph
         self.path = path
-        self._plans: dict[tuple, Plan] = {}
-        self.last_plan: Plan | None = None
-        self.haste_layers: dict = {}   # node name -> LayerSetting of the convs running HASTE
+        self._local = threading.local()    # per thread: plans by input shapes, the last plan run
+        self.haste_layers: dict = {}       # node name -> LayerSetting; replaced, never edited in place
 
     @property
     def input_names(self) -> list[str]:
@@ -200,41 +208,51 @@ class Model:
     def meta(self) -> dict:
         return self.graph.meta
 
+    @property
+    def last_plan(self) -> Plan | None:
+        """The plan of this thread's last run (None before it)."""
+        return getattr(self._local, "last_plan", None)
+
     def input_shape(self, batch: int = 1, name: str | None = None) -> tuple:
         shape = self.graph.inputs[name or self.input_names[0]]
         return tuple(batch if d is None else d for d in shape)
 
     def plan(self, input_shapes: dict[str, tuple]) -> Plan:
+        """This thread's plan for these input shapes, its steps set to the current HASTE layers."""
+        plans = self._local.__dict__.setdefault("plans", {})
         key = tuple(sorted((k, tuple(v)) for k, v in input_shapes.items()))
-        if key not in self._plans:
-            plan = build_plan(self.graph, dict(input_shapes))
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = build_plan(self.graph, dict(input_shapes))
+        layers = self.haste_layers               # one read: set_haste may replace it meanwhile
+        if plan.haste_layers is not layers:
             for st in plan.steps:
-                st.haste = self.haste_layers.get(st.node_name)
-            self._plans[key] = plan
-        return self._plans[key]
+                st.haste = layers.get(st.node_name)
+            plan.haste_layers = layers
+        return plan
 
     def set_haste(self, config=None) -> dict:
         """Run convs with HASTE (a HasteConfig, a spec string like "L=12,P=4", or None for dense).
 
-        Takes effect on the next run: no reconversion, no recompilation. Returns the chosen
+        Takes effect on the next run (in every thread; a run already going finishes with the
+        setting it started with): no reconversion, no recompilation. Returns the chosen
         {conv node name: LayerSetting}."""
         from .haste import HasteConfig, parse_haste_spec, plan_layers
         if config is None:
-            self.haste_layers = {}
+            layers = {}
         else:
             cfg = parse_haste_spec(config) if isinstance(config, str) else config
             if not isinstance(cfg, HasteConfig):
                 raise TypeError(f"set_haste takes a HasteConfig, a spec string or None, not {type(config).__name__}")
             convs = [(n.name, self.graph.weights[n.inputs[1]].shape, n.attrs) for n in self.graph.nodes
                      if n.op == "Conv" and n.inputs[1] in self.graph.weights]
-            self.haste_layers = plan_layers(convs, cfg)
-        for plan in self._plans.values():
-            for st in plan.steps:
-                st.haste = self.haste_layers.get(st.node_name)
-        return dict(self.haste_layers)
+            layers = plan_layers(convs, cfg)
+        self.haste_layers = layers
+        return dict(layers)
 
     def last_stats(self):
-        """RunStats of the last run: dense and executed MACs per layer and per image, HASTE overhead."""
+        """RunStats of this thread's last run: dense and executed MACs per layer and per image,
+        HASTE overhead."""
         from .haste import STAT_FIELDS
         from .stats import RunStats, dense_layer, haste_layer
         plan = self.last_plan
@@ -256,8 +274,9 @@ class Model:
             raise InputError(f"not graph outputs: {unknown}; this model's outputs are {self.output_names}")
         feeds = check_feeds(self.graph, feeds)
         plan = self.plan({k: v.shape for k, v in feeds.items()})
-        self.last_plan = plan
-        env = execute(plan, feeds, profile=profile)
+        self._local.last_plan = plan
+        with parallel_launch_guard():
+            env = execute(plan, feeds, profile=profile)
         names = output_names or self.output_names
         # copies: the plan's buffers are overwritten by the next run
         return {n: np.array(env[plan.slots[n]], dtype=np.float32, copy=True) for n in names}

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 
 import numba
 from threadpoolctl import threadpool_limits
 
 _blas_limit = None
+_wanted: int | None = None             # set_threads' choice; Numba's count is per Python thread
+_launch_lock = threading.Lock()
+_serialise: bool | None = None         # decided once Numba's threading layer is known
 
 
 def set_threads(n: int | None) -> int:
@@ -15,9 +19,34 @@ def set_threads(n: int | None) -> int:
     global _blas_limit
     n = int(n) if n else (os.cpu_count() or 1)
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    global _wanted
     numba.set_num_threads(n)
+    _wanted = n
     _blas_limit = threadpool_limits(limits=n, user_api="blas")  # stays in force until changed
     return n
+
+
+def parallel_launch_guard():
+    """Context for one model run. Gives the calling thread the thread count set_threads chose
+    (Numba keeps one per Python thread), and serialises runs when Numba's threading layer is
+    workqueue: that layer aborts the process (exit 134) if two threads launch parallel kernels at
+    once. The omp and tbb layers take concurrent launches."""
+    global _serialise
+    if _wanted is not None and numba.get_num_threads() != _wanted:
+        numba.set_num_threads(_wanted)
+    if _serialise is None:
+        _serialise = _layer_after_start() == "workqueue"
+    return _launch_lock if _serialise else nullcontext()
+
+
+def _layer_after_start() -> str:
+    """Numba's threading layer, starting its thread pool if no parallel kernel has yet."""
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+        _launch_threads()
+        return numba.threading_layer()
+    except Exception:                  # unknown Numba internals: assume the unsafe layer
+        return "workqueue"
 
 
 @contextmanager

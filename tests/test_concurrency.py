@@ -1,0 +1,108 @@
+"""One Model run from several Python threads at once gives the single-thread outputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import haste_edge
+from haste_edge.preprocess import load_batch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hammer(model, x, expected, n_threads=4, runs=25):
+    """Runs every thread's share of (image, batch) requests; returns the wrong outputs seen."""
+    wrong, errors = [], []
+
+    def worker(k):
+        try:
+            for r in range(runs):
+                i = (k + r) % len(x)
+                out = model.run({model.input_names[0]: x[i:i + 1]})[model.output_names[0]]
+                if not np.array_equal(out, expected[i]):
+                    wrong.append((k, r, float(np.abs(out - expected[i]).max())))
+        except Exception as e:          # surfaced below: a thread's exception is otherwise lost
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return wrong
+
+
+@pytest.mark.parametrize("spec", [None, "L=8,P=4,seed=1"])
+def test_concurrent_runs_give_single_thread_outputs(spec):
+    model = haste_edge.load()
+    model.set_haste(spec)
+    x = load_batch(haste_edge.sample_images(), model.meta["input"])
+    expected = [model.run({model.input_names[0]: x[i:i + 1]})[model.output_names[0]] for i in range(len(x))]
+    wrong = _hammer(model, x, expected)
+    assert not wrong, f"{len(wrong)} of 100 concurrent runs differ from the single-thread output: {wrong[:3]}"
+
+
+def test_last_stats_are_the_calling_threads():
+    model = haste_edge.load()
+    model.set_haste("L=8,P=4,seed=1")
+    x = load_batch(haste_edge.sample_images(), model.meta["input"])
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def worker(batch):
+        model.run({model.input_names[0]: x[:batch]})
+        barrier.wait()                  # both have run before either reads its stats
+        seen[batch] = model.last_stats().dense().shape[0]
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in (1, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {1: 1, 3: 3}
+
+
+def test_set_haste_reaches_every_thread():
+    model = haste_edge.load()
+    x = load_batch(haste_edge.sample_images(), model.meta["input"])[:1]
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("dense", model.run({"input": x})["logits"]))
+    t.start()
+    t.join()
+    model.set_haste("L=4,P=4,seed=0")
+    t = threading.Thread(target=lambda: (model.run({"input": x}), box.setdefault("stats", model.last_stats())))
+    t.start()
+    t.join()
+    assert any(r.haste for r in box["stats"].layers)
+
+
+def test_workqueue_layer_serialises_instead_of_aborting():
+    """Numba's workqueue layer aborts the process when two threads launch parallel kernels at
+    once; runs under it are serialised (threads.parallel_launch_guard)."""
+    code = f"""
+import sys, threading
+sys.path.insert(0, {str(REPO)!r})
+import numba, numpy as np, haste_edge
+from haste_edge.preprocess import load_batch
+m = haste_edge.load()
+x = load_batch(haste_edge.sample_images(), m.meta["input"])
+ref = m.run({{"input": x}})["logits"]
+bad = []
+def work():
+    for _ in range(10):
+        if not np.array_equal(m.run({{"input": x}})["logits"], ref):
+            bad.append(1)
+ts = [threading.Thread(target=work) for _ in range(3)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(numba.threading_layer(), len(bad))
+"""
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["workqueue", "0"], r.stdout
