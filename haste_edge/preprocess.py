@@ -83,6 +83,16 @@ def _resize_crop(im: Image.Image, spec: dict) -> Image.Image:
     return im
 
 
+def assumed_spec(input_shape) -> dict:
+    """Preprocessing for a model that stores none, from its (N, C, H, W) input: greyscale for one
+    channel, RGB for three, stretched to H x W, pixels scaled to [0,1] (how most models are fed)."""
+    if len(input_shape) != 4 or input_shape[1] not in (1, 3):
+        raise InputError(f"model input shape {tuple(input_shape)}: images can feed only (N, 1, H, W) or "
+                         f"(N, 3, H, W) inputs; give the model a <model>.json (see README)")
+    _, c, h, w = input_shape
+    return {"mode": "L" if c == 1 else "RGB", "size": [h, w], "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
+
+
 def normalise(x: np.ndarray, spec: dict) -> np.ndarray:
     """(H, W) or (H, W, C) pixel values 0..255 -> normalised (C, H, W) float32."""
     if x.ndim == 2:
