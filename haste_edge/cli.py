@@ -34,7 +34,9 @@ def _floats(option, text, n_channels):
     except ValueError:
         raise InputError(f"{option} {text}: expected numbers separated by commas") from None
     if len(values) not in (1, n_channels):
-        raise InputError(f"{option} {text}: give 1 or {n_channels} values (the model has {n_channels} channels)")
+        count = "1 value (the model input has 1 channel)" if n_channels == 1 else \
+            f"1 or {n_channels} values (the model input has {n_channels} channels)"
+        raise InputError(f"{option} {text}: give {count}")
     return values
 
 

@@ -262,3 +262,90 @@ def test_result_file_is_world_readable(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+# --- an ONNX model without a <model>.json, fed as onnxruntime users feed it -------------------------
+
+def _tiny_onnx(path, channels=1, size=16):
+    """Conv -> Relu -> global pool -> Gemm, 3 classes, seeded weights, batch dimension free."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            ["N", channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _onnxruntime_probs(model_path, image, mode, size, mean=0.0, std=1.0):
+    import onnxruntime as ort
+    from PIL import Image
+    im = Image.open(image).convert(mode).resize((size, size), Image.BILINEAR)
+    x = np.asarray(im, np.float32) / 255
+    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+    x = ((x - np.float32(mean)) / np.float32(std))[None].astype(np.float32)
+    y = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0][0]
+    e = np.exp(y - y.max())
+    return e / e.sum()
+
+
+def _printed_probs(out):
+    return {line.split("%", 1)[1].strip(): float(line.split("%")[0]) / 100
+            for line in out.splitlines() if line.startswith("  ") and "%" in line}
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_onnx_without_sidecar_runs_like_onnxruntime(tmp_path, capsys, channels, mode):
+    model = _tiny_onnx(tmp_path / "tiny.onnx", channels)
+    image = haste_edge.sample_images()[0]
+    assert cli.main(["classify", "--model", str(model), "--runs", "1", str(image)]) == 0
+    out, err = capsys.readouterr()
+    want = _onnxruntime_probs(model, image, mode, 16)
+    got = _printed_probs(out)
+    assert sorted(got) == ["class 0", "class 1", "class 2"]
+    assert all(abs(got[f"class {k}"] - want[k]) < 6e-5 for k in range(3))  # printed to 0.01 %
+    note = err.strip()
+    assert note.count("\n") == 0 and "tiny.onnx stores no preprocessing; assumed" in note
+    assert f"{mode} 16x16" in note and "--labels" in note
+
+
+def test_onnx_without_sidecar_options(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n\nbird\n")
+    image = haste_edge.sample_images()[1]
+    assert cli.main(["classify", "-m", str(model), "--runs", "1", "--mean", "0.5", "--std", "0.25",
+                     "--labels", str(tmp_path / "labels.txt"), str(image)]) == 0
+    out, err = capsys.readouterr()
+    want = _onnxruntime_probs(model, image, "L", 16, mean=0.5, std=0.25)
+    got = _printed_probs(out)
+    assert all(abs(got[name] - want[k]) < 6e-5 for k, name in enumerate(["cat", "dog", "bird"]))
+    assert "mean [0.5], std [0.25], labels from" in err
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--mean", "0.1,0.2"], "give 1 value (the model input has 1 channel)"),
+    (["--std", "0"], "--std 0: must be > 0"),
+    (["--size", "big"], "--size big"),
+    (["--size", "8,8"], "expected shape"),
+    (["--labels", "LABELS"], "2 labels, but the model has 3 classes"),
+])
+def test_onnx_without_sidecar_bad_options_one_line(tmp_path, capsys, extra, expect):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    extra = [str(tmp_path / "labels.txt") if a == "LABELS" else a for a in extra]
+    assert cli.main(["classify", "-m", str(model), "--runs", "1", *extra,
+                     str(haste_edge.sample_images()[0])]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "error" in err.splitlines()[-1] and err.count("error") == 1
