@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-seconds", type=float, default=2.0,
                    help="idle window measured and subtracted where a power meter exists (default 2)")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE")
-    b.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N", help="same as the global --threads")
+    b.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N",
+                   help="same as the global --threads")
     b.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
                    help="print two result files side by side with ratios, then exit")
     b.set_defaults(func=cmd_bench)
@@ -406,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "kernel is warmed anyway)")
     w.add_argument("--cold", action="store_true", help="also time a start with an empty cache "
                    "(compiles everything once more)")
-    w.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N", help="same as the global --threads")
+    w.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N",
+                   help="same as the global --threads")
     w.set_defaults(func=cmd_warmup)
 
     i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
