@@ -1,4 +1,4 @@
-"""HASTE conv, plain NumPy: METHOD.md section 1 steps 1-7 written out literally. The oracle for the
+"""HASTE conv, plain NumPy: docs/METHOD.md section 1 steps 1-7 written out literally. The oracle for the
 fast kernel (kernel.py); clarity over speed (Python loops over images and patches, float64).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from haste_edge.ops.conv import _clip_bounds, _geometry, conv_infer
 #   dense_macs         C_out * C_in * k^2 * tile pixels, summed over patches (what dense conv does)
 #   executed_macs      C_out * |B| * k^2 * tile pixels (the reduced convs)
 #   hash_adds          nonzeros of the hyperplane entries applied to the patch * C_in
-#   centre_ops         2 * C_in * D (METHOD's centring cost: mean over channels, subtract)
+#   centre_ops         2 * C_in * D (docs/METHOD.md section 1: mean over channels, subtract)
 #   input_merge_adds   C_in * D
 #   filter_merge_adds  C_out * (C_in - |B|) * k^2
 #   buckets_sum        sum over patches of |B|
