@@ -1,6 +1,7 @@
 """haste-edge: framework-free CNN inference on small computers, with HASTE channel merging."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from . import jit  # noqa: F401  (sets the Numba cache directory before any kernel compiles)
@@ -21,11 +22,7 @@ def load(path=None) -> Model:
     """
     from . import modelfile
     path = Path(path) if path is not None else DEFAULT_MODEL
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"
-    if is_zip:
+    if _is_zip(path):
         graph = modelfile.load(path)
     else:
         try:
@@ -35,6 +32,34 @@ def load(path=None) -> Model:
                                  f"convert it on a host with `haste-edge convert`") from None
         graph = import_onnx(path)
     return Model(graph, path)
+
+
+def _is_zip(path: Path) -> bool:
+    """True for a .haste file (a zip archive), False for ONNX (protobuf, no magic number of its own);
+    anything else gets a message saying what it is rather than a parser's complaint."""
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ModelFileError(f"{path}: empty file, not a model")
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:  # a zip of something else, e.g. a PyTorch checkpoint
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return True  # damaged: the model file reader says how
+        if "graph.json.npy" not in names:
+            raise ModelFileError(f"{path}: a zip archive but not a haste-edge model file (no graph.json)")
+        return True
+    if path.suffix.lower() in (".haste", ".npz"):
+        raise ModelFileError(f"{path}: not a haste-edge model file (bad magic {head!r}; a .haste file is a "
+                             f"zip archive starting with b'PK\\x03\\x04')")
+    if path.suffix.lower() != ".onnx" and head[0] != 0x08:  # ONNX starts with field 1, ir_version
+        raise ModelFileError(f"{path}: neither a haste-edge model file (.haste) nor an ONNX model")
+    return False
 
 
 def sample_images() -> list[Path]:

@@ -1,21 +1,26 @@
-"""`haste-edge` command line. Thin: every command is a few calls into the library."""
+"""`haste-edge` command line: each command is a few calls into the library."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
+import numba
 import numpy as np
 
-from . import DEFAULT_MODEL, load, sample_images, set_threads
+from . import DEFAULT_MODEL, __version__, load, sample_images, set_threads
+from .datasets import FASHION_MNIST_DIR
 from .errors import HasteEdgeError, InputError
-from .preprocess import load_batch, softmax
+from .preprocess import assumed_spec, load_batch, softmax
 
 
 def _labels(model, n):
     labels = model.meta.get("labels")
+    if labels and len(labels) != n and model.meta.get("labels_file"):
+        raise InputError(f"{model.meta['labels_file']}: {len(labels)} labels, but the model has {n} classes")
     return labels if labels and len(labels) == n else [f"class {i}" for i in range(n)]
 
 
@@ -23,11 +28,58 @@ def _fmt_macs(m: float) -> str:
     return f"{m / 1e9:.3f} GMAC" if m >= 1e8 else f"{m / 1e6:.2f} MMAC"
 
 
-def _input_spec(model):
-    spec = model.meta.get("input")
-    if not spec:
-        raise InputError(f"{model.path}: the model stores no image preprocessing; "
-                         f"give it a <model>.json beside the .onnx (see README)")
+def _floats(option, text, n_channels):
+    try:
+        values = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise InputError(f"{option} {text}: expected numbers separated by commas") from None
+    if len(values) not in (1, n_channels):
+        count = "1 value (the model input has 1 channel)" if n_channels == 1 else \
+            f"1 or {n_channels} values (the model input has {n_channels} channels)"
+        raise InputError(f"{option} {text}: give {count}")
+    return values
+
+
+def _read_labels(path) -> list[str]:
+    try:
+        labels = [t.strip() for t in Path(path).read_text().splitlines() if t.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read the labels file ({_one_line(e)})") from None
+    if not labels:
+        raise InputError(f"{path}: the labels file is empty (one class name per line)")
+    return labels
+
+
+def _input_spec(model, args) -> dict:
+    """The model's preprocessing, or one assumed from its input shape; --size, --mean, --std and
+    --labels override. Says what was assumed, on stderr, so the results on stdout stay clean."""
+    stored = model.meta.get("input")
+    spec = dict(stored) if stored else assumed_spec(model.input_shape(1))
+    n_channels = model.input_shape(1)[1]
+    if args.size:
+        try:
+            hw = [int(t) for t in args.size.replace("x", ",").split(",")]
+        except ValueError:
+            hw = []
+        if len(hw) not in (1, 2) or min(hw) < 1:
+            raise InputError(f"--size {args.size}: expected H,W or one number (pixels)")
+        spec.pop("resize", None), spec.pop("crop", None)
+        spec["size"] = hw * 2 if len(hw) == 1 else hw
+    if args.mean or args.std:  # replace the normalisation: pixels in [0,1], then (x - mean) / std
+        spec["scale"] = 1 / 255
+        spec["mean"] = _floats("--mean", args.mean, n_channels) if args.mean else [0.0]
+        spec["std"] = _floats("--std", args.std, n_channels) if args.std else [1.0]
+        if min(spec["std"]) <= 0:
+            raise InputError(f"--std {args.std}: must be > 0")
+    if args.labels:
+        model.meta["labels"] = _read_labels(args.labels)
+        model.meta["labels_file"] = args.labels
+    if not stored:
+        h, w = spec["size"]
+        labels = "labels from " + args.labels if args.labels else "classes numbered (no --labels)"
+        print(f"haste-edge: note: {model.path} stores no preprocessing; assumed {spec['mode']} {h}x{w} "
+              f"(images resized to it), pixels scaled by {spec['scale']:.6g}, mean {spec['mean']}, "
+              f"std {spec['std']}, {labels}; set with --size, --mean, --std, --labels", file=sys.stderr)
     return spec
 
 
@@ -52,7 +104,7 @@ def _mac_report(model) -> str:
 def cmd_classify(args):
     model = _load(args)
     images = args.images or [str(p) for p in sample_images()[:1]]
-    x = load_batch(images, _input_spec(model))
+    x = load_batch(images, _input_spec(model, args))
     name = model.input_names[0]
     model.run({name: x})  # warm: the first call compiles kernels and plans buffers
     times = []
@@ -87,7 +139,11 @@ def cmd_info(args):
 
 def cmd_convert(args):
     from . import modelfile
-    from converters.onnx_import import import_onnx
+    try:
+        from converters.onnx_import import import_onnx
+    except ImportError as e:  # a device install (pip --no-deps) has no onnx
+        raise InputError(f"convert needs the onnx package ({_one_line(e)}): install the 'convert' extra, "
+                         f"pip install 'haste-edge[convert]', or convert on the host") from None
     graph = import_onnx(args.onnx)
     out = Path(args.output) if args.output else Path(args.onnx).with_suffix(modelfile.SUFFIX)
     modelfile.save(graph, out, fp16=args.fp16)
@@ -121,10 +177,9 @@ def _labeled_folder(folder: Path, labels: list[str]):
 def cmd_profile(args):
     """Per-layer time and MACs, like benchmark_model's op profile, sorted by time."""
     model = _load(args)
-    spec = model.meta.get("input")
     name = model.input_names[0]
-    if args.input and spec:
-        x = load_batch([args.input], spec)
+    if args.input:
+        x = load_batch([args.input], _input_spec(model, args))
     else:
         x = np.random.default_rng(0).standard_normal(model.input_shape(1)).astype(np.float32)
     model.run({name: x})  # compile and plan
@@ -158,9 +213,18 @@ def cmd_profile(args):
     print(_mac_report(model))
 
 
+def _check_fashion_mnist(root):
+    names = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    missing = [n for n in names if not (Path(root) / n).is_file()]
+    if missing:
+        raise InputError(f"Fashion-MNIST test set not found in {root} (no {missing[0]}): install it with "
+                         f"`sudo apt install dataset-fashion-mnist`, or download the four *-ubyte.gz files from "
+                         f"github.com/zalandoresearch/fashion-mnist into a folder and pass --fashion-mnist DIR")
+
+
 def cmd_eval(args):
     model = _load(args)
-    spec = _input_spec(model)
+    spec = _input_spec(model, args)
     name = model.input_names[0]
     if args.folder:
         items = _labeled_folder(Path(args.folder), model.meta.get("labels", []))[: args.limit or None]
@@ -173,6 +237,7 @@ def cmd_eval(args):
     else:
         from .datasets import load_fashion_mnist
         from .preprocess import normalise
+        _check_fashion_mnist(args.fashion_mnist or FASHION_MNIST_DIR)
         images, labels = load_fashion_mnist("test", root=args.fashion_mnist)
         if args.limit:
             images, labels = images[: args.limit], labels[: args.limit]
@@ -233,30 +298,93 @@ def cmd_warmup(args):
 HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
               "start first compressed conv, 1x1 on/off, strided on/off)")
 
+DESCRIPTION = """\
+Run a CNN classifier on the CPU, with or without HASTE channel merging, and measure it.
+With no model given, every command uses the bundled Fashion-MNIST ResNet-18."""
+
+EPILOG = """\
+examples:
+  haste-edge classify                            classify a bundled test image
+  haste-edge classify photo.png --top 5          your own image
+  haste-edge classify --model net.onnx img.jpg   an ONNX model, fed as onnxruntime users do
+  haste-edge classify --haste L=12,P=4 img.png   with HASTE: executed MACs and savings
+  haste-edge info --model net.haste              layers, shapes, parameters, MACs
+  haste-edge convert net.onnx -o net.haste       the file to copy to the device
+  haste-edge eval                                accuracy on the Fashion-MNIST test set
+  haste-edge bench --json run.json               latency, memory, MACs, energy
+
+Run `haste-edge COMMAND --help` for the options of a command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is less than {low}")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive = _int_at_least(1)
+_THREADS_HELP = "threads for the kernels and the BLAS (default: all cores; at most the core count)"
+_MODEL_HELP = f"a .haste or .onnx model file (default: the bundled {DEFAULT_MODEL.name})"
+
+
+def _add_model(parser, positional=False):
+    """-m/--model on every command; the older positional form still works where it existed."""
+    parser.add_argument("-m", "--model", default=None, metavar="MODEL", help=_MODEL_HELP)
+    if positional:
+        parser.add_argument("model_pos", nargs="?", default=None, metavar="MODEL", help=argparse.SUPPRESS)
+
+
+def _add_preprocess(parser):
+    g = parser.add_argument_group("preprocessing for a model without a <model>.json (e.g. a plain .onnx)")
+    g.add_argument("--size", default=None, metavar="H,W", help="input image size (default: the model's input)")
+    g.add_argument("--mean", default=None, metavar="M[,M,M]",
+                   help="per-channel mean subtracted from pixels scaled to [0,1] (default 0)")
+    g.add_argument("--std", default=None, metavar="S[,S,S]",
+                   help="per-channel standard deviation dividing them (default 1)")
+    g.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="haste-edge", description=__doc__)
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p = _Parser(prog="haste-edge", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N", help=_THREADS_HELP)
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("classify", help="classify images (default: the bundled model and image)")
     c.add_argument("images", nargs="*", help="image files (default: a bundled test image)")
-    c.add_argument("--model", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
-    c.add_argument("--top", type=int, default=3)
-    c.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
+    _add_model(c)
+    c.add_argument("--top", type=_positive, default=3, help="labels shown per image (default 3)")
+    c.add_argument("--runs", type=_positive, default=5, help="timed runs; the median is reported (default 5)")
     c.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    _add_preprocess(c)
     c.set_defaults(func=cmd_classify)
 
     f = sub.add_parser("profile", help="per-layer time, dense and executed MACs, sorted by time")
-    f.add_argument("model", nargs="?", default=None)
+    _add_model(f, positional=True)
     f.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
-    f.add_argument("--input", default=None, help="an image (default: random input)")
-    f.add_argument("--runs", type=int, default=20)
+    f.add_argument("--input", default=None, metavar="IMAGE", help="an image (default: random input)")
+    f.add_argument("--runs", type=_positive, default=20, help="profiled runs averaged (default 20)")
+    _add_preprocess(f)
     f.set_defaults(func=cmd_profile)
 
     b = sub.add_parser("bench", help="start-up, latency, memory, MACs and energy per inference")
-    b.add_argument("model", nargs="?", default=None, help=f"model file (default: {DEFAULT_MODEL.name})")
+    _add_model(b, positional=True)
     b.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
     n = b.add_mutually_exclusive_group()
     n.add_argument("--runs", type=int, default=None, help="timed runs (default 100)")
@@ -267,54 +395,93 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-seconds", type=float, default=2.0,
                    help="idle window measured and subtracted where a power meter exists (default 2)")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to FILE")
-    b.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="threads (same as the global option)")
+    b.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N",
+                   help="same as the global --threads")
     b.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
                    help="print two result files side by side with ratios, then exit")
     b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("warmup", help="fill the Numba cache for every kernel a model needs; start times")
-    w.add_argument("model", nargs="?", default=None)
+    _add_model(w, positional=True)
     w.add_argument("--haste", default=None, metavar="SPEC", help="also warm this setting (every HASTE "
                    "kernel is warmed anyway)")
     w.add_argument("--cold", action="store_true", help="also time a start with an empty cache "
                    "(compiles everything once more)")
-    w.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="threads (same as the global option)")
+    w.add_argument("--threads", type=_positive, default=argparse.SUPPRESS, metavar="N",
+                   help="same as the global --threads")
     w.set_defaults(func=cmd_warmup)
 
     i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
-    i.add_argument("model", nargs="?", default=None)
+    _add_model(i, positional=True)
     i.set_defaults(func=cmd_info)
 
-    v = sub.add_parser("convert", help="convert an .onnx model to the deployable .haste file")
-    v.add_argument("onnx")
-    v.add_argument("-o", "--output", default=None)
+    v = sub.add_parser("convert", help="convert an .onnx model to the deployable .haste file (needs onnx)")
+    v.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX model (a <model>.json beside it is stored too)")
+    v.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="the .haste file to write (default: MODEL.haste beside the ONNX file)")
     v.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     v.set_defaults(func=cmd_convert)
 
     e = sub.add_parser("eval", help="accuracy on a labeled folder or the Fashion-MNIST test set")
     e.add_argument("folder", nargs="?", default=None, help="FOLDER/<label>/<image> (default: Fashion-MNIST)")
-    e.add_argument("--model", default=None)
-    e.add_argument("--fashion-mnist", default=None, metavar="DIR", help="folder of the idx files")
-    e.add_argument("--limit", type=int, default=0)
-    e.add_argument("--batch", type=int, default=50)
+    _add_model(e)
+    e.add_argument("--fashion-mnist", default=None, metavar="DIR",
+                   help=f"folder of the Fashion-MNIST idx files (default: {FASHION_MNIST_DIR})")
+    e.add_argument("--limit", type=_int_at_least(0), default=0, help="use only the first N images (0: all)")
+    e.add_argument("--batch", type=_positive, default=50, help="images per inference (default 50)")
     e.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    _add_preprocess(e)
     e.set_defaults(func=cmd_eval)
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _version() -> str:
     try:
+        return metadata.version("haste-edge")
+    except metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return __version__
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _check_threads(n):
+    if n is not None and n > numba.config.NUMBA_NUM_THREADS:
+        raise InputError(f"--threads {n}: at most {numba.config.NUMBA_NUM_THREADS} on this machine")
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: already printed
+        return e.code or 0
+    if getattr(args, "model_pos", None):
+        if args.model:
+            print("haste-edge: error: the model is given twice (use -m/--model)", file=sys.stderr)
+            return 2
+        args.model = args.model_pos
+    try:
+        _check_threads(args.threads)
         set_threads(args.threads)
         status = args.func(args)
-    except (HasteEdgeError, OSError, ValueError) as e:
-        if args.traceback or os.environ.get("HASTE_EDGE_TRACEBACK"):
-            raise
-        print(f"haste-edge: error: {e}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except KeyboardInterrupt:
         print("haste-edge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Python's documentation recommends.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:
+        if args.traceback or os.environ.get("HASTE_EDGE_TRACEBACK"):
+            raise
+        if isinstance(e, (HasteEdgeError, OSError, ValueError)):  # the library's words for bad input
+            print(f"haste-edge: error: {_one_line(e)}", file=sys.stderr)
+        else:
+            print(f"haste-edge: error: unexpected {type(e).__name__}: {_one_line(e)} "
+                  f"(run with --traceback for the details)", file=sys.stderr)
+        return 2
     return status or 0
 
 

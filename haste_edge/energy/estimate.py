@@ -1,7 +1,7 @@
 """Energy estimated from counted operations: an arithmetic-only lower bound, not a measurement.
 
 Per-operation energies for 45 nm CMOS (Horowitz, "Computing's energy problem", ISSCC 2014), as quoted
-in the project's METHOD.md: fp32 multiply 3.7 pJ, fp32 add 0.9 pJ. A multiply-accumulate is one of
+in docs/METHOD.md section 4: fp32 multiply 3.7 pJ, fp32 add 0.9 pJ. A multiply-accumulate is one of
 each (4.6 pJ); a HASTE overhead operation (hashing, centring and merge additions) is one fp32 add.
 Memory traffic (a DRAM word costs about 640 pJ), control, caches and idle power are not included, and
 a present-day CPU in another process node spends a different amount: the figure compares models and
@@ -19,7 +19,8 @@ PJ_PER_MAC = PJ_FP32_MULT + PJ_FP32_ADD
 PJ_PER_OVERHEAD_OP = PJ_FP32_ADD
 
 METHOD = (f"ESTIMATE, not measured: counted ops x 45 nm per-op energy (Horowitz ISSCC 2014, via "
-          f"METHOD.md): {PJ_PER_MAC:.1f} pJ per fp32 MAC, {PJ_PER_OVERHEAD_OP:.1f} pJ per HASTE overhead add; "
+          f"docs/METHOD.md section 4): {PJ_PER_MAC:.1f} pJ per fp32 MAC, "
+          f"{PJ_PER_OVERHEAD_OP:.1f} pJ per HASTE overhead add; "
           f"arithmetic only (no memory, no idle)")
 
 

@@ -1,4 +1,4 @@
-"""HASTE: training-free, data-free, dynamic channel merging in convolutions (METHOD.md section 1).
+"""HASTE: training-free, data-free, dynamic channel merging in convolutions (docs/METHOD.md section 1).
 
   HasteConfig, LayerSetting, plan_layers, parse_haste_spec   which convs, which settings (config.py)
   draw_hyperplanes                                           sparse ternary LSH (hyperplanes.py)

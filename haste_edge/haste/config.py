@@ -1,6 +1,6 @@
 """HASTE configuration: which convs get channel merging, and with which settings.
 
-`HasteConfig` holds the network-wide knobs (METHOD.md section 1); `plan_layers` turns it into one
+`HasteConfig` holds the network-wide knobs (docs/METHOD.md section 1); `plan_layers` turns it into one
 `LayerSetting` per conv that gets HASTE; `parse_haste_spec` reads the CLI's "L=12,P=4,..." form.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class HasteConfig:
     """Network-wide HASTE knobs.
 
     L            hyperplanes per layer (more: finer buckets, fewer merges, higher accuracy)
-    s            probability of a 0 entry in a hyperplane (METHOD: 2/3 on CIFAR, 1/2 on ImageNet)
+    s            probability of a 0 entry in a hyperplane (docs/METHOD.md section 1: 2/3 on CIFAR, 1/2 on ImageNet)
     patch        output tile size P (tiles P x P, edge tiles smaller)
     seed         network seed; each layer's seed is derived from it and the layer's position
     start_layer  index (in graph order, over all convs) of the first conv that may be compressed;
@@ -160,7 +160,7 @@ def _parse_value(key, fname, text):
         if kind == "bool":
             return _BOOL_WORDS[text.lower()]
         if kind == "float":
-            if "/" in text:                      # s=2/3, as METHOD writes it
+            if "/" in text:                      # s=2/3, as docs/METHOD.md section 1 writes it
                 num, den = text.split("/", 1)
                 return float(num) / float(den)
             return float(text)

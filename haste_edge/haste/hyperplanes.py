@@ -1,4 +1,4 @@
-"""Sparse ternary LSH hyperplanes (METHOD.md section 1, step 4).
+"""Sparse ternary LSH hyperplanes (docs/METHOD.md section 1, step 4).
 
 Geometry of a layer's hyperplanes: a full patch (the input receptive field of a P x P output tile)
 is PH x PW pixels, PH = (P-1)*S_h + (k_h-1)*d_h + 1 (likewise PW). Hyperplanes are drawn once per

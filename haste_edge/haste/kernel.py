@@ -7,7 +7,8 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               addition (subtraction) of that pixel's channels, using per-layer index lists of the
               entries; then centre: <z_c, r> = <v_c, r> - <mean_j v_j, r> = <v_c, r> -
               mean_j <v_j, r>, so the channel mean is never formed (2*C_in*L operations instead
-              of METHOD's 2*C_in*D; the counter still reports METHOD's figure).
+              of the 2*C_in*D of docs/METHOD.md section 1; the counter reports that, plus the
+              C_in*D of the patch's max |x|).
               bit = (centred projection > HASH_RTOL * max|patch| * entries applied): see the
               reference's HASH_RTOL for why not > 0.
   2. bucket   equal codes via a small open-addressing table; a counting sort lists each bucket's

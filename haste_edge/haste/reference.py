@@ -1,4 +1,4 @@
-"""HASTE conv, plain NumPy: METHOD.md section 1 steps 1-7 written out literally. The oracle for the
+"""HASTE conv, plain NumPy: docs/METHOD.md section 1 steps 1-7 written out literally. The oracle for the
 fast kernel (kernel.py); clarity over speed (Python loops over images and patches, float64).
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from haste_edge.ops.conv import _clip_bounds, _geometry, conv_infer
 #   dense_macs         C_out * C_in * k^2 * tile pixels, summed over patches (what dense conv does)
 #   executed_macs      C_out * |B| * k^2 * tile pixels (the reduced convs)
 #   hash_adds          nonzeros of the hyperplane entries applied to the patch * C_in
-#   centre_ops         3 * C_in * D (METHOD's centring cost, mean over channels and subtract, plus
-#                      the patch's max |x| for the rounding band below)
+#   centre_ops         3 * C_in * D (docs/METHOD.md section 1: mean over channels and subtract,
+#                      plus the patch's max |x| for the rounding band below)
 #   input_merge_adds   C_in * D
 #   filter_merge_adds  C_out * (C_in - |B|) * k^2
 #   buckets_sum        sum over patches of |B|
@@ -28,13 +28,14 @@ N_STATS = len(STAT_FIELDS)
 # A centred projection counts as 0 (bit 0) unless it exceeds HASH_RTOL * max|patch| * n_l, n_l the
 # entries of hyperplane l on the patch. Why: on flat patches (a black background) every channel is a
 # constant, the centred projection on a hyperplane whose entries sum to 0 is 0 in exact arithmetic,
-# and METHOD's strict "> 0" then takes its bit from rounding noise in the layer's input. That noise
-# differs between machines (a BLAS kernel for AVX2, AVX-512 or NEON rounds differently), and so did
-# the buckets: 1.8 % of all projections on the bundled model are such zeros. The input's rounding
-# moves a projection by about n_l * max|patch| * (relative error), and that error reached 8e-7 of an
-# image's max|x| between AVX2 and AVX-512 kernels (README, "Reproducibility"): 1e-4 leaves a margin
-# of ~100x, and sets to 0 only 0.2 % more bits than exact zeros do. A projection that falls within
-# the rounding error of this threshold can still differ between machines: rare, measured there.
+# and the strict "> 0" of docs/METHOD.md section 1 then takes its bit from rounding noise in the
+# layer's input. That noise differs between machines (a BLAS kernel for AVX2, AVX-512 or NEON rounds
+# differently), and so did the buckets: 1.8 % of all projections on the bundled model are such
+# zeros. The input's rounding moves a projection by about n_l * max|patch| * (relative error), and
+# that error reached 8e-7 of an image's max|x| between AVX2 and AVX-512 kernels (README,
+# "Reproducibility"): 1e-4 leaves a margin of ~100x, and sets to 0 only 0.2 % more bits than exact
+# zeros do. A projection that falls within the rounding error of this threshold can still differ
+# between machines: rare, measured there.
 HASH_RTOL = 1e-4
 
 
