@@ -54,11 +54,15 @@ def test_machine_and_device_imports(results, capsys):
     ref, got, new = results
     import numba
 
+    from threadpoolctl import threadpool_info
+
     from haste_edge.threads import threading_layer
+    blas = [f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info() if i["user_api"] == "blas"]
     with capsys.disabled():
         print(f"\n[aarch64 check] platform.machine()={platform.machine()} numpy {np.__version__} "
               f"numba {numba.__version__} (threading layer {threading_layer()}, "
-              f"{numba.get_num_threads()} threads); reference made on {ref['generated_on']}")
+              f"{numba.get_num_threads()} threads, CPU {numba.config.CPU_NAME or 'host'}, BLAS {blas}); "
+              f"reference made on {ref['generated_on']}")
     assert not new, f"the device path imported host-only modules: {sorted(new)}"
     assert list(got["images"]) == list(ref["images"])
     # tools/aarch64/run.sh sets this: there the check must run on aarch64 against a reference made

@@ -49,8 +49,11 @@ def compute(model=None) -> dict[str, np.ndarray]:
 
 def main() -> None:
     import numba
+    from threadpoolctl import threadpool_info
     res = compute()
-    res["generated_on"] = np.array(f"{platform.machine()} numpy {np.__version__} numba {numba.__version__}")
+    blas = ",".join(str(i.get("architecture")) for i in threadpool_info() if i["user_api"] == "blas")
+    res["generated_on"] = np.array(f"{platform.machine()} numpy {np.__version__} numba {numba.__version__} "
+                                   f"(BLAS kernels {blas}, Numba CPU {numba.config.CPU_NAME or 'host'})")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **res)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes) on {res['generated_on']}")
