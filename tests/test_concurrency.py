@@ -1,6 +1,7 @@
 """One Model run from several Python threads at once gives the single-thread outputs."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -106,3 +107,28 @@ print(numba.threading_layer(), len(bad))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["workqueue", "0"], r.stdout
+
+
+def test_default_threads_blas_on_one_numba_on_all_cores():
+    """A fresh process that only loads and runs a model: the engine's loops on every core, the BLAS
+    on one thread (its spinning workers collapse latency when another process holds a core:
+    haste_edge/threads.py, README "Threads"). Set in every Python thread that runs a model."""
+    code = f"""
+import json, os, sys, threading
+sys.path.insert(0, {str(REPO)!r})
+import numba, numpy as np, haste_edge
+from threadpoolctl import threadpool_info
+m = haste_edge.load()
+box = {{}}
+def work():
+    m.run({{"input": np.zeros((1, 1, 28, 28), np.float32)}})
+    box["numba"] = numba.get_num_threads()
+t = threading.Thread(target=work); t.start(); t.join()
+blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+print(json.dumps([box["numba"], blas, min(os.cpu_count(), numba.config.NUMBA_NUM_THREADS)]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    numba_threads, blas, cores = json.loads(r.stdout)
+    assert blas == [1], r.stdout
+    assert numba_threads == cores, r.stdout
