@@ -5,9 +5,11 @@
 For each number of competing processes (each a pure-Python spin loop, like a camera or a web
 server that keeps a core busy), the bundled model runs at batch 1 on real test images under three
 thread settings, interleaved in rounds so the load hits all alike:
-  default        haste_edge.set_threads(): Numba on all cores, the BLAS on one thread
+  default        haste_edge.set_threads(): Numba on all cores, the BLAS on all of them while other
+                 processes leave the cores idle, on one otherwise (haste_edge/threads.py)
   1 thread       haste_edge.set_threads(1)
   BLAS all cores haste_edge.set_threads(None, blas=cores): the earlier default, for the cause
+  BLAS 1 thread  haste_edge.set_threads(None, blas=1): what the default falls back to under load
 Reports p50 and p99 per setting and the ratio of each p50 to the 1-thread p50 (target: default
 <= 1.5x with one busy process, and < 1x on an idle machine). Writes
 benchmarks/results/<name>.md and .json.
@@ -34,7 +36,8 @@ SPIN = "while True: pass"
 def settings(cores: int) -> dict:
     return {"default": lambda: haste_edge.set_threads(None),
             "1 thread": lambda: haste_edge.set_threads(1),
-            "BLAS all cores": lambda: haste_edge.set_threads(None, blas=cores)}
+            "BLAS all cores": lambda: haste_edge.set_threads(None, blas=cores),
+            "BLAS 1 thread": lambda: haste_edge.set_threads(None, blas=1)}
 
 
 def time_runs(model, xs, runs) -> list[float]:
@@ -73,6 +76,7 @@ def main():
                 for k, apply in configs.items():
                     apply()
                     time_runs(model, xs, 5)                  # settle the pools
+                    time.sleep(0.15)                         # a fresh load reading for the default
                     times[k] += time_runs(model, xs, args.runs)
         finally:
             for p in procs:

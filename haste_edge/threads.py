@@ -2,11 +2,12 @@
 
 The engine's parallel kernels run on Numba's pool, whose idle workers sleep (OMP_WAIT_POLICY=
 PASSIVE): a worker woken for a parallel loop gets a busy core back at once. The BLAS (OpenBLAS in
-NumPy) runs on one thread unless asked for more: its workers spin and yield while they wait, and
-every matrix product waits for all of them, so with another busy process on the board each product
-waits for a core the other process holds. Measured on the bundled model (batch 1, 2 cores, one
-competing busy process): a p99 of 130-340 ms with BLAS on 2 threads against 7-14 ms with BLAS on
-one and Numba on 2 (benchmarks/bench_under_load.py, README "Threads").
+NumPy) is different: its workers spin and yield while they wait, and every matrix product waits for
+all of them, so when another process holds a core each product waits for it. Measured on the
+bundled model (batch 1, 2 cores, one competing busy process): p99 130-340 ms with the BLAS on 2
+threads against 7-16 ms with it on one (benchmarks/bench_under_load.py, README "Threads"). So by
+default the BLAS gets all the engine's threads only while other processes leave the cores idle
+(cpuload.OtherLoad, checked at most every 0.1 s at the start of a run), and one thread otherwise.
 """
 from __future__ import annotations
 
@@ -15,30 +16,67 @@ import threading
 from contextlib import contextmanager, nullcontext
 
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
-_blas_limit = None
+from .cpuload import OtherLoad
+
 _wanted: int | None = None             # set_threads' choice; Numba's count is per Python thread
+_blas_fixed: int | None = None         # set_threads(blas=k); None: chosen by load
+_blas_now: int | None = None           # what the BLAS libraries are set to
+_blas_libs: list = []
+_load: OtherLoad | None = None
 _launch_lock = threading.Lock()
+_state_lock = threading.Lock()
 _serialise: bool | None = None         # decided once Numba's threading layer is known
+BUSY_CORES = 0.5                       # other processes using more than this: BLAS on one thread
 
 
-def set_threads(n: int | None = None, blas: int = 1) -> int:
-    """Use `n` threads for the engine's parallel kernels (None: all cores) and `blas` threads for
-    the BLAS's matrix products (default 1: module docstring). Applies to every Python thread's
-    runs; the BLAS setting is process-wide. Returns the number of engine threads in effect."""
-    global _blas_limit, _wanted
+def set_threads(n: int | None = None, blas: int | None = None) -> int:
+    """Use `n` threads for the engine's parallel kernels (None: all cores), in every Python thread's
+    runs. The BLAS's matrix products use `blas` threads if given (process-wide), else `n` while
+    other processes leave the cores idle and 1 when they do not (module docstring). Returns n."""
+    global _wanted, _blas_fixed, _blas_libs, _load
     n = int(n) if n else (os.cpu_count() or 1)
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    _wanted = n
-    _blas_limit = threadpool_limits(limits=max(1, int(blas)), user_api="blas")  # in force until changed
+    with _state_lock:
+        numba.set_num_threads(n)
+        _wanted = n
+        _blas_fixed = None if blas is None else max(1, int(blas))
+        if not _blas_libs:             # NumPy's BLAS is loaded by now (numba imports numpy)
+            _blas_libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        if _load is None:
+            _load = OtherLoad()
+        _set_blas(_blas_fixed or 1)
     return n
+
+
+def _set_blas(k: int) -> None:
+    global _blas_now
+    if k != _blas_now:
+        for lib in _blas_libs:
+            lib.set_num_threads(k)
+        _blas_now = k
+
+
+def _adapt_blas() -> None:
+    """BLAS threads for the next run: all of the engine's while the others are idle, else one."""
+    if _blas_fixed is not None or _wanted == 1 or not _state_lock.acquire(blocking=False):
+        return
+    try:
+        others = _load.cores()
+        _set_blas(_wanted if others is not None and others < BUSY_CORES else 1)
+    finally:
+        _state_lock.release()
+
+
+def blas_threads() -> int | None:
+    """The BLAS's thread count now (None before the first run or set_threads)."""
+    return _blas_now
 
 
 def parallel_launch_guard():
     """Context for one model run. Gives the calling thread the thread count set_threads chose
-    (Numba keeps one per Python thread), and serialises runs when Numba's threading layer is
+    (Numba keeps one per Python thread), sets the BLAS's threads by the load, and serialises runs when Numba's threading layer is
     workqueue: that layer aborts the process (exit 134) if two threads launch parallel kernels at
     once. The omp and tbb layers take concurrent launches."""
     global _serialise
@@ -46,6 +84,7 @@ def parallel_launch_guard():
         set_threads(None)              # the defaults, also for users who never call set_threads
     elif numba.get_num_threads() != _wanted:
         numba.set_num_threads(_wanted)
+    _adapt_blas()
     if _serialise is None:
         _serialise = _layer_after_start() == "workqueue"
     return _launch_lock if _serialise else nullcontext()
