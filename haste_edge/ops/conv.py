@@ -27,10 +27,14 @@ computed once per node (_Plan).
 from __future__ import annotations
 
 
+import os
+
 import numba
 import numpy as np
 
 from haste_edge.jit import njit, prange
+from haste_edge.ops.conv_direct import DirectConv
+from haste_edge.ops.window import split_phases, valid_range
 from haste_edge.ops.registry import register
 from haste_edge.scratch import scratch
 from haste_edge.threads import numba_single_thread
@@ -136,62 +140,6 @@ def conv_reference(inputs, attrs):
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
 
-@njit
-def _valid_range(n_out, start, step, size):
-    """[lo, hi) of output indices o in [0, n_out) with 0 <= start + o*step < size (step >= 1).
-
-    Hoisting the bounds test out of the inner loops leaves branch-free, vectorisable copies."""
-    lo = 0
-    if start < 0:
-        lo = (-start + step - 1) // step
-    hi = n_out
-    if size - start <= 0:
-        hi = 0
-    else:
-        hi = min(n_out, (size - start + step - 1) // step)
-    if hi < lo:
-        hi = lo
-    return lo, hi
-
-
-@njit
-def _split_phases(xp, ph, sh, sw, pt, pl, rows, wq, na, nb):
-    """Stride phases of one zero-padded plane: ph[a, b, u*wq + v] = xpad[u*sh + a, v*sw + b].
-
-    xp (H, W) is the unpadded plane, ph (sh, sw, >= rows*wq); only phases a < na, b < nb are
-    built (the others no tap reads: see _phases_used). In phase (a, b) a strided convolution
-    tap becomes a plain shift, so later stages copy or accumulate long contiguous runs instead
-    of one short row segment per output row. Every cell of a built phase is written."""
-    h, w = xp.shape
-    for a in range(na):
-        u_lo, u_hi = _valid_range(rows, a - pt, sh, h)
-        for b in range(nb):
-            v_lo, v_hi = _valid_range(wq, b - pl, sw, w)
-            ph_ab = ph[a, b]
-            for u in range(rows):
-                d = ph_ab[u * wq:(u + 1) * wq]
-                if u < u_lo or u >= u_hi:
-                    for t in range(wq):
-                        d[t] = 0.0
-                    continue
-                for t in range(v_lo):
-                    d[t] = 0.0
-                for t in range(v_hi, wq):
-                    d[t] = 0.0
-                # slices starting at the first valid element: the loop index starts at 0, so
-                # Numba drops its negative-index wraparound and LLVM vectorises the copy
-                dv = d[v_lo:v_hi]
-                ih, iw = u * sh + a - pt, v_lo * sw + b - pl
-                if sw == 1:   # a unit-stride slice copies ~7x faster than a stepped one
-                    src1 = xp[ih, iw:iw + v_hi - v_lo]
-                    for t in range(v_hi - v_lo):
-                        dv[t] = src1[t]
-                else:
-                    src = xp[ih, iw::sw]
-                    for t in range(v_hi - v_lo):
-                        dv[t] = src[t]
-
-
 @njit(parallel=True)
 def _im2col(x, ph, cols, kh, kw, sh, sw, dh, dw, pt, pl, hq, wq, na, nb, gather, n_seg, seg):
     """im2col of one image x (C, H, W) by way of stride phases, parallel over channels.
@@ -205,7 +153,7 @@ def _im2col(x, ph, cols, kh, kw, sh, sw, dh, dw, pt, pl, hq, wq, na, nb, gather,
       for the GEMM, which matters when wq - wo is large next to wo (small planes).
     Without gather (1x1 kernels) ph[:, 0, 0] itself is the wide column matrix."""
     for c in prange(x.shape[0]):
-        _split_phases(x[c], ph[c], sh, sw, pt, pl, hq, wq, na, nb)
+        split_phases(x[c], ph[c], sh, sw, pt, pl, hq, wq, na, nb)
         if not gather:
             continue
         for ij in range(kh * kw):
@@ -317,7 +265,7 @@ def _depthwise(x, w, bias, y, mult, sh, sw, dh, dw, pt, pl, lo, hi, na, nb, n_bl
     """Depthwise conv (output channel oc reads input channel oc // mult), bias and clamp fused.
 
     x (N, C, H, W), w (C*mult, kh, kw), bias (C*mult,), y (N, C*mult, ho, wo).
-    Per plane the padded input is split into stride phases (_split_phases); output pixel (p, q)
+    Per plane the padded input is split into stride phases (split_phases); output pixel (p, q)
     is accumulated at acc[p*wq + q], so each tap is one long contiguous axpy over the flattened
     plane (the wq - wo junk columns per row cost less than per-row loop overhead on the 7x7 and
     14x14 planes). Parallel over n_blocks blocks of planes, each with its own scratch."""
@@ -336,7 +284,7 @@ def _depthwise(x, w, bias, y, mult, sh, sw, dh, dw, pt, pl, lo, hi, na, nb, n_bl
         for r in range(blk * per_block, min(n_planes, (blk + 1) * per_block)):
             n = r // c_out
             oc = r % c_out
-            _split_phases(x[n, oc // mult], phases, sh, sw, pt, pl, hq, wq, na, nb)
+            split_phases(x[n, oc // mult], phases, sh, sw, pt, pl, hq, wq, na, nb)
             bv = bias[oc]
             for t in range(span):
                 acc[t] = bv
@@ -399,12 +347,12 @@ def _depthwise_cl(xt, h, wd, wt, bias, y, sh, sw, dh, dw, pt, pl, lo, hi):
         # the output row channels-last, transposed into y at the end: writing y pixel by pixel
         # would touch a different cache line for every channel
         row_acc = np.empty((wo, c), dtype=np.float32)
-        i_lo, i_hi = _valid_range(kh, p * sh - pt, dh, h)
+        i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
         for q in range(wo):
             acc = row_acc[q]
             for ch in range(c):
                 acc[ch] = bias[ch]
-            j_lo, j_hi = _valid_range(kw, q * sw - pl, dw, wd)
+            j_lo, j_hi = valid_range(kw, q * sw - pl, dw, wd)
             nj = j_hi - j_lo
             n_taps = (i_hi - i_lo) * nj
             base = (p * sh - pt) * wd + q * sw - pl       # input pixel of tap (0, 0)
@@ -467,6 +415,9 @@ _ROW_MAX_PIXELS = 1024
 _ROW_PIXEL_MAJOR_MIN = 32
 
 
+# HASTE_EDGE_CONV=direct runs group>=1 convs on the microkernel (conv_direct) instead of im2row/im2col + OpenBLAS
+_DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") == "direct"
+
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
 # was as fast or faster on one thread (idle OpenMP workers sleep, see jit.py, and waking one
@@ -498,6 +449,9 @@ class _Plan:
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
         if group > 1 and w_shape[1] == 1:
             self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
+        elif _DIRECT:
+            self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
+            self.direct = None                       # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
         elif group == 1 and kh * kw > 1 and c_in >= _ROW_MIN_CHANNELS and ho * wo <= _ROW_MAX_PIXELS:
@@ -582,10 +536,21 @@ def conv(inputs, attrs, outs=None):
                    lo, hi, pl_.na, pl_.nb, n_blocks)
         return outs
 
+    if pl_.path == "direct":
+        return _direct(pl_, x, w, b, y, outs)
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
     with numba_single_thread():        # small map: threads cost more than they save
         return _dense(pl_, x, w, b, bias, y, outs)
+
+
+def _direct(pl_, x, w, b, y, outs):
+    """conv() as a GEMM on the microkernel (conv_direct), the weights packed on the first call."""
+    d = pl_.direct
+    if d is None or d.w_src is not w:
+        d = pl_.direct = DirectConv(w, pl_.geo, pl_.group, pl_.hq, pl_.wq, pl_.out_shape[2], pl_.out_shape[3])
+    d.run(x, y, b, pl_.geo, pl_.hq, pl_.wq, pl_.na, pl_.nb, pl_.lo, pl_.hi, pl_.serial)
+    return outs
 
 
 def _dense(pl_, x, w, b, bias, y, outs):

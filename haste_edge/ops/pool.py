@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from haste_edge.jit import njit, prange
-from haste_edge.ops.conv import _valid_range
+from haste_edge.ops.window import valid_range
 from haste_edge.ops.registry import register
 
 MAXPOOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
@@ -129,14 +129,14 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
     cnt_w = np.empty(wo, dtype=np.float32)
     for q in range(wo):
         if include_pad:   # taps inside input + pads (windows start at >= -pl: only the end bounds)
-            cnt_w[q] = _valid_range(kw, q * sw, dw, w + pl + pr)[1]
+            cnt_w[q] = valid_range(kw, q * sw, dw, w + pl + pr)[1]
         else:
-            j_lo, j_hi = _valid_range(kw, q * sw - pl, dw, w)
+            j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
             cnt_w[q] = j_hi - j_lo
     # output range [q_lo, q_hi) whose window holds column tap j inside the input, once per j
     q_rng = np.empty((kw, 2), dtype=np.int64)
     for j in range(kw):
-        q_rng[j, 0], q_rng[j, 1] = _valid_range(wo, j * dw - pl, sw, w)
+        q_rng[j, 0], q_rng[j, 1] = valid_range(wo, j * dw - pl, sw, w)
     init = np.float32(-np.inf) if is_max else np.float32(0.0)
     for r in prange(n_img * c):
         xp = x[r // c, r % c]
@@ -145,7 +145,7 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
             yrow = yp[p]
             for q in range(wo):
                 yrow[q] = init
-            i_lo, i_hi = _valid_range(kh, p * sh - pt, dh, h)
+            i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
             for i in range(i_lo, i_hi):
                 ih = p * sh - pt + i * dh
                 for j in range(kw):
@@ -170,7 +170,7 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
                                 ys[t] += src[t]
             if not is_max:
                 if include_pad:
-                    cnt_h = _valid_range(kh, p * sh, dh, h + pt + pb)[1]
+                    cnt_h = valid_range(kh, p * sh, dh, h + pt + pb)[1]
                 else:
                     cnt_h = i_hi - i_lo
                 for q in range(wo):

@@ -1,0 +1,301 @@
+"""Register-blocked GEMM microkernel, emitted as LLVM vector IR through Numba, with its packing,
+a scalar fallback and a NumPy reference.
+
+The product every conv path reduces to:
+
+    C[m, p] = sum_k A[m, k] * B[offs[k] + p]        m < M (output channels), p < L (pixels)
+
+A is packed once per layer into panels of MR rows, k-major (pack_panels); B is any flat float32
+array read at a per-k offset, so an im2col matrix (offs[k] = k * L), a zero-padded image split
+into stride phases (offs[k] = where tap k starts: an implicit GEMM, no im2col) or a Winograd
+transform all serve. One tile computes MR rows x NV vectors of VW columns, its MR * NV
+accumulators held in vector registers through the whole k loop (phi nodes, llvm.fma); per k it
+loads NV vectors of B and broadcasts MR values of A. Written as a plain loop nest, Numba leaves
+the accumulators in memory and runs ~8x slower (../shared facts in README "Fast kernels").
+
+Tile shapes per target (_choose), chosen when this module is imported (numba.config CPU overrides
+are honoured, so tools/x86/as_avx2.sh gets the AVX2 shapes): a wide one that fills the vector
+registers with accumulators (AVX-512: 12 x 32, AVX2: 6 x 16, NEON: 8 x 12) and two narrower ones
+for products with few columns (a 4x4 map has 16 pixels: a 32-wide tile would compute half junk).
+choose_variant picks the one that pads a product least. LLVM legalises any vector width to what
+the CPU has, so every shape compiles everywhere. HASTE_EDGE_MICROKERNEL=scalar selects a plain
+loop nest instead (same results up to rounding).
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from haste_edge.jit import njit, prange
+
+_AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake", "tigerlake",
+                "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5",
+                "x86-64-v4")
+
+
+def _features() -> tuple[str, bool]:
+    """(architecture, has AVX-512) of the code Numba generates."""
+    arch = platform.machine().lower()
+    if arch in ("aarch64", "arm64"):
+        return "aarch64", False
+    if arch not in ("x86_64", "amd64"):
+        return arch, False
+    feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
+    name = numba.config.CPU_NAME or os.environ.get("NUMBA_CPU_NAME")
+    if feats:
+        return "x86_64", "+avx512f" in feats
+    if name and name != "host":
+        return "x86_64", name.startswith(_AVX512_CPUS)
+    import llvmlite.binding as llvm
+    return "x86_64", bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+def _choose() -> dict:
+    """Tile shapes (MR rows, NV vectors, VW lanes) for this target, widest first: the first fills
+    the registers best on large products; the others waste less on small ones (few columns)."""
+    arch, avx512 = _features()
+    if arch == "x86_64" and avx512:            # 32 zmm registers
+        shapes = ((8, 3, 16), (16, 1, 16), (16, 1, 8))
+    elif arch == "x86_64":                     # 16 ymm registers
+        shapes = ((4, 3, 8), (8, 1, 8), (8, 1, 4))
+    elif arch == "aarch64":                    # 32 q registers of 4 lanes
+        shapes = ((8, 3, 4), (16, 1, 4), (8, 2, 4))
+    else:
+        shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
+    kind = "scalar" if os.environ.get("HASTE_EDGE_MICROKERNEL") == "scalar" else "vector"
+    return {"arch": arch, "avx512": avx512, "shapes": shapes, "kind": kind}
+
+
+TARGET = _choose()
+SHAPES = TARGET["shapes"]                      # index = tile variant
+
+
+def describe() -> str:
+    """One line for benchmark headers: the microkernel this process runs."""
+    t = TARGET
+    tiles = ", ".join(f"{mr}x{nv * vw}" for mr, nv, vw in t["shapes"])
+    return f"microkernel {t['kind']} tiles {tiles} ({t['arch']}{', AVX-512' if t['avx512'] else ''})"
+
+
+def mr_of(variant: int) -> int:
+    return SHAPES[variant][0]
+
+
+def nr_of(variant: int) -> int:
+    return SHAPES[variant][1] * SHAPES[variant][2]
+
+
+def choose_variant(rows: int, cols: int) -> int:
+    """The tile shape that pads an M x L product least (the widest among equals)."""
+    def padded(v):
+        mr, nr = mr_of(v), nr_of(v)
+        return -(-rows // mr) * mr * -(-cols // nr) * nr
+    return min(range(len(SHAPES)), key=lambda v: (padded(v), v))
+
+
+# ---------------------------------------------------------------------------------------------
+# the tile, with its epilogue:
+#   C[c_off + i*ldc + j] = clamp(bias[i] + sum_k a[k*MR + i] * b[b_off + offs[k] + j], lo, hi)
+# for i < MR, j < NR; bias is the tile's MR values; clamp keeps NaN (compare and select).
+# ---------------------------------------------------------------------------------------------
+
+def _make_vector_tile(mr: int, nv: int, vw: int):
+    @intrinsic
+    def tile(typingctx, a, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi):
+        sig = types.void(a, b, offs, types.int64, types.int64, c, types.int64, types.int64, bias,
+                         types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            a_v, b_v, o_v, b_off_v, k_v, c_v, c_off_v, ldc_v, bias_v, lo_v, hi_v = args
+            at, bt, ot, _, _, ct, _, _, biast, _, _ = signature.args
+            ap = context.make_array(at)(context, builder, a_v).data
+            bp = context.make_array(bt)(context, builder, b_v).data
+            op = context.make_array(ot)(context, builder, o_v).data
+            cp = context.make_array(ct)(context, builder, c_v).data
+            biasp = context.make_array(biast)(context, builder, bias_v).data
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ir.FloatType(), vw)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                 f"llvm.fma.v{vw}f32")
+            zero = ir.Constant(vt, [0.0] * vw)
+            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
+            entry = builder.block
+            loop = builder.append_basic_block("mk.loop")
+            done = builder.append_basic_block("mk.done")
+            builder.cbranch(builder.icmp_signed(">", k_v, i64(0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(i64(0), entry)
+            acc = [[builder.phi(vt) for _ in range(nv)] for _ in range(mr)]
+            for row in acc:
+                for ph in row:
+                    ph.add_incoming(zero, entry)
+            base = builder.add(b_off_v, builder.load(builder.gep(op, [k])))
+            bvec = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(base, i64(j * vw))]),
+                                                 vt.as_pointer()), align=4) for j in range(nv)]
+            a_base = builder.mul(k, i64(mr))
+            new = []
+            for i in range(mr):
+                av = builder.load(builder.gep(ap, [builder.add(a_base, i64(i))]))
+                splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vt, ir.Undefined), av, i64(0)),
+                                               ir.Constant(vt, ir.Undefined), splat_mask)
+                new.append([builder.call(fma, [splat, bvec[j], acc[i][j]]) for j in range(nv)])
+            k_next = builder.add(k, i64(1))
+            k.add_incoming(k_next, loop)
+            for i in range(mr):
+                for j in range(nv):
+                    acc[i][j].add_incoming(new[i][j], loop)
+            builder.cbranch(builder.icmp_signed("<", k_next, k_v), loop, done)
+
+            builder.position_at_end(done)
+            outs = [[builder.phi(vt) for _ in range(nv)] for _ in range(mr)]   # phis first in a block
+            for i in range(mr):
+                for j in range(nv):
+                    outs[i][j].add_incoming(zero, entry)
+                    outs[i][j].add_incoming(new[i][j], loop)
+            undef = ir.Constant(vt, ir.Undefined)
+
+            def splat(value):
+                return builder.shuffle_vector(builder.insert_element(undef, value, i64(0)), undef, splat_mask)
+
+            lo_s, hi_s = splat(lo_v), splat(hi_v)
+            for i in range(mr):
+                row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
+                bias_s = splat(builder.load(builder.gep(biasp, [i64(i)])))
+                for j in range(nv):
+                    v = builder.fadd(outs[i][j], bias_s)
+                    v = builder.select(builder.fcmp_ordered("<", v, lo_s), lo_s, v)
+                    v = builder.select(builder.fcmp_ordered(">", v, hi_s), hi_s, v)
+                    ptr = builder.gep(cp, [builder.add(row_off, i64(j * vw))])
+                    builder.store(v, builder.bitcast(ptr, vt.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _make_scalar_tile(mr: int, nr: int):
+    @njit
+    def tile(a, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi):
+        acc = np.zeros((mr, nr), dtype=np.float32)
+        for k in range(k_len):
+            base = b_off + offs[k]
+            for i in range(mr):
+                av = a[k * mr + i]
+                for j in range(nr):
+                    acc[i, j] += av * b[base + j]
+        for i in range(mr):
+            for j in range(nr):
+                v = acc[i, j] + bias[i]
+                v = lo if v < lo else v
+                c[c_off + i * ldc + j] = hi if v > hi else v
+    return tile
+
+
+def _make_tile(mr, nv, vw):
+    return _make_scalar_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_tile(mr, nv, vw)
+
+
+# one global per variant: a compiled kernel must see its tile as a constant
+tile0 = _make_tile(*SHAPES[0])
+tile1 = _make_tile(*SHAPES[1])
+tile2 = _make_tile(*SHAPES[2])
+MR0, NR0 = mr_of(0), nr_of(0)
+MR1, NR1 = mr_of(1), nr_of(1)
+MR2, NR2 = mr_of(2), nr_of(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# packing, the tiled product, the reference
+# ---------------------------------------------------------------------------------------------
+
+def pack_panels(a: np.ndarray, mr: int) -> np.ndarray:
+    """A (M, K) -> panels (ceil(M/mr), K*mr) float32: panel[b, k*mr + i] = A[b*mr + i, k], rows
+    past M zero (so a tile never needs a mask)."""
+    m, k = a.shape
+    blocks = -(-m // mr)
+    padded = np.zeros((blocks * mr, k), dtype=np.float32)
+    padded[:m] = a
+    return np.ascontiguousarray(padded.reshape(blocks, mr, k).transpose(0, 2, 1).reshape(blocks, k * mr))
+
+
+def padded_columns(length: int, variant: int) -> int:
+    """Columns of C for L pixels: a multiple of the variant's NR."""
+    nr = nr_of(variant)
+    return -(-length // nr) * nr
+
+
+@njit
+def _tile(variant, panel, b, offs, b_off, c, c_off, ldc, bias, lo, hi):
+    k_len = offs.shape[0]
+    if variant == 0:
+        tile0(panel, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi)
+    elif variant == 1:
+        tile1(panel, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi)
+    else:
+        tile2(panel, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi)
+
+
+@njit
+def _tile_dims(variant):
+    if variant == 0:
+        return MR0, NR0
+    if variant == 1:
+        return MR1, NR1
+    return MR2, NR2
+
+
+@njit(parallel=True)
+def gemm_tiles(variant, panels, b, offs, c, bias, lo, hi):
+    """c (blocks*MR, cols) = clamp(bias + A @ B, lo, hi) as in the module docstring, cols a
+    multiple of NR, bias (blocks*MR,); every tile independent. Parallel over tiles, row blocks
+    innermost: consecutive tiles of a thread read the same columns of B while they are in cache."""
+    mr, nr = _tile_dims(variant)
+    n_row_blocks = panels.shape[0]
+    ldc = c.shape[1]
+    n_col_blocks = ldc // nr
+    cf = c.reshape(-1)
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for t in prange(n_row_blocks * n_col_blocks):
+        cb = t // n_row_blocks
+        rb = t - cb * n_row_blocks
+        _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
+              bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+
+
+@njit
+def gemm_tiles_serial(variant, panels, b, offs, c, bias, lo, hi):
+    """gemm_tiles on the calling thread (small products: no wake-up of the pool)."""
+    mr, nr = _tile_dims(variant)
+    ldc = c.shape[1]
+    cf = c.reshape(-1)
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for cb in range(ldc // nr):
+        for rb in range(panels.shape[0]):
+            _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
+                  bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+
+
+def pad_rows(v: np.ndarray, rows: int) -> np.ndarray:
+    """A per-row vector (bias) zero-padded to the panels' rows."""
+    out = np.zeros(rows, dtype=np.float32)
+    out[:len(v)] = v
+    return out
+
+
+def gemm_reference(a, b, offs, length, bias=None, lo=-np.inf, hi=np.inf) -> np.ndarray:
+    """C (M, length) = clamp(bias + sum_k A[:, k] * B[offs[k]:offs[k] + length], lo, hi), float64
+    accumulation."""
+    rows = np.stack([b[o:o + length] for o in offs]).astype(np.float64)   # (K, length)
+    c = a.astype(np.float64) @ rows
+    if bias is not None:
+        c += np.asarray(bias, np.float64)[:, None]
+    return np.clip(c, lo, hi).astype(np.float32)

@@ -1,0 +1,131 @@
+"""Conv as a GEMM on the microkernel: no BLAS, and on large maps no im2col either.
+
+Per image (and group) the zero-padded input is split into stride phases (ph[c, a, b, u*wq + v] =
+xpad[c, u*sh + a, v*sw + b]), which turns every kernel tap into a plain shift: tap k = (c, i, j)
+of output pixel (p, q) reads the phase buffer at offs[k] + p*wq + q, offs[k] the start of phase
+(i*dh % sh, j*dw % sw) of channel c plus (i*dh // sh)*wq + j*dw // sw. Two layouts of the
+product's columns:
+- wide (implicit GEMM): output pixel (p, q) is column p*wq + q and the microkernel reads the
+  phases directly. The wq - wo columns past each row's end are junk, cropped afterwards.
+- exact (small maps, where the junk would be a large share: a 4x4 map with a 3x3 kernel has
+  6-wide phase rows): the taps are gathered from the phases into (K, ho*wo) columns first.
+Either way out[o, t] = clamp(bias[o] + sum_k W[o, k] * B[offs[k] + t]) is the microkernel's
+product with its fused epilogue (tile shape per layer: microkernel.choose_variant); the weights
+are packed into its panels once per node. When the padded product has the output's shape (exact
+layout, C_out a multiple of MR, ho*wo of NR) it is written straight into the output, otherwise
+into a scratch from which the real rows and columns are cropped. One compiled call per image and
+group does all of it (Python-level calls cost microseconds each, a 4x4 layer's whole product ~0.2 ms).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit, prange
+from haste_edge.ops.window import split_phases
+from haste_edge.scratch import scratch
+
+# Junk columns per output row (wq - wo) relative to wq above which the exact layout is used.
+_WIDE_MAX_JUNK = 0.15
+_TAIL = 64          # floats past the end of B a tile may read: at least every variant's NR
+
+
+class DirectConv:
+    """What the GEMM needs for one conv node, computed once: layout, tile shape, packed weights
+    per group, tap offsets."""
+
+    def __init__(self, w: np.ndarray, geo, group: int, hq: int, wq: int, ho: int, wo: int):
+        kh, kw, sh, sw, dh, dw = geo[:6]
+        c_out, cig = w.shape[0], w.shape[1]
+        self.cog = cog = c_out // group
+        self.w_src = w                                      # packed from this array
+        self.k = k = cig * kh * kw
+        self.exact = kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq
+        self.length = ho * wo if self.exact else (ho - 1) * wq + wo
+        self.variant = mk.choose_variant(cog, self.length)
+        mr = mk.mr_of(self.variant)
+        self.panels = np.stack([mk.pack_panels(w[g * cog:(g + 1) * cog].reshape(cog, k), mr) for g in range(group)])
+        self.cols = mk.padded_columns(self.length, self.variant)
+        self.rows = self.panels.shape[1] * mr               # cog rounded up to MR
+        self.direct_out = self.exact and self.rows == cog and self.cols == self.length
+        self.bias = (None, None)                            # (source b, padded per group)
+        self.plane = hq * wq
+        self.group_phases = cig * sh * sw * self.plane      # one group's phase floats
+        c, i, j = np.meshgrid(np.arange(cig), np.arange(kh), np.arange(kw), indexing="ij")
+        phase = (i * dh % sh) * sw + (j * dw % sw)
+        self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
+                     + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
+        self.offs = (np.arange(k) * self.length).astype(np.int64) if self.exact else self.taps
+
+    def padded_bias(self, b) -> np.ndarray:
+        """(group, rows): the bias per group padded to the panels' rows (zeros without a bias),
+        kept while the same array comes in."""
+        if self.bias[0] is not b or self.bias[1] is None:
+            full = np.zeros(self.cog * self.panels.shape[0], np.float32) if b is None else np.asarray(b, np.float32)
+            self.bias = (b, np.stack([mk.pad_rows(full[g * self.cog:(g + 1) * self.cog], self.rows)
+                                      for g in range(self.panels.shape[0])]))
+        return self.bias[1]
+
+    def run(self, x, y, b, geo, hq, wq, na, nb, lo, hi, serial):
+        """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), epilogue included."""
+        kh, kw, sh, sw, dh, dw, pt, pl = geo[:8]
+        ph = scratch("phases", self.group_phases + _TAIL)
+        cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph
+        out = scratch("wide", self.rows * self.cols).reshape(self.rows, self.cols)
+        _conv_images(x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(b), out,
+                     self.variant, self.exact, self.direct_out, sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial)
+
+
+@njit
+def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact, direct_out,
+                 sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial):
+    """DirectConv.run's loop over images and groups (module docstring), compiled as one call."""
+    n_img = x.shape[0]
+    group = panels.shape[0]
+    cig, cog = x.shape[1] // group, y.shape[1] // group
+    ho, wo = y.shape[2], y.shape[3]
+    plane = hq * wq
+    for n in range(n_img):
+        for g in range(group):
+            for c in range(cig):
+                split_phases(x[n, g * cig + c], ph[c * sh * sw * plane:(c + 1) * sh * sw * plane]
+                             .reshape(sh, sw, plane), sh, sw, pt, pl, hq, wq, na, nb)
+            if exact:
+                gather_taps(ph, taps, cols, ho, wo, wq)
+            yg = y[n, g * cog:(g + 1) * cog]
+            dst = yg.reshape(cog, ho * wo) if direct_out else out
+            if serial:
+                mk.gemm_tiles_serial(variant, panels[g], cols, offs, dst, biases[g], lo, hi)
+            else:
+                mk.gemm_tiles(variant, panels[g], cols, offs, dst, biases[g], lo, hi)
+            if not direct_out:
+                crop(out, yg, wo if exact else wq)
+
+
+@njit
+def gather_taps(ph, taps, cols, ho, wo, wq):
+    """Exact columns from the phases: cols[k*ho*wo + p*wo + q] = ph[taps[k] + p*wq + q]. One
+    flat loop per tap over a table of the ho*wo source offsets: on small maps the rows are only
+    a few floats long, and a loop per row costs more than its copy."""
+    length = ho * wo
+    idx = np.empty(length, dtype=np.int64)
+    for p in range(ho):
+        for q in range(wo):
+            idx[p * wo + q] = p * wq + q
+    for k in range(taps.shape[0]):
+        src = ph[taps[k]:]
+        dst = cols[k * length:(k + 1) * length]
+        for t in range(length):
+            dst[t] = src[idx[t]]
+
+
+@njit
+def crop(src, y, width):
+    """y[o, p, q] = src[o, p*width + q]: the real rows and columns of a padded product."""
+    c_out, ho, wo = y.shape
+    for o in range(c_out):
+        for p in range(ho):
+            s = src[o, p * width:p * width + wo]
+            d = y[o, p]
+            for q in range(wo):
+                d[q] = s[q]

@@ -1,0 +1,108 @@
+"""The microkernel against its NumPy reference (every tile shape, the scalar fallback, the fused
+epilogue), and the conv path built on it against the conv reference on every conv case."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from haste_edge import microkernel as mk
+from haste_edge.ops import conv as conv_mod
+from test_ops_conv import CASES, make, run_fast
+
+RNG = np.random.default_rng(1)
+
+
+def _product(variant, m, k, length, parallel, lo=-np.inf, hi=np.inf, tile=None):
+    a = RNG.standard_normal((m, k)).astype(np.float32)
+    offs = np.sort(RNG.choice(4 * k, size=k, replace=False)).astype(np.int64)  # any offsets
+    b = RNG.standard_normal(4 * k + length + 64).astype(np.float32)
+    bias = RNG.standard_normal(m).astype(np.float32)
+    mr = mk.mr_of(variant)
+    panels = mk.pack_panels(a, mr)
+    c = np.full((panels.shape[0] * mr, mk.padded_columns(length, variant)), np.nan, np.float32)
+    padded_bias = mk.pad_rows(bias, c.shape[0])
+    run = mk.gemm_tiles if parallel else mk.gemm_tiles_serial
+    run(variant, panels, b, offs, c, padded_bias, lo, hi)
+    want = mk.gemm_reference(a, b, offs, length, bias, lo, hi)
+    return c, want
+
+
+@pytest.mark.parametrize("variant", range(len(mk.SHAPES)))
+@pytest.mark.parametrize("m,k,length", [(1, 1, 1), (7, 9, 13), (33, 288, 70), (64, 40, 200)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_product_matches_reference(variant, m, k, length, parallel):
+    c, want = _product(variant, m, k, length, parallel)
+    got = c[:m, :length]
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= 1e-5 * max(scale, 1.0) * np.sqrt(k)
+    assert np.isfinite(c).all()                       # padding rows and columns are written too
+
+
+def test_epilogue_clamps_and_keeps_nan():
+    c, want = _product(0, 10, 20, 30, False, lo=-0.5, hi=0.75)
+    np.testing.assert_allclose(c[:10, :30], want, rtol=1e-5, atol=1e-5)
+    assert c[:10, :30].min() >= -0.5 and c[:10, :30].max() <= 0.75
+    a = np.ones((1, 1), np.float32)
+    b = np.full(mk.nr_of(0) + 64, np.nan, np.float32)
+    panels = mk.pack_panels(a, mk.mr_of(0))
+    c = np.zeros((mk.mr_of(0), mk.nr_of(0)), np.float32)
+    mk.gemm_tiles_serial(0, panels, b, np.zeros(1, np.int64), c, np.zeros(mk.mr_of(0), np.float32), 0.0, 6.0)
+    assert np.isnan(c[0]).all()                       # Relu6 of NaN is NaN, not 0 or 6
+
+
+def test_scalar_fallback_gives_the_same_results(tmp_path):
+    """HASTE_EDGE_MICROKERNEL=scalar: the plain loop nest, in a fresh process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    code = f"""
+import sys; sys.path.insert(0, {str(repo)!r}); sys.path.insert(0, {str(repo / 'tests')!r})
+import numpy as np
+from haste_edge import microkernel as mk
+assert mk.TARGET["kind"] == "scalar"
+import test_microkernel as t
+for v in range(len(mk.SHAPES)):
+    c, want = t._product(v, 20, 50, 40, False, lo=-1.0, hi=1.0)
+    assert np.abs(c[:20, :40] - want).max() < 1e-4, v
+print("ok")
+"""
+    env = {**__import__("os").environ, "HASTE_EDGE_MICROKERNEL": "scalar"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_variant_choice_pads_least():
+    for rows, cols in [(32, 784), (256, 16), (128, 49), (7, 3)]:
+        v = mk.choose_variant(rows, cols)
+        pad = lambda u: -(-rows // mk.mr_of(u)) * mk.mr_of(u) * -(-cols // mk.nr_of(u)) * mk.nr_of(u)
+        assert all(pad(v) <= pad(u) for u in range(len(mk.SHAPES)))
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    monkeypatch.setattr(conv_mod, "_DIRECT", True)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if not n.startswith("dw")])
+@pytest.mark.parametrize("bias", [True, False])
+def test_direct_conv_matches_reference(direct, name, bias):
+    inputs, attrs = make(CASES[name], bias=bias)
+    attrs = dict(attrs)                                 # a new node: a new plan on the direct path
+    got = run_fast(inputs, attrs)
+    assert conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).path == "direct"
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 32), (1, 64, 14, 14, 128), (2, 128, 7, 7, 128),
+                                   (1, 256, 4, 4, 256), (1, 24, 4, 4, 40)])
+def test_direct_conv_layouts(direct, shape):
+    """Wide (28x28, 14x14) and exact (7x7, 4x4) layouts, direct output and cropped."""
+    n, ci, h, w, co = shape
+    inputs, attrs = make((n, ci, h, w, co, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu"))
+    got = run_fast(inputs, attrs)
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    d = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).direct
+    assert d.exact == (h <= 7)
