@@ -34,6 +34,8 @@ import numpy as np
 
 from haste_edge.jit import njit, prange
 from haste_edge.ops.conv_direct import DirectConv
+from haste_edge.ops.conv_winograd import WinogradConv
+from haste_edge.ops.conv_winograd import applicable as winograd_applicable
 from haste_edge.ops.window import split_phases, valid_range
 from haste_edge.ops.registry import register
 from haste_edge.scratch import scratch
@@ -416,7 +418,11 @@ _ROW_PIXEL_MAJOR_MIN = 32
 
 
 # HASTE_EDGE_CONV=direct runs group>=1 convs on the microkernel (conv_direct) instead of im2row/im2col + OpenBLAS
-_DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") == "direct"
+_DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") in ("direct", "winograd")
+# HASTE_EDGE_CONV=winograd: also Winograd F(2x2,3x3) for 3x3 stride-1 convs (conv_winograd) with at
+# least this many output pixels
+_WINOGRAD = os.environ.get("HASTE_EDGE_CONV", "blas") == "winograd"
+_WINOGRAD_MIN_PIXELS = 49
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
@@ -449,6 +455,9 @@ class _Plan:
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
         if group > 1 and w_shape[1] == 1:
             self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
+        elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
+            self.path = "winograd"
+            self.direct = None                       # WinogradConv, made on the first call with W
         elif _DIRECT:
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.direct = None                       # DirectConv, made on the first call with W
@@ -538,6 +547,12 @@ def conv(inputs, attrs, outs=None):
 
     if pl_.path == "direct":
         return _direct(pl_, x, w, b, y, outs)
+    if pl_.path == "winograd":
+        d = pl_.direct
+        if d is None or d.w_src is not w:
+            d = pl_.direct = WinogradConv(w, pl_.out_shape[2], pl_.out_shape[3])
+        d.run(x, y, b, pl_.geo[6], pl_.geo[7], pl_.lo, pl_.hi, pl_.serial)
+        return outs
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
     with numba_single_thread():        # small map: threads cost more than they save
