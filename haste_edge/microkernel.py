@@ -284,6 +284,34 @@ def gemm_tiles_serial(variant, panels, b, offs, c, bias, lo, hi):
                   bias[rb * mr:(rb + 1) * mr], lo32, hi32)
 
 
+@njit(parallel=True)
+def gemm_batched(variant, panels, b, offs, c, bias, lo, hi, parallel):
+    """For every p: c[p] = clamp(bias + A_p @ B_p), A_p's panels panels[p], B_p read at offs[p]:
+    one call for a batch of products (Winograd's 16 positions), tiles spread over the threads
+    (parallel) or run on the calling one."""
+    mr, nr = _tile_dims(variant)
+    n_prod, n_row_blocks = panels.shape[0], panels.shape[1]
+    ldc = c.shape[2]
+    n_col_blocks = ldc // nr
+    per = n_row_blocks * n_col_blocks
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if parallel:
+        for t in prange(n_prod * per):
+            p = t // per
+            r = t - p * per
+            cb = r // n_row_blocks
+            rb = r - cb * n_row_blocks
+            _tile(variant, panels[p, rb], b, offs[p], cb * nr, c[p].reshape(-1), rb * mr * ldc + cb * nr, ldc,
+                  bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+    else:
+        for p in range(n_prod):
+            cf = c[p].reshape(-1)
+            for cb in range(n_col_blocks):
+                for rb in range(n_row_blocks):
+                    _tile(variant, panels[p, rb], b, offs[p], cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
+                          bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+
+
 def pad_rows(v: np.ndarray, rows: int) -> np.ndarray:
     """A per-row vector (bias) zero-padded to the panels' rows."""
     out = np.zeros(rows, dtype=np.float32)

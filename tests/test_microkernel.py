@@ -7,7 +7,7 @@ import pytest
 
 from haste_edge import microkernel as mk
 from haste_edge.ops import conv as conv_mod
-from test_ops_conv import CASES, make, run_fast
+from conv_cases import CASES, make, run_fast
 
 RNG = np.random.default_rng(1)
 

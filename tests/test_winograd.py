@@ -7,7 +7,7 @@ import pytest
 
 from haste_edge.ops import conv as conv_mod
 from haste_edge.ops import conv_winograd as wino
-from test_ops_conv import make, run_fast
+from conv_cases import make, run_fast
 
 
 def test_filter_transform_is_g_g_gt():

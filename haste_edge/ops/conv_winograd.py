@@ -87,74 +87,78 @@ def _winograd_images(x, y, ph, v, m, panels, offs, bias, variant, pt, pl, hq, wq
         for c in range(c_in):
             split_phases(x[n, c], ph[c], 2, 2, pt, pl, hq, wq, 2, 2)
         _input_transform(ph, v, hq, wq, th, tw, cols)
-        for p in range(16):
-            if serial:
-                mk.gemm_tiles_serial(variant, panels[p], v, offs[p], m[p], zero_bias, -np.inf, np.inf)
-            else:
-                mk.gemm_tiles(variant, panels[p], v, offs[p], m[p], zero_bias, -np.inf, np.inf)
+        mk.gemm_batched(variant, panels, v, offs, m, zero_bias, -np.inf, np.inf, not serial)
         _output_transform(m, y[n], bias, th, tw, lo, hi)
 
 
 @njit(parallel=True)
 def _input_transform(ph, v, hq, wq, th, tw, cols):
     """v[(p*C + c)*cols + ty*tw + tx] = (B^T d B)[p] of the block at (2ty, 2tx) of channel c,
-    from its 2x2 phases: even/odd rows a, even/odd columns b, ph[c, a, b, u*wq + t]."""
+    from its 2x2 phases (even/odd rows a, even/odd columns b: ph[c, a, b, u*wq + t]). Per block
+    row and column term j, the four rows' terms feed the four positions (i, j): every loop runs
+    over the blocks of a row with unit stride and vectorises, and nothing is computed twice."""
     c_in = ph.shape[0]
+    step = c_in * cols                                   # from position p to p + 1
     for c in prange(c_in):
-        ee, eo, oe, oo = ph[c, 0, 0], ph[c, 0, 1], ph[c, 1, 0], ph[c, 1, 1]
         for ty in range(th):
-            r0, r1 = ty * wq, (ty + 1) * wq                  # phase rows of block rows 0/1 and 2/3
+            lo, hi = ty * wq, (ty + 1) * wq              # phase rows of block rows 0/1, then 2/3
+            e0, o0 = ph[c, 0, 0, lo:lo + wq], ph[c, 0, 1, lo:lo + wq]
+            e1, o1 = ph[c, 1, 0, lo:lo + wq], ph[c, 1, 1, lo:lo + wq]
+            e2, o2 = ph[c, 0, 0, hi:hi + wq], ph[c, 0, 1, hi:hi + wq]
+            e3, o3 = ph[c, 1, 0, hi:hi + wq], ph[c, 1, 1, hi:hi + wq]
             base = c * cols + ty * tw
-            for tx in range(tw):
-                # column transform of block rows 0..3 (row i = phase row (i % 2) at ty + i // 2)
-                e0a, o0a, e0b, o0b = ee[r0 + tx], eo[r0 + tx], ee[r0 + tx + 1], eo[r0 + tx + 1]
-                e1a, o1a, e1b, o1b = oe[r0 + tx], oo[r0 + tx], oe[r0 + tx + 1], oo[r0 + tx + 1]
-                e2a, o2a, e2b, o2b = ee[r1 + tx], eo[r1 + tx], ee[r1 + tx + 1], eo[r1 + tx + 1]
-                e3a, o3a, e3b, o3b = oe[r1 + tx], oo[r1 + tx], oe[r1 + tx + 1], oo[r1 + tx + 1]
-                a0, a1, a2, a3 = e0a - e0b, o0a + e0b, e0b - o0a, o0a - o0b
-                b0, b1, b2, b3 = e1a - e1b, o1a + e1b, e1b - o1a, o1a - o1b
-                c0, c1, c2, c3 = e2a - e2b, o2a + e2b, e2b - o2a, o2a - o2b
-                d0, d1, d2, d3 = e3a - e3b, o3a + e3b, e3b - o3a, o3a - o3b
-                t = base + tx
-                step = c_in * cols                           # from position p to p + 1
-                v[t] = a0 - c0
-                v[t + step] = a1 - c1
-                v[t + 2 * step] = a2 - c2
-                v[t + 3 * step] = a3 - c3
-                v[t + 4 * step] = b0 + c0
-                v[t + 5 * step] = b1 + c1
-                v[t + 6 * step] = b2 + c2
-                v[t + 7 * step] = b3 + c3
-                v[t + 8 * step] = c0 - b0
-                v[t + 9 * step] = c1 - b1
-                v[t + 10 * step] = c2 - b2
-                v[t + 11 * step] = c3 - b3
-                v[t + 12 * step] = b0 - d0
-                v[t + 13 * step] = b1 - d1
-                v[t + 14 * step] = b2 - d2
-                v[t + 15 * step] = b3 - d3
+            for j in range(4):
+                v0 = v[base + j * step:base + j * step + tw]
+                v1 = v[base + (4 + j) * step:base + (4 + j) * step + tw]
+                v2 = v[base + (8 + j) * step:base + (8 + j) * step + tw]
+                v3 = v[base + (12 + j) * step:base + (12 + j) * step + tw]
+                for tx in range(tw):
+                    # column term j of block rows 0..3: d B, d = [even tx, odd tx, even tx+1, odd tx+1]
+                    if j == 0:
+                        r0, r1, r2, r3 = e0[tx] - e0[tx + 1], e1[tx] - e1[tx + 1], e2[tx] - e2[tx + 1], e3[tx] - e3[tx + 1]
+                    elif j == 1:
+                        r0, r1, r2, r3 = o0[tx] + e0[tx + 1], o1[tx] + e1[tx + 1], o2[tx] + e2[tx + 1], o3[tx] + e3[tx + 1]
+                    elif j == 2:
+                        r0, r1, r2, r3 = e0[tx + 1] - o0[tx], e1[tx + 1] - o1[tx], e2[tx + 1] - o2[tx], e3[tx + 1] - o3[tx]
+                    else:
+                        r0, r1, r2, r3 = o0[tx] - o0[tx + 1], o1[tx] - o1[tx + 1], o2[tx] - o2[tx + 1], o3[tx] - o3[tx + 1]
+                    v0[tx] = r0 - r2                     # then B^T over the rows
+                    v1[tx] = r1 + r2
+                    v2[tx] = r2 - r1
+                    v3[tx] = r1 - r3
 
 
 @njit(parallel=True)
 def _output_transform(m, y, bias, th, tw, lo, hi):
-    """y[o, 2ty + a, 2tx + b] = clamp(bias[o] + (A^T M A)[a, b]) of block (ty, tx)."""
+    """y[o, 2ty + a, 2tx + b] = clamp(bias[o] + (A^T M A)[a, b]) of block (ty, tx); the 16
+    positions of a block row are read as unit-stride runs over its blocks."""
     c_out, ho, wo = y.shape
     lo32, hi32 = np.float32(lo), np.float32(hi)
     for o in prange(c_out):
         bv = bias[o]
         for ty in range(th):
-            for tx in range(tw):
-                t = ty * tw + tx
-                m00, m01, m02, m03 = m[0, o, t], m[1, o, t], m[2, o, t], m[3, o, t]
-                m10, m11, m12, m13 = m[4, o, t], m[5, o, t], m[6, o, t], m[7, o, t]
-                m20, m21, m22, m23 = m[8, o, t], m[9, o, t], m[10, o, t], m[11, o, t]
-                m30, m31, m32, m33 = m[12, o, t], m[13, o, t], m[14, o, t], m[15, o, t]
-                s00, s01, s02, s03 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
-                s10, s11, s12, s13 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
-                ys = (s00 + s01 + s02, s01 - s02 - s03, s10 + s11 + s12, s11 - s12 - s13)
-                for ab in range(4):
-                    r, q = 2 * ty + ab // 2, 2 * tx + ab % 2
-                    if r < ho and q < wo:
-                        val = ys[ab] + bv
-                        val = lo32 if val < lo32 else val
-                        y[o, r, q] = hi32 if val > hi32 else val
+            t0 = ty * tw
+            for a in range(2):
+                r = 2 * ty + a
+                if r >= ho:
+                    continue
+                yr = y[o, r]
+                for tx in range(tw):
+                    t = t0 + tx
+                    if a == 0:       # A^T row 0 over block rows: m0 + m1 + m2
+                        s0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
+                        s1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
+                        s2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
+                        s3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
+                    else:            # row 1: m1 - m2 - m3
+                        s0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
+                        s1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
+                        s2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
+                        s3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
+                    y0 = s0 + s1 + s2 + bv
+                    y1 = s1 - s2 - s3 + bv
+                    y0 = lo32 if y0 < lo32 else y0
+                    y1 = lo32 if y1 < lo32 else y1
+                    yr[2 * tx] = hi32 if y0 > hi32 else y0
+                    if 2 * tx + 1 < wo:
+                        yr[2 * tx + 1] = hi32 if y1 > hi32 else y1
