@@ -337,7 +337,8 @@ def _int_at_least(low):
 
 
 _positive = _int_at_least(1)
-_THREADS_HELP = "threads for the kernels and the BLAS (default: all cores; at most the core count)"
+_THREADS_HELP = ("threads for the kernels (default: all cores; at most the core count); the BLAS gets them "
+                 "only while other programs leave the cores idle, else one")
 _MODEL_HELP = f"a .haste or .onnx model file (default: the bundled {DEFAULT_MODEL.name})"
 
 
