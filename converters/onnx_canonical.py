@@ -45,6 +45,11 @@ def _ints(v):
     return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
 
 
+def _flag(v) -> int:
+    """onnxruntime reads int flags (transA, ceil_mode, ...) as booleans: any nonzero value is 1."""
+    return 1 if v else 0
+
+
 def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
     """Resolve auto_pad into explicit [top, left, bottom, right] pads."""
     auto = nv.attrs.get("auto_pad", "NOTSET")
@@ -68,11 +73,21 @@ def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: lis
     return begin + end
 
 
+def _required_ints(nv: NodeView, name: str) -> list[int]:
+    if nv.attrs.get(name) is None:
+        nv.fail(f"attribute {name} is required")
+    return _ints(nv.attrs[name])
+
+
 def _window(nv: NodeView, kernel: list[int]) -> dict:
     if len(kernel) != 2:
         nv.fail(f"only 2-D windows are supported, got kernel_shape {kernel}")
     strides = _ints(nv.attrs.get("strides")) or [1, 1]
     dilations = _ints(nv.attrs.get("dilations")) or [1, 1]
+    # checked here because resolving auto_pad divides by the strides
+    for name, v in (("kernel_shape", kernel), ("strides", strides), ("dilations", dilations)):
+        if len(v) != 2 or min(v) < 1:
+            nv.fail(f"{name} must be 2 positive integers, got {v}")
     return dict(kernel_shape=kernel, strides=strides, dilations=dilations,
                 pads=_spatial(nv, kernel, strides, dilations))
 
@@ -89,21 +104,21 @@ def conv(nv: NodeView):
 def max_pool(nv: NodeView):
     if len(nv.node.output) > 1 and nv.node.output[1]:
         nv.fail("the Indices output is not supported")
-    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
-    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
+    attrs = _window(nv, _required_ints(nv, "kernel_shape"))
+    attrs["ceil_mode"] = _flag(nv.attrs.get("ceil_mode", 0))
     return attrs, nv.inputs[:1]
 
 
 def average_pool(nv: NodeView):
-    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
-    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
-    attrs["count_include_pad"] = int(nv.attrs.get("count_include_pad", 0))
+    attrs = _window(nv, _required_ints(nv, "kernel_shape"))
+    attrs["ceil_mode"] = _flag(nv.attrs.get("ceil_mode", 0))
+    attrs["count_include_pad"] = _flag(nv.attrs.get("count_include_pad", 0))
     return attrs, nv.inputs[:1]
 
 
 def gemm(nv: NodeView):
     return dict(alpha=float(nv.attrs.get("alpha", 1.0)), beta=float(nv.attrs.get("beta", 1.0)),
-                transA=int(nv.attrs.get("transA", 0)), transB=int(nv.attrs.get("transB", 0))), nv.inputs[:3]
+                transA=_flag(nv.attrs.get("transA", 0)), transB=_flag(nv.attrs.get("transB", 0))), nv.inputs[:3]
 
 
 def batch_norm(nv: NodeView):
@@ -117,6 +132,11 @@ def clip(nv: NodeView):
         lo, hi = nv.attrs.get("min"), nv.attrs.get("max")
     else:
         lo, hi = nv.const(1, "min"), nv.const(2, "max")
+    for what, v in (("min", lo), ("max", hi)):
+        if v is not None and np.asarray(v).dtype.kind != "f":
+            nv.fail(f"{what} must be a float like the input, got {np.asarray(v).dtype}")
+        if v is not None and np.size(v) != 1:
+            nv.fail(f"{what} must be a scalar, got shape {list(np.shape(v))}")
     lo = None if lo is None else float(np.asarray(lo).reshape(()))
     hi = None if hi is None else float(np.asarray(hi).reshape(()))
     return dict(min=lo, max=hi), nv.inputs[:1]

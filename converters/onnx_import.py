@@ -15,9 +15,10 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from haste_edge import validate
 from haste_edge.errors import ModelFileError, UnsupportedOpError
 from haste_edge.graph import Graph, Node
-from haste_edge.ops import registry
+from haste_edge.ops import checks, registry
 
 from . import onnx_canonical
 from .graph_passes import optimise
@@ -36,11 +37,20 @@ def read_onnx(path) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises various types on truncated/corrupt files
         raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): {e}") from None
+    # An output declared without a shape is valid (onnxruntime runs it) but the checker wants the
+    # field: give it an empty one while checking. The converter infers every shape itself.
+    unshaped = [vi.type.tensor_type for vi in model.graph.output
+                if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for t in unshaped:
+        t.shape.SetInParent()
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: invalid ONNX model: {msg}") from None
+    finally:
+        for t in unshaped:
+            t.ClearField("shape")
     if not model.graph.node:
         raise ModelFileError(f"{path}: the ONNX graph has no nodes")
     return model
@@ -75,10 +85,10 @@ def _input_shapes(model, consts, path) -> dict[str, tuple]:
         if kind != "tensor_type":
             raise UnsupportedOpError(f"{path}: input '{vi.name}' has a {kind}; only tensor inputs are supported")
         t = vi.type.tensor_type
-        if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        if t.elem_type != onnx.TensorProto.FLOAT:
             raise UnsupportedOpError(
-                f"{path}: input '{vi.name}' has element type "
-                f"{onnx.TensorProto.DataType.Name(t.elem_type)}; only floating-point inputs are supported")
+                f"{path}: input '{vi.name}' has element type {_type_name(t.elem_type)}; "
+                f"only float32 inputs are supported (the engine computes in float32)")
         if not t.HasField("shape"):
             raise UnsupportedOpError(f"{path}: input '{vi.name}' has no shape")
         dims = []
@@ -151,6 +161,7 @@ def _static_pass(model, consts, input_shapes, batch, opset):
                 c_attrs, tensor_inputs = onnx_canonical.canonical(nv)
             in_shapes = [shapes.get(n) if n else None for n in tensor_inputs]
             try:
+                checks.check(op, c_attrs, tensor_inputs, list(node.output[:1]), registry.OPS[op].attrs)
                 out_shapes = registry.OPS[op].infer(in_shapes, c_attrs)
             except ValueError as e:
                 raise ModelFileError(f"{op} node '{node.name}': {e}") from None
@@ -223,20 +234,30 @@ def import_onnx(path) -> Graph:
     for n in nodes:
         for name in n.inputs:
             if name and name in constant and name not in input_shapes:
-                weights[name] = _weight_array(values[name])
+                weights[name] = _weight_array(values[name], n, path)
     for o in outputs:
         if o in constant and o not in weights:
             raise UnsupportedOpError(f"{path}: output '{o}' is a constant; nothing to compute")
     meta = {"source": path.name, "opset": opset, "producer": model.producer_name}
     meta.update(_sidecar(path))
-    graph = Graph(nodes, weights, input_shapes, outputs, meta)
-    return optimise(graph)
+    graph = optimise(Graph(nodes, weights, input_shapes, outputs, meta))
+    validate.check_graph(graph, str(path))
+    return graph
 
 
-def _weight_array(v: np.ndarray) -> np.ndarray:
-    if np.issubdtype(v.dtype, np.floating):
-        return np.ascontiguousarray(v, dtype=np.float32)
+def _weight_array(v: np.ndarray, node: Node, path) -> np.ndarray:
+    # every op input shares the float32 type of the activations; onnxruntime refuses other types
+    if v.dtype != np.float32:
+        raise UnsupportedOpError(f"{path}: {node.op} node '{node.name}': constant input has dtype {v.dtype}; "
+                                 f"only float32 weights are supported")
     return np.ascontiguousarray(v)
+
+
+def _type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"code {elem_type}"
 
 
 def _sidecar(path: Path) -> dict:
