@@ -23,8 +23,9 @@ class NodeView:
     def has(self, i: int) -> bool:
         return i < len(self.inputs) and self.inputs[i] != ""
 
-    def const(self, i: int, what: str):
-        """Value of input i, which must be known before run time (a weight or a folded shape)."""
+    def const(self, i: int, what: str, dtypes: tuple[str, ...]):
+        """Value of input i, which must be known before run time (a weight or a folded shape) and have
+        one of `dtypes` (the types the ONNX spec allows there; onnxruntime refuses others)."""
         if not self.has(i):
             return None
         name = self.inputs[i]
@@ -32,13 +33,24 @@ class NodeView:
             raise UnsupportedOpError(
                 f"{self.node.op_type} node '{self.node.name}': its {what} (input '{name}') is computed "
                 f"at run time; only constant {what} is supported")
-        return self._consts[name]
+        v = np.asarray(self._consts[name])
+        if v.dtype.name not in dtypes:
+            self.fail(f"its {what} (input '{name}') has dtype {v.dtype}, expected {' or '.join(dtypes)}")
+        return v
 
     def shape(self, i: int) -> tuple:
         return self._shapes[self.inputs[i]]
 
     def fail(self, why: str):
         raise UnsupportedOpError(f"{self.node.op_type} node '{self.node.name}' (opset {self.opset}): {why}")
+
+
+INT64, FLOAT = ("int64",), ("float32",)
+
+
+def _given(v, default) -> list[int]:
+    """The attribute's ints, or `default` when it is absent (an empty list is kept: checks refuse it)."""
+    return default if v is None else _ints(v)
 
 
 def _ints(v):
@@ -56,7 +68,7 @@ def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: lis
     if isinstance(auto, bytes):
         auto = auto.decode()
     if auto in ("NOTSET", ""):
-        pads = _ints(nv.attrs.get("pads")) or [0] * (2 * len(kernel))
+        pads = _given(nv.attrs.get("pads"), [0] * (2 * len(kernel)))
         return pads
     if auto == "VALID":
         return [0] * (2 * len(kernel))
@@ -82,8 +94,8 @@ def _required_ints(nv: NodeView, name: str) -> list[int]:
 def _window(nv: NodeView, kernel: list[int]) -> dict:
     if len(kernel) != 2:
         nv.fail(f"only 2-D windows are supported, got kernel_shape {kernel}")
-    strides = _ints(nv.attrs.get("strides")) or [1, 1]
-    dilations = _ints(nv.attrs.get("dilations")) or [1, 1]
+    strides = _given(nv.attrs.get("strides"), [1, 1])
+    dilations = _given(nv.attrs.get("dilations"), [1, 1])
     # checked here because resolving auto_pad divides by the strides
     for name, v in (("kernel_shape", kernel), ("strides", strides), ("dilations", dilations)):
         if len(v) != 2 or min(v) < 1:
@@ -95,7 +107,7 @@ def _window(nv: NodeView, kernel: list[int]) -> dict:
 def conv(nv: NodeView):
     if len(nv.shape(1)) != 4:
         nv.fail(f"only 2-D convolutions are supported, weight shape is {list(nv.shape(1))}")
-    kernel = _ints(nv.attrs.get("kernel_shape")) or list(nv.shape(1)[2:])
+    kernel = _given(nv.attrs.get("kernel_shape"), list(nv.shape(1)[2:]))
     attrs = _window(nv, kernel)
     attrs.update(group=int(nv.attrs.get("group", 1)), activation="", clip_min=None, clip_max=None)
     return attrs, nv.inputs[:3]
@@ -131,10 +143,8 @@ def clip(nv: NodeView):
     if nv.opset < 11:
         lo, hi = nv.attrs.get("min"), nv.attrs.get("max")
     else:
-        lo, hi = nv.const(1, "min"), nv.const(2, "max")
+        lo, hi = nv.const(1, "min", FLOAT), nv.const(2, "max", FLOAT)
     for what, v in (("min", lo), ("max", hi)):
-        if v is not None and np.asarray(v).dtype.kind != "f":
-            nv.fail(f"{what} must be a float like the input, got {np.asarray(v).dtype}")
         if v is not None and np.size(v) != 1:
             nv.fail(f"{what} must be a scalar, got shape {list(np.shape(v))}")
     lo = None if lo is None else float(np.asarray(lo).reshape(()))
@@ -148,13 +158,13 @@ def softmax(nv: NodeView):
 
 
 def reduce_mean(nv: NodeView):
-    axes = _ints(nv.attrs.get("axes")) if nv.opset < 18 else _ints(nv.const(1, "axes"))
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 18 else _ints(nv.const(1, "axes", INT64))
     return dict(axes=axes, keepdims=int(nv.attrs.get("keepdims", 1)),
                 noop_with_empty_axes=int(nv.attrs.get("noop_with_empty_axes", 0))), nv.inputs[:1]
 
 
 def squeeze_like(nv: NodeView):
-    axes = _ints(nv.attrs.get("axes")) if nv.opset < 13 else _ints(nv.const(1, "axes"))
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 13 else _ints(nv.const(1, "axes", INT64))
     return dict(axes=axes), nv.inputs[:1]
 
 
@@ -162,7 +172,7 @@ def reshape(nv: NodeView):
     if nv.opset < 5:
         shape = _ints(nv.attrs["shape"])
     else:
-        shape = _ints(nv.const(1, "shape"))
+        shape = _ints(nv.const(1, "shape", INT64))
     return dict(shape=shape, allowzero=int(nv.attrs.get("allowzero", 0))), nv.inputs[:1]
 
 
@@ -174,9 +184,9 @@ def pad(nv: NodeView):
     if nv.opset < 11:
         pads, value = _ints(nv.attrs.get("pads") or nv.attrs.get("paddings")), nv.attrs.get("value", 0.0)
     else:
-        pads = _ints(nv.const(1, "pads"))
-        value = nv.const(2, "constant_value")
-        axes = _ints(nv.const(3, "axes"))
+        pads = _ints(nv.const(1, "pads", INT64))
+        value = nv.const(2, "constant_value", FLOAT)
+        axes = _ints(nv.const(3, "axes", ("int32", "int64")))
         if axes is not None:  # opset 18: pads given for `axes` only
             rank = len(nv.shape(0))
             full = [0] * (2 * rank)

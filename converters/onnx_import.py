@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from haste_edge import validate
+from haste_edge import limits, validate
 from haste_edge.errors import ModelFileError, UnsupportedOpError
 from haste_edge.graph import Graph, Node
 from haste_edge.ops import checks, registry
@@ -105,9 +105,23 @@ def _input_shapes(model, consts, path) -> dict[str, tuple]:
     return shapes
 
 
-def _constants(model) -> dict[str, np.ndarray]:
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def _constants(model, path) -> dict[str, np.ndarray]:
+    consts = {}
+    for t in model.graph.initializer:
+        limits.check(_declared_bytes(t), f"{path}: initializer '{t.name}'", ModelFileError)
+        try:
+            consts[t.name] = numpy_helper.to_array(t)
+        except Exception as e:  # onnx raises various types for dims that disagree with the data
+            raise ModelFileError(f"{path}: initializer '{t.name}' is unreadable: {e}") from None
     return consts
+
+
+def _declared_bytes(t) -> int:
+    """Size the initializer's dims claim, at 8 bytes per element (the widest type numpy_helper makes)."""
+    n = 1
+    for d in t.dims:
+        n *= max(int(d), 0)
+    return 8 * n
 
 
 def _attrs(node) -> dict:
@@ -208,7 +222,7 @@ def import_onnx(path) -> Graph:
     model = read_onnx(path)
     opset = _opset(model)
     _check_supported(model, path, opset)
-    consts = _constants(model)
+    consts = _constants(model, path)
     input_shapes = _input_shapes(model, consts, path)
     if not input_shapes:
         raise UnsupportedOpError(f"{path}: the model has no run-time inputs; nothing to compute")

@@ -236,7 +236,7 @@ BAD_ONNX = {
     "clip vector min": (helper.make_node("Clip", ["x", "lo"], ["y"], name="n"),
                         {"lo": np.array([0, 1], np.float32)}, "min must be a scalar"),
     "clip int min": (helper.make_node("Clip", ["x", "lo"], ["y"], name="n"),
-                     {"lo": np.array(0, np.int64)}, "min must be a float"),
+                     {"lo": np.array(0, np.int64)}, "min .* has dtype int64, expected float32"),
 }
 for _dt in (np.int8, bool, np.int64, np.float64, np.float16):
     BAD_ONNX[f"conv weights {np.dtype(_dt)}"] = (helper.make_node("Conv", ["x", "w"], ["y"], name="n"),

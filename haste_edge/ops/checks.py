@@ -140,4 +140,8 @@ def check(op: str, attrs: dict, inputs: list, outputs: list, known: tuple) -> No
     unknown = sorted(set(attrs) - set(known))
     if unknown:
         raise ValueError(f"unknown attribute {unknown[0]!r}")
+    # canonical attrs are complete (defaults filled in, null for "not given"); Pad's mode may be left out
+    missing = [k for k in known if k not in attrs and (op, k) != ("Pad", "mode")]
+    if missing:
+        raise ValueError(f"attribute {missing[0]} is missing")
     rule(attrs)
