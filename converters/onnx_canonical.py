@@ -36,6 +36,8 @@ class NodeView:
         v = np.asarray(self._consts[name])
         if v.dtype.name not in dtypes:
             self.fail(f"its {what} (input '{name}') has dtype {v.dtype}, expected {' or '.join(dtypes)}")
+        if v.dtype.kind == "i" and v.ndim != 1:  # integer parameters (axes, pads, shape) are vectors
+            self.fail(f"its {what} (input '{name}') has shape {list(v.shape)}, expected a 1-D tensor")
         return v
 
     def shape(self, i: int) -> tuple:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.external_data_helper
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from haste_edge import limits, validate
-from haste_edge.errors import ModelFileError, UnsupportedOpError
+from haste_edge.errors import HasteEdgeError, ModelFileError, UnsupportedOpError
 from haste_edge.graph import Graph, Node
 from haste_edge.ops import checks, registry
 
@@ -33,10 +34,16 @@ def read_onnx(path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    limits.check(path.stat().st_size, f"{path}: the ONNX file", ModelFileError)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        _check_external_data(model, path)
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except HasteEdgeError:
+        raise
     except Exception as e:  # protobuf raises various types on truncated/corrupt files
-        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): {e}") from None
+        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): "
+                             f"{_first_line(e)}") from None
     # An output declared without a shape is valid (onnxruntime runs it) but the checker wants the
     # field: give it an empty one while checking. The converter infers every shape itself.
     unshaped = [vi.type.tensor_type for vi in model.graph.output
@@ -46,8 +53,7 @@ def read_onnx(path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: invalid ONNX model: {msg}") from None
+        raise ModelFileError(f"{path}: invalid ONNX model: {_first_line(e)}") from None
     finally:
         for t in unshaped:
             t.ClearField("shape")
@@ -56,9 +62,35 @@ def read_onnx(path) -> onnx.ModelProto:
     return model
 
 
-def _opset(model) -> int:
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_external_data(model, path: Path) -> None:
+    """External tensor files must be plain relative paths inside the model's directory and within the
+    memory limit. Checked here rather than left to the onnx package, whose checks vary by version."""
+    base = path.parent.resolve()
+    for t in onnx.external_data_helper._get_all_tensors(model):
+        if not onnx.external_data_helper.uses_external_data(t):
+            continue
+        loc = onnx.external_data_helper.ExternalDataInfo(t).location
+        target = (base / loc).resolve()
+        if not loc or Path(loc).is_absolute() or ".." in Path(loc).parts or not target.is_relative_to(base):
+            raise ModelFileError(f"{path}: tensor '{t.name}': external data location {loc!r} is not a "
+                                 f"relative path inside the model's directory")
+        if not target.is_file():
+            raise ModelFileError(f"{path}: tensor '{t.name}': external data file {loc!r} not found")
+        limits.check(target.stat().st_size, f"{path}: external data {loc!r}", ModelFileError)
+
+
+def _opset(model, path) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
+            known = onnx.defs.onnx_opset_version()
+            if not 1 <= imp.version <= known:
+                raise UnsupportedOpError(f"{path}: opset {imp.version} is outside what this onnx package "
+                                         f"knows (1 to {known})")
             return imp.version
     return 1
 
@@ -93,7 +125,10 @@ def _input_shapes(model, consts, path) -> dict[str, tuple]:
             raise UnsupportedOpError(f"{path}: input '{vi.name}' has no shape")
         dims = []
         for axis, d in enumerate(t.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value"):
+                if d.dim_value < 1:
+                    raise UnsupportedOpError(f"{path}: input '{vi.name}' declares dim {d.dim_value} at axis "
+                                             f"{axis}; only positive dims are supported")
                 dims.append(int(d.dim_value))
             elif axis == 0:
                 dims.append(None)  # the batch dim may be free
@@ -220,7 +255,7 @@ def import_onnx(path) -> Graph:
     """Read an .onnx file into the engine's Graph (folded, canonical, BN and activations fused)."""
     path = Path(path)
     model = read_onnx(path)
-    opset = _opset(model)
+    opset = _opset(model, path)
     _check_supported(model, path, opset)
     consts = _constants(model, path)
     input_shapes = _input_shapes(model, consts, path)

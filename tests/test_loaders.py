@@ -126,6 +126,7 @@ def small_limit():
     (lambda d: d["nodes"][0]["attrs"].update(activation="Gelu"), "attribute activation"),
     (lambda d: d["nodes"][0]["attrs"].update(extra=1), "unknown attribute 'extra'"),
     (lambda d: d.update(meta={"input": {"std": [0, 1, 1]}}), "meta.input.std"),
+    (lambda d: d["nodes"][-1]["attrs"].pop("transB"), "Gemm node 'fc': attribute transB is missing"),
 ])
 def test_tampered_document_is_refused(haste_file, edit, match):
     _refused(_tamper(haste_file, edit), match)
@@ -258,6 +259,48 @@ def test_onnx_models_onnxruntime_refuses_are_refused(tmp_path, case):
     assert "\n" not in str(e.value)
 
 
+def _fuzz_found(case):
+    """Models the fuzzer found the engine mishandling (each onnxruntime refuses too)."""
+    n = helper.make_node
+    if case == "concat absent input":
+        return _onnx([n("Concat", ["x", "x", ""], ["y"], name="n", axis=1)], {})
+    if case == "initializer dims disagree with data":
+        m = _onnx([n("Conv", ["x", "w"], ["y"], name="n")], {"w": W})
+        m.graph.initializer[0].dims[:] = [4, 3, 3, 2]
+        return m
+    if case == "pads as float16":
+        return _onnx([n("Pad", ["x", "p"], ["y"], name="n")], {"p": np.zeros(8, np.float16)})
+    if case == "squeeze axes 2-D":
+        return _onnx([n("Squeeze", ["x", "a"], ["y"], name="n")], {"a": np.array([[0]], np.int64)})
+    if case == "empty strides":
+        m = _onnx([n("Conv", ["x", "w"], ["y"], name="n")], {"w": W})
+        m.graph.node[0].attribute.append(helper.make_attribute("strides", [], attr_type=onnx.AttributeProto.INTS))
+        return m
+    if case == "opset 99":
+        return _onnx([n("Relu", ["x"], ["y"], name="n")], {}, opset=99)
+    if case == "input dim 0":
+        return _onnx([n("Relu", ["x"], ["y"], name="n")], {}, x_shape=(0, 3, 8, 8))
+    raise KeyError(case)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("concat absent input", "required input 2 is absent"),
+    ("initializer dims disagree with data", "initializer 'w' is unreadable"),
+    ("pads as float16", "has dtype float16, expected int64"),
+    ("squeeze axes 2-D", "expected a 1-D tensor"),
+    ("empty strides", "strides must be 2 positive integers"),
+    ("opset 99", "opset 99 is outside"),
+    ("input dim 0", "declares dim 0 at axis 0"),
+])
+def test_fuzz_findings_are_refused(tmp_path, case, match):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_fuzz_found(case).SerializeToString())
+    assert _ort_refuses(path)
+    with pytest.raises((ModelFileError, UnsupportedOpError), match=match) as e:
+        haste_edge.load(path)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("x_type", [TP.FLOAT16, TP.DOUBLE])
 def test_non_float32_graph_input_is_refused(tmp_path, x_type):
     path = _save(_onnx([helper.make_node("Conv", ["x", "w"], ["y"], name="n")], {"w": W}, x_type=x_type),
@@ -274,7 +317,7 @@ def test_output_declared_without_a_shape_loads(tmp_path):
     np.testing.assert_allclose(haste_edge.load(path).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd"])
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../m.onnx"])
 def test_external_data_outside_the_model_directory_is_refused(tmp_path, location):
     model = _onnx([helper.make_node("Conv", ["x", "w"], ["y"], name="n")], {"w": W})
     w = model.graph.initializer[0]
@@ -283,7 +326,15 @@ def test_external_data_outside_the_model_directory_is_refused(tmp_path, location
     path = tmp_path / "sub" / "m.onnx"
     path.parent.mkdir()
     path.write_bytes(model.SerializeToString())
-    _refused(path, "not a readable ONNX model")
+    _refused(path, f"external data location '{location}' is not a relative path inside the model's directory")
+
+
+def test_external_data_inside_the_model_directory_loads(tmp_path):
+    model = _onnx([helper.make_node("Conv", ["x", "w"], ["y"], name="n")], {"w": W})
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="w.bin", size_threshold=0)
+    x = np.ones((1, 3, 8, 8), np.float32)
+    assert haste_edge.load(tmp_path / "m.onnx").run({"x": x})["y"].shape == (1, 4, 6, 6)
 
 
 def test_every_op_has_an_attribute_rule():

@@ -132,7 +132,8 @@ def check(op: str, attrs: dict, inputs: list, outputs: list, known: tuple) -> No
     if not lo <= len(inputs) <= hi:
         want = str(lo) if lo == hi else f"{lo} to {hi}"
         raise ValueError(f"expected {want} inputs, got {len(inputs)}")
-    missing = [i for i, x in enumerate(inputs[:lo]) if not x]
+    # only single optional inputs (Conv's B, Gemm's C) may be absent, never a variadic one
+    missing = [i for i, x in enumerate(inputs) if not x and (i < lo or hi == MANY)]
     if missing:
         raise ValueError(f"required input {missing[0]} is absent")
     if len(outputs) != 1 or not outputs[0]:
