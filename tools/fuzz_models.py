@@ -133,6 +133,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", "--extra-as", str(self.extra_as)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, cwd=ROOT)
+        self.buf = b""
         if self._line(600) != "ready":
             raise RuntimeError("fuzz worker did not start")
 
@@ -144,11 +145,20 @@ class Worker:
         self.proc = None
 
     def _line(self, timeout):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        return line.strip() if line else ""
+        """The worker's next line; None on timeout, "" when it has died. Reads the raw pipe: a buffered
+        reader could hold the next line where select() does not see it."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return ""
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode().strip()
 
     def run(self, case: Case, path: Path, seed: int, timeout: float) -> dict:
         if self.proc is None:
