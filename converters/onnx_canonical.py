@@ -68,7 +68,7 @@ def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: lis
     """Resolve auto_pad into explicit [top, left, bottom, right] pads."""
     auto = nv.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):
-        auto = auto.decode()
+        auto = auto.decode(errors="replace")  # a bogus value is refused below, named
     if auto in ("NOTSET", ""):
         pads = _given(nv.attrs.get("pads"), [0] * (2 * len(kernel)))
         return pads
@@ -180,7 +180,7 @@ def reshape(nv: NodeView):
 
 def pad(nv: NodeView):
     mode = nv.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
     if mode != "constant":
         nv.fail(f"only mode 'constant' is supported, got {mode!r}")
     if nv.opset < 11:

@@ -219,6 +219,20 @@ def test_plan_over_the_limit_is_refused(haste_file):
         limits.set_max_bytes(None)
 
 
+def test_kernel_scratch_over_the_limit_is_refused(tmp_path):
+    # the im2col columns of an 11x11 conv over 64 channels need ~127 MB; every tensor is under 2 MiB
+    w = np.ones((4, 64, 11, 11), np.float32)
+    model = _onnx([helper.make_node("Conv", ["x", "w"], ["y"], name="n", pads=[5, 5, 5, 5])], {"w": w},
+                  x_shape=(1, 64, 64, 64))
+    m = haste_edge.load(_save(model, tmp_path / "m.onnx"))
+    limits.set_max_bytes(16 << 20)
+    try:
+        with pytest.raises(InputError, match="scratch buffer .* over the memory limit"):
+            m.run({"x": np.ones((1, 64, 64, 64), np.float32)})
+    finally:
+        limits.set_max_bytes(None)
+
+
 # ---- ONNX: attributes and dtypes, as onnxruntime judges them ------------------------------------
 
 W = np.ones((4, 3, 3, 3), np.float32)

@@ -266,8 +266,9 @@ def haste_json(rng) -> tuple[str, bytes]:
 
 @lru_cache(maxsize=None)
 def _bomb() -> bytes:
-    """A deflated entry whose .npy header claims 64 MiB of float32 zeros (64 MiB stored, ~64 KiB packed)."""
-    return _npy_raw({"descr": "<f4", "fortran_order": False, "shape": (16 << 20,)}, bytes(64 << 20))
+    """A deflated entry whose .npy header claims 320 MiB of float32 zeros (~320 KiB packed): over the
+    fuzzing memory limit, so it must be refused before it is decompressed."""
+    return _npy_raw({"descr": "<f4", "fortran_order": False, "shape": (80 << 20,)}, bytes(320 << 20))
 
 
 def haste_npz(rng) -> tuple[str, bytes]:

@@ -9,6 +9,9 @@ Outcome classes: ok, refused (the project's own error, one line), bug (any other
 error message over several lines), crash (killed by a signal), hang (timeout), memory (MemoryError),
 nan (a NaN output). Where the engine runs an ONNX file onnxruntime refuses, the case is counted in
 "ort refuses, we run" too, and a NaN there is its own class (nan_ort_refuses).
+The worker is also restarted every --restart-every cases: the conv kernels cache per-node plans (with
+packed weights) across models, so a process that loads thousands of models keeps growing, and that
+growth would otherwise show up as memory blow-ups of unrelated late cases.
 Prints and writes the table to benchmarks/results/fuzz_summary.md.
 """
 from __future__ import annotations
@@ -205,10 +208,10 @@ def summarise(results: list[dict], seed: int, seconds: float) -> str:
     findings = [r for r in results if r["outcome"] in ("bug", "crash", "hang", "memory", "nan_ort_refuses")]
     if findings:
         lines += ["", "Findings (first 20):"]
-        lines += [f"- {r['case']}: {r['outcome']}: {r.get('detail', '')}" for r in findings[:20]]
+        lines += [f"- case {r['index']} {r['case']}: {r['outcome']}: {r.get('detail', '')}" for r in findings[:20]]
     if ort_refuses_we_run:
         lines += ["", "onnxruntime refuses, the engine runs (first 10):"]
-        lines += [f"- {r['case']}: {r['outcome']}; onnxruntime: {r.get('ort_detail', '')[:150]}"
+        lines += [f"- case {r['index']} {r['case']}: {r['outcome']}; onnxruntime: {r.get('ort_detail', '')[:150]}"
                   for r in ort_refuses_we_run[:10]]
     return "\n".join(lines) + "\n"
 
@@ -220,6 +223,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
     ap.add_argument("--extra-as", type=int, default=2 << 30,
                     help="address space the worker may add after start-up (bytes)")
+    ap.add_argument("--restart-every", type=int, default=250, help="fresh worker after this many cases")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fuzz_summary.md"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -232,8 +236,11 @@ def main(argv=None) -> int:
     try:
         for i in range(args.cases):
             case = make_case(args.seed, i)
+            if i % args.restart_every == 0:
+                w.stop()
             with tempfile.TemporaryDirectory() as d:
                 results.append(w.run(case, write_case(case, Path(d)), i, args.timeout))
+            results[-1]["index"] = i
             if (i + 1) % 250 == 0:
                 c = collections.Counter(r["outcome"] for r in results)
                 print(f"{i + 1}/{args.cases} {dict(c)} {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
