@@ -204,6 +204,9 @@ def check_inference_dropout(nv: NodeView, used: set):
     """Dropout runs as identity: only when not training and its mask output is unused."""
     if len(nv.node.output) > 1 and nv.node.output[1] in used:
         nv.fail("the mask output is not supported (inference only)")
+    ratio = nv.const(1, "ratio", ("float16", "float32", "float64")) if nv.opset >= 12 else None
+    if ratio is not None and ratio.ndim != 0:
+        nv.fail(f"ratio must be a scalar, got shape {list(ratio.shape)}")
     training = nv.attrs.get("is_test", 1) == 0 if nv.opset < 7 else False
     if nv.has(2):
         training = nv.inputs[2] not in nv._consts or bool(np.asarray(nv._consts[nv.inputs[2]]))

@@ -1,6 +1,6 @@
-"""One memory limit for everything sized by a model file or an input: a weight, the file contents,
-one tensor, a plan's buffers. Checked before allocating, so a hostile or broken file is refused
-instead of exhausting memory.
+"""One memory limit for everything sized by a model file or an input, each checked on its own before
+it is allocated: a file entry, all weights together, one tensor, a plan's buffers together, a kernel's
+scratch buffer. A hostile or broken file is refused instead of exhausting memory.
 
 Default: half the physical memory (2 GiB where it cannot be read). A model needing more than that
 would leave too little for the OS and would swap or be killed on the small boards the engine targets.
@@ -9,6 +9,8 @@ Override with the environment variable HASTE_EDGE_MAX_BYTES (bytes) or set_max_b
 from __future__ import annotations
 
 import os
+
+from .errors import HasteEdgeError
 
 ENV = "HASTE_EDGE_MAX_BYTES"
 _FALLBACK = 2 << 30
@@ -33,7 +35,7 @@ def max_bytes() -> int:
         except ValueError:
             value = 0
         if value <= 0:
-            raise ValueError(f"{ENV}={env!r}: expected a positive number of bytes")
+            raise HasteEdgeError(f"{ENV}={env!r}: expected a positive number of bytes")
         return value
     return _physical_half()
 

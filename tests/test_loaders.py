@@ -187,6 +187,9 @@ def test_limit_from_the_environment(monkeypatch):
     assert limits.max_bytes() == 12345
     with pytest.raises(InputError, match="over the memory limit"):
         limits.check(12346, "x", InputError)
+    monkeypatch.setenv("HASTE_EDGE_MAX_BYTES", "2GB")
+    with pytest.raises(haste_edge.HasteEdgeError, match="HASTE_EDGE_MAX_BYTES='2GB': expected a positive"):
+        limits.max_bytes()
 
 
 def test_fp16_file_still_loads(tmp_path):
@@ -294,6 +297,8 @@ def _fuzz_found(case):
         return _onnx([n("Relu", ["x"], ["y"], name="n")], {}, opset=99)
     if case == "input dim 0":
         return _onnx([n("Relu", ["x"], ["y"], name="n")], {}, x_shape=(0, 3, 8, 8))
+    if case == "dropout ratio vector":
+        return _onnx([n("Dropout", ["x", "r"], ["y"], name="n")], {"r": np.full(3, 0.5, np.float32)})
     raise KeyError(case)
 
 
@@ -305,6 +310,7 @@ def _fuzz_found(case):
     ("empty strides", "strides must be 2 positive integers"),
     ("opset 99", "opset 99 is outside"),
     ("input dim 0", "declares dim 0 at axis 0"),
+    ("dropout ratio vector", "ratio must be a scalar"),
 ])
 def test_fuzz_findings_are_refused(tmp_path, case, match):
     path = tmp_path / "m.onnx"
