@@ -25,6 +25,7 @@ from .graph import Graph, Node
 FORMAT = "haste-edge-model"
 VERSION = 1
 SUFFIX = ".haste"
+MAX_RATIO = 100   # largest expansion accepted for a compressed entry
 
 
 def save(graph: Graph, path, *, fp16: bool = False) -> Path:
@@ -103,6 +104,10 @@ def _read_npy(z: zipfile.ZipFile, key: str, dtypes: tuple, ndim: int | None, wha
     except KeyError:
         raise ModelFileError(f"{z.filename}: {what}: entry '{key}' is missing") from None
     limits.check(info.file_size, f"{z.filename}: {what}", ModelFileError)
+    # save() stores entries uncompressed; weights never deflate 100x, a zip bomb does
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(MAX_RATIO * info.compress_size, 1 << 20):
+        raise ModelFileError(f"{z.filename}: {what}: {info.compress_size} compressed bytes claim to expand to "
+                             f"{info.file_size} (a zip bomb?)")
     with z.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):

@@ -182,6 +182,19 @@ def test_zip_bomb_is_refused_before_decompressing(haste_file, small_limit):
     _refused(haste_file, "over the memory limit of 1.0 MiB .set HASTE_EDGE_MAX_BYTES")
 
 
+def test_zip_bomb_under_the_memory_limit_is_refused_too(haste_file):
+    # 64 MiB of zeros deflate ~1000x: far more than any weights do
+    _replace_entry(haste_file, "w0.npy", _npy_header((16 << 20,)) + bytes(64 << 20), zipfile.ZIP_DEFLATED)
+    _refused(haste_file, r"compressed bytes claim to expand to \d+ \(a zip bomb\?\)")
+
+
+def test_compressed_file_loads(haste_file):
+    x = np.ones((1, 3, 8, 8), np.float32)
+    want = haste_edge.load(haste_file).run({"x": x})["y"]
+    np.savez_compressed(haste_file.with_suffix(".npz"), **_entries(haste_file))
+    np.testing.assert_array_equal(haste_edge.load(haste_file.with_suffix(".npz")).run({"x": x})["y"], want)
+
+
 def test_limit_from_the_environment(monkeypatch):
     monkeypatch.setenv("HASTE_EDGE_MAX_BYTES", "12345")
     assert limits.max_bytes() == 12345
