@@ -23,8 +23,9 @@ class NodeView:
     def has(self, i: int) -> bool:
         return i < len(self.inputs) and self.inputs[i] != ""
 
-    def const(self, i: int, what: str):
-        """Value of input i, which must be known before run time (a weight or a folded shape)."""
+    def const(self, i: int, what: str, dtypes: tuple[str, ...]):
+        """Value of input i, which must be known before run time (a weight or a folded shape) and have
+        one of `dtypes` (the types the ONNX spec allows there; onnxruntime refuses others)."""
         if not self.has(i):
             return None
         name = self.inputs[i]
@@ -32,7 +33,12 @@ class NodeView:
             raise UnsupportedOpError(
                 f"{self.node.op_type} node '{self.node.name}': its {what} (input '{name}') is computed "
                 f"at run time; only constant {what} is supported")
-        return self._consts[name]
+        v = np.asarray(self._consts[name])
+        if v.dtype.name not in dtypes:
+            self.fail(f"its {what} (input '{name}') has dtype {v.dtype}, expected {' or '.join(dtypes)}")
+        if v.dtype.kind == "i" and v.ndim != 1:  # integer parameters (axes, pads, shape) are vectors
+            self.fail(f"its {what} (input '{name}') has shape {list(v.shape)}, expected a 1-D tensor")
+        return v
 
     def shape(self, i: int) -> tuple:
         return self._shapes[self.inputs[i]]
@@ -41,17 +47,30 @@ class NodeView:
         raise UnsupportedOpError(f"{self.node.op_type} node '{self.node.name}' (opset {self.opset}): {why}")
 
 
+INT64, FLOAT = ("int64",), ("float32",)
+
+
+def _given(v, default) -> list[int]:
+    """The attribute's ints, or `default` when it is absent (an empty list is kept: checks refuse it)."""
+    return default if v is None else _ints(v)
+
+
 def _ints(v):
     return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def _flag(v) -> int:
+    """onnxruntime reads int flags (transA, ceil_mode, ...) as booleans: any nonzero value is 1."""
+    return 1 if v else 0
 
 
 def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
     """Resolve auto_pad into explicit [top, left, bottom, right] pads."""
     auto = nv.attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):
-        auto = auto.decode()
+        auto = auto.decode(errors="replace")  # a bogus value is refused below, named
     if auto in ("NOTSET", ""):
-        pads = _ints(nv.attrs.get("pads")) or [0] * (2 * len(kernel))
+        pads = _given(nv.attrs.get("pads"), [0] * (2 * len(kernel)))
         return pads
     if auto == "VALID":
         return [0] * (2 * len(kernel))
@@ -68,11 +87,21 @@ def _spatial(nv: NodeView, kernel: list[int], strides: list[int], dilations: lis
     return begin + end
 
 
+def _required_ints(nv: NodeView, name: str) -> list[int]:
+    if nv.attrs.get(name) is None:
+        nv.fail(f"attribute {name} is required")
+    return _ints(nv.attrs[name])
+
+
 def _window(nv: NodeView, kernel: list[int]) -> dict:
     if len(kernel) != 2:
         nv.fail(f"only 2-D windows are supported, got kernel_shape {kernel}")
-    strides = _ints(nv.attrs.get("strides")) or [1, 1]
-    dilations = _ints(nv.attrs.get("dilations")) or [1, 1]
+    strides = _given(nv.attrs.get("strides"), [1, 1])
+    dilations = _given(nv.attrs.get("dilations"), [1, 1])
+    # checked here because resolving auto_pad divides by the strides
+    for name, v in (("kernel_shape", kernel), ("strides", strides), ("dilations", dilations)):
+        if len(v) != 2 or min(v) < 1:
+            nv.fail(f"{name} must be 2 positive integers, got {v}")
     return dict(kernel_shape=kernel, strides=strides, dilations=dilations,
                 pads=_spatial(nv, kernel, strides, dilations))
 
@@ -80,7 +109,7 @@ def _window(nv: NodeView, kernel: list[int]) -> dict:
 def conv(nv: NodeView):
     if len(nv.shape(1)) != 4:
         nv.fail(f"only 2-D convolutions are supported, weight shape is {list(nv.shape(1))}")
-    kernel = _ints(nv.attrs.get("kernel_shape")) or list(nv.shape(1)[2:])
+    kernel = _given(nv.attrs.get("kernel_shape"), list(nv.shape(1)[2:]))
     attrs = _window(nv, kernel)
     attrs.update(group=int(nv.attrs.get("group", 1)), activation="", clip_min=None, clip_max=None)
     return attrs, nv.inputs[:3]
@@ -89,21 +118,21 @@ def conv(nv: NodeView):
 def max_pool(nv: NodeView):
     if len(nv.node.output) > 1 and nv.node.output[1]:
         nv.fail("the Indices output is not supported")
-    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
-    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
+    attrs = _window(nv, _required_ints(nv, "kernel_shape"))
+    attrs["ceil_mode"] = _flag(nv.attrs.get("ceil_mode", 0))
     return attrs, nv.inputs[:1]
 
 
 def average_pool(nv: NodeView):
-    attrs = _window(nv, _ints(nv.attrs["kernel_shape"]))
-    attrs["ceil_mode"] = int(nv.attrs.get("ceil_mode", 0))
-    attrs["count_include_pad"] = int(nv.attrs.get("count_include_pad", 0))
+    attrs = _window(nv, _required_ints(nv, "kernel_shape"))
+    attrs["ceil_mode"] = _flag(nv.attrs.get("ceil_mode", 0))
+    attrs["count_include_pad"] = _flag(nv.attrs.get("count_include_pad", 0))
     return attrs, nv.inputs[:1]
 
 
 def gemm(nv: NodeView):
     return dict(alpha=float(nv.attrs.get("alpha", 1.0)), beta=float(nv.attrs.get("beta", 1.0)),
-                transA=int(nv.attrs.get("transA", 0)), transB=int(nv.attrs.get("transB", 0))), nv.inputs[:3]
+                transA=_flag(nv.attrs.get("transA", 0)), transB=_flag(nv.attrs.get("transB", 0))), nv.inputs[:3]
 
 
 def batch_norm(nv: NodeView):
@@ -116,7 +145,10 @@ def clip(nv: NodeView):
     if nv.opset < 11:
         lo, hi = nv.attrs.get("min"), nv.attrs.get("max")
     else:
-        lo, hi = nv.const(1, "min"), nv.const(2, "max")
+        lo, hi = nv.const(1, "min", FLOAT), nv.const(2, "max", FLOAT)
+    for what, v in (("min", lo), ("max", hi)):
+        if v is not None and np.size(v) != 1:
+            nv.fail(f"{what} must be a scalar, got shape {list(np.shape(v))}")
     lo = None if lo is None else float(np.asarray(lo).reshape(()))
     hi = None if hi is None else float(np.asarray(hi).reshape(()))
     return dict(min=lo, max=hi), nv.inputs[:1]
@@ -128,13 +160,13 @@ def softmax(nv: NodeView):
 
 
 def reduce_mean(nv: NodeView):
-    axes = _ints(nv.attrs.get("axes")) if nv.opset < 18 else _ints(nv.const(1, "axes"))
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 18 else _ints(nv.const(1, "axes", INT64))
     return dict(axes=axes, keepdims=int(nv.attrs.get("keepdims", 1)),
                 noop_with_empty_axes=int(nv.attrs.get("noop_with_empty_axes", 0))), nv.inputs[:1]
 
 
 def squeeze_like(nv: NodeView):
-    axes = _ints(nv.attrs.get("axes")) if nv.opset < 13 else _ints(nv.const(1, "axes"))
+    axes = _ints(nv.attrs.get("axes")) if nv.opset < 13 else _ints(nv.const(1, "axes", INT64))
     return dict(axes=axes), nv.inputs[:1]
 
 
@@ -142,21 +174,21 @@ def reshape(nv: NodeView):
     if nv.opset < 5:
         shape = _ints(nv.attrs["shape"])
     else:
-        shape = _ints(nv.const(1, "shape"))
+        shape = _ints(nv.const(1, "shape", INT64))
     return dict(shape=shape, allowzero=int(nv.attrs.get("allowzero", 0))), nv.inputs[:1]
 
 
 def pad(nv: NodeView):
     mode = nv.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
     if mode != "constant":
         nv.fail(f"only mode 'constant' is supported, got {mode!r}")
     if nv.opset < 11:
         pads, value = _ints(nv.attrs.get("pads") or nv.attrs.get("paddings")), nv.attrs.get("value", 0.0)
     else:
-        pads = _ints(nv.const(1, "pads"))
-        value = nv.const(2, "constant_value")
-        axes = _ints(nv.const(3, "axes"))
+        pads = _ints(nv.const(1, "pads", INT64))
+        value = nv.const(2, "constant_value", FLOAT)
+        axes = _ints(nv.const(3, "axes", ("int32", "int64")))
         if axes is not None:  # opset 18: pads given for `axes` only
             rank = len(nv.shape(0))
             full = [0] * (2 * rank)
@@ -172,6 +204,9 @@ def check_inference_dropout(nv: NodeView, used: set):
     """Dropout runs as identity: only when not training and its mask output is unused."""
     if len(nv.node.output) > 1 and nv.node.output[1] in used:
         nv.fail("the mask output is not supported (inference only)")
+    ratio = nv.const(1, "ratio", ("float16", "float32", "float64")) if nv.opset >= 12 else None
+    if ratio is not None and ratio.ndim != 0:
+        nv.fail(f"ratio must be a scalar, got shape {list(ratio.shape)}")
     training = nv.attrs.get("is_test", 1) == 0 if nv.opset < 7 else False
     if nv.has(2):
         training = nv.inputs[2] not in nv._consts or bool(np.asarray(nv._consts[nv.inputs[2]]))

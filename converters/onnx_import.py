@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.external_data_helper
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from haste_edge.errors import ModelFileError, UnsupportedOpError
+from haste_edge import limits, validate
+from haste_edge.errors import HasteEdgeError, ModelFileError, UnsupportedOpError
 from haste_edge.graph import Graph, Node
-from haste_edge.ops import registry
+from haste_edge.ops import checks, registry
 
 from . import onnx_canonical
 from .graph_passes import optimise
@@ -32,23 +34,63 @@ def read_onnx(path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    limits.check(path.stat().st_size, f"{path}: the ONNX file", ModelFileError)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        _check_external_data(model, path)
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except HasteEdgeError:
+        raise
     except Exception as e:  # protobuf raises various types on truncated/corrupt files
-        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): {e}") from None
+        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated?): "
+                             f"{_first_line(e)}") from None
+    # An output declared without a shape is valid (onnxruntime runs it) but the checker wants the
+    # field: give it an empty one while checking. The converter infers every shape itself.
+    unshaped = [vi.type.tensor_type for vi in model.graph.output
+                if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for t in unshaped:
+        t.shape.SetInParent()
     try:
         onnx.checker.check_model(model)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFileError(f"{path}: invalid ONNX model: {msg}") from None
+        raise ModelFileError(f"{path}: invalid ONNX model: {_first_line(e)}") from None
+    finally:
+        for t in unshaped:
+            t.ClearField("shape")
     if not model.graph.node:
         raise ModelFileError(f"{path}: the ONNX graph has no nodes")
     return model
 
 
-def _opset(model) -> int:
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_external_data(model, path: Path) -> None:
+    """External tensor files must be plain relative paths inside the model's directory and within the
+    memory limit. Checked here rather than left to the onnx package, whose checks vary by version."""
+    base = path.parent.resolve()
+    for t in onnx.external_data_helper._get_all_tensors(model):
+        if not onnx.external_data_helper.uses_external_data(t):
+            continue
+        loc = onnx.external_data_helper.ExternalDataInfo(t).location
+        target = (base / loc).resolve()
+        if not loc or Path(loc).is_absolute() or ".." in Path(loc).parts or not target.is_relative_to(base):
+            raise ModelFileError(f"{path}: tensor '{t.name}': external data location {loc!r} is not a "
+                                 f"relative path inside the model's directory")
+        if not target.is_file():
+            raise ModelFileError(f"{path}: tensor '{t.name}': external data file {loc!r} not found")
+        limits.check(target.stat().st_size, f"{path}: external data {loc!r}", ModelFileError)
+
+
+def _opset(model, path) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
+            known = onnx.defs.onnx_opset_version()
+            if not 1 <= imp.version <= known:
+                raise UnsupportedOpError(f"{path}: opset {imp.version} is outside what this onnx package "
+                                         f"knows (1 to {known})")
             return imp.version
     return 1
 
@@ -75,15 +117,18 @@ def _input_shapes(model, consts, path) -> dict[str, tuple]:
         if kind != "tensor_type":
             raise UnsupportedOpError(f"{path}: input '{vi.name}' has a {kind}; only tensor inputs are supported")
         t = vi.type.tensor_type
-        if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        if t.elem_type != onnx.TensorProto.FLOAT:
             raise UnsupportedOpError(
-                f"{path}: input '{vi.name}' has element type "
-                f"{onnx.TensorProto.DataType.Name(t.elem_type)}; only floating-point inputs are supported")
+                f"{path}: input '{vi.name}' has element type {_type_name(t.elem_type)}; "
+                f"only float32 inputs are supported (the engine computes in float32)")
         if not t.HasField("shape"):
             raise UnsupportedOpError(f"{path}: input '{vi.name}' has no shape")
         dims = []
         for axis, d in enumerate(t.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value"):
+                if d.dim_value < 1:
+                    raise UnsupportedOpError(f"{path}: input '{vi.name}' declares dim {d.dim_value} at axis "
+                                             f"{axis}; only positive dims are supported")
                 dims.append(int(d.dim_value))
             elif axis == 0:
                 dims.append(None)  # the batch dim may be free
@@ -95,9 +140,23 @@ def _input_shapes(model, consts, path) -> dict[str, tuple]:
     return shapes
 
 
-def _constants(model) -> dict[str, np.ndarray]:
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def _constants(model, path) -> dict[str, np.ndarray]:
+    consts = {}
+    for t in model.graph.initializer:
+        limits.check(_declared_bytes(t), f"{path}: initializer '{t.name}'", ModelFileError)
+        try:
+            consts[t.name] = numpy_helper.to_array(t)
+        except Exception as e:  # onnx raises various types for dims that disagree with the data
+            raise ModelFileError(f"{path}: initializer '{t.name}' is unreadable: {e}") from None
     return consts
+
+
+def _declared_bytes(t) -> int:
+    """Size the initializer's dims claim, at 8 bytes per element (the widest type numpy_helper makes)."""
+    n = 1
+    for d in t.dims:
+        n *= max(int(d), 0)
+    return 8 * n
 
 
 def _attrs(node) -> dict:
@@ -151,6 +210,7 @@ def _static_pass(model, consts, input_shapes, batch, opset):
                 c_attrs, tensor_inputs = onnx_canonical.canonical(nv)
             in_shapes = [shapes.get(n) if n else None for n in tensor_inputs]
             try:
+                checks.check(op, c_attrs, tensor_inputs, list(node.output[:1]), registry.OPS[op].attrs)
                 out_shapes = registry.OPS[op].infer(in_shapes, c_attrs)
             except ValueError as e:
                 raise ModelFileError(f"{op} node '{node.name}': {e}") from None
@@ -195,9 +255,9 @@ def import_onnx(path) -> Graph:
     """Read an .onnx file into the engine's Graph (folded, canonical, BN and activations fused)."""
     path = Path(path)
     model = read_onnx(path)
-    opset = _opset(model)
+    opset = _opset(model, path)
     _check_supported(model, path, opset)
-    consts = _constants(model)
+    consts = _constants(model, path)
     input_shapes = _input_shapes(model, consts, path)
     if not input_shapes:
         raise UnsupportedOpError(f"{path}: the model has no run-time inputs; nothing to compute")
@@ -223,20 +283,30 @@ def import_onnx(path) -> Graph:
     for n in nodes:
         for name in n.inputs:
             if name and name in constant and name not in input_shapes:
-                weights[name] = _weight_array(values[name])
+                weights[name] = _weight_array(values[name], n, path)
     for o in outputs:
         if o in constant and o not in weights:
             raise UnsupportedOpError(f"{path}: output '{o}' is a constant; nothing to compute")
     meta = {"source": path.name, "opset": opset, "producer": model.producer_name}
     meta.update(_sidecar(path))
-    graph = Graph(nodes, weights, input_shapes, outputs, meta)
-    return optimise(graph)
+    graph = optimise(Graph(nodes, weights, input_shapes, outputs, meta))
+    validate.check_graph(graph, str(path))
+    return graph
 
 
-def _weight_array(v: np.ndarray) -> np.ndarray:
-    if np.issubdtype(v.dtype, np.floating):
-        return np.ascontiguousarray(v, dtype=np.float32)
+def _weight_array(v: np.ndarray, node: Node, path) -> np.ndarray:
+    # every op input shares the float32 type of the activations; onnxruntime refuses other types
+    if v.dtype != np.float32:
+        raise UnsupportedOpError(f"{path}: {node.op} node '{node.name}': constant input has dtype {v.dtype}; "
+                                 f"only float32 weights are supported")
     return np.ascontiguousarray(v)
+
+
+def _type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"code {elem_type}"
 
 
 def _sidecar(path: Path) -> dict:

@@ -1,27 +1,31 @@
 """The deployable model file (.haste): a NumPy .npz archive, readable with NumPy alone.
 
 Layout: one entry `graph.json` (UTF-8 JSON as a uint8 array: format name, version, nodes, inputs,
-outputs, meta, and the weight table), and one entry per weight `w<i>`. Loaded with
-allow_pickle=False, so a file cannot execute code. Weights may be stored as float16 to halve the
-file; they are widened to float32 on load.
+outputs, meta, and the weight table), and one entry per weight `w<i>`. Weights may be stored as
+float16 to halve the file; they are widened to float32 on load. load() reads only numeric .npy
+entries (never a pickle) and checks the document (schema.py), each .npy header and size against
+the memory limit (limits.py) and every node (validate.py) before anything is allocated or run.
 """
 from __future__ import annotations
 
-import io
 import json
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from . import limits, schema, validate
 from .errors import ModelFileError
 from .graph import Graph, Node
 
 FORMAT = "haste-edge-model"
 VERSION = 1
 SUFFIX = ".haste"
+MAX_RATIO = 100   # largest expansion accepted for a compressed entry
 
 
 def save(graph: Graph, path, *, fp16: bool = False) -> Path:
@@ -59,25 +63,74 @@ def save(graph: Graph, path, *, fp16: bool = False) -> Path:
 
 
 def load(path) -> Graph:
+    """Read a .haste file. Every field, header and size is checked before use: a bad file gives one
+    ModelFileError naming the problem, and nothing is allocated beyond the memory limit."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            doc = json.loads(bytes(z["graph.json"]).decode())
-            if doc.get("format") != FORMAT:
-                raise ModelFileError(f"{path}: not a haste-edge model file")
-            if doc.get("version", 0) > VERSION:
-                raise ModelFileError(f"{path}: model file version {doc['version']} is newer than this "
-                                     f"haste-edge understands ({VERSION}); upgrade haste-edge")
-            weights = {name: np.ascontiguousarray(z[e["key"]], dtype=e["dtype"])
-                       for name, e in doc["weights"].items()}
+        with zipfile.ZipFile(path) as z:
+            doc = json.loads(bytes(_read_npy(z, "graph.json", ("|u1",), 1)).decode())
+            schema.check_document(doc, FORMAT, VERSION)
+            weights, total = {}, 0
+            for name, e in doc["weights"].items():
+                # float32 weights may be stored as float16 (save(fp16=True)); nothing else is widened
+                w = _read_npy(z, e["key"], ("<f4", "<f2"), None, f"weight '{name}'")
+                total += w.nbytes
+                limits.check(total, f"{path}: the weights", ModelFileError)
+                weights[name] = np.ascontiguousarray(w, dtype=np.float32)
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError, io.UnsupportedOperation) as e:
+    except ValueError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: graph.json is nested too deeply") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, EOFError, OSError, RuntimeError,
+            NotImplementedError, zlib.error) as e:
         raise ModelFileError(f"{path}: corrupt or truncated model file ({type(e).__name__}: {e})") from None
     nodes = [Node(n["op"], n["name"], n["inputs"], n["outputs"], n["attrs"]) for n in doc["nodes"]]
     inputs = {k: tuple(v) for k, v in doc["inputs"].items()}
     graph = Graph(nodes, weights, inputs, doc["outputs"], doc.get("meta", {}))
     graph.check()
+    validate.check_graph(graph, str(path))
     return graph
+
+
+def _read_npy(z: zipfile.ZipFile, key: str, dtypes: tuple, ndim: int | None, what: str | None = None):
+    """One .npy entry of the archive; its header (dtype, shape, size) is checked before reading data."""
+    what = what or key
+    try:
+        info = z.getinfo(key + ".npy")
+    except KeyError:
+        raise ModelFileError(f"{z.filename}: {what}: entry '{key}' is missing") from None
+    limits.check(info.file_size, f"{z.filename}: {what}", ModelFileError)
+    # save() stores entries uncompressed; weights never deflate 100x, a zip bomb does
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(MAX_RATIO * info.compress_size, 1 << 20):
+        raise ModelFileError(f"{z.filename}: {what}: {info.compress_size} compressed bytes claim to expand to "
+                             f"{info.file_size} (a zip bomb?)")
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ModelFileError(f"{z.filename}: {what}: unsupported .npy version {version}")
+        if dtype.str not in dtypes:
+            raise ModelFileError(f"{z.filename}: {what}: stored dtype {dtype.str} is not one of {list(dtypes)}")
+        if ndim is not None and len(shape) != ndim or any(d < 0 for d in shape):
+            raise ModelFileError(f"{z.filename}: {what}: bad shape {shape}")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if nbytes != info.file_size - f.tell():
+            raise ModelFileError(f"{z.filename}: {what}: header shape {shape} does not match the "
+                                 f"{info.file_size - f.tell()} data bytes stored")
+        flat = np.empty(count, dtype)
+        view = memoryview(flat).cast("B")
+        got = 0
+        while got < nbytes:
+            n = f.readinto(view[got:])
+            if not n:
+                raise ModelFileError(f"{z.filename}: {what}: truncated data")
+            got += n
+    return flat.reshape(shape, order="F" if fortran else "C")

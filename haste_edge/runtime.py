@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops
+from . import limits, ops
 from .errors import InputError, ModelFileError
 from .graph import Graph
 from .threads import parallel_launch_guard
@@ -116,6 +116,8 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
                     flat = min(fits, key=lambda b: b.size)
                     free = [b for b in free if b is not flat]
                 else:
+                    limits.check(size * 4, f"{n.op} node '{n.name}': output {shapes[o]}", InputError)
+                    limits.check(arena + size * 4, f"the plan's buffers (input shapes {input_shapes})", InputError)
                     flat = np.empty(size, dtype=np.float32)
                     arena += flat.nbytes
                 held[o] = flat
@@ -179,6 +181,9 @@ def check_feeds(graph: Graph, feeds: dict) -> dict[str, np.ndarray]:
             raise InputError(f"input '{name}': expected shape {want}, got {arr.shape}")
         if arr.dtype.kind not in "fiu":
             raise InputError(f"input '{name}': expected a numeric array, got dtype {arr.dtype}")
+        if arr.size == 0:
+            raise InputError(f"input '{name}': shape {arr.shape} is empty (batch 0?); nothing to compute")
+        limits.check(arr.size * 4, f"input '{name}' {arr.shape}", InputError)
         out[name] = np.ascontiguousarray(arr, dtype=np.float32)
     return out
 

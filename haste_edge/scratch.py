@@ -10,6 +10,9 @@ import threading
 
 import numpy as np
 
+from . import limits
+from .errors import InputError
+
 _tls = threading.local()
 
 
@@ -17,5 +20,6 @@ def scratch(slot: str, size: int) -> np.ndarray:
     bufs = _tls.__dict__.setdefault("bufs", {})
     buf = bufs.get(slot)
     if buf is None or buf.size < size:
+        limits.check(4 * size, f"scratch buffer '{slot}'", InputError)
         buf = bufs[slot] = np.empty(size, dtype=np.float32)
     return buf[:size]

@@ -1,7 +1,8 @@
 """The op registry: op type -> OpSpec (shape rule, fast kernel, reference kernel, MAC count).
 
 Adding an op: write its module in haste_edge/ops/ with a NumPy reference and a fast
-kernel, register it here with @register, add a README row and a test.
+kernel, register it here with @register, add its input-count and attribute rule to checks.py,
+a README row and a test.
 """
 from __future__ import annotations
 
