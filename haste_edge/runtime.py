@@ -5,9 +5,9 @@ activation maps, not the sum of all of them. View ops (Reshape, Flatten, ...) al
 buffer and extend its lifetime.
 
 Threads: a Model may be run from several Python threads at once. Each thread gets its own plans
-(buffers, counters, timings), so concurrent runs never share a buffer; weights are shared, read-only.
-Numba's workqueue threading layer aborts the process when two threads launch parallel kernels at
-once, so under it runs are serialised by one process-wide lock (threads.parallel_launch_guard).
+(buffers, counters, timings), so no two runs share a buffer and last_stats() is the calling
+thread's; weights are shared, read-only. The runs themselves go one at a time (threads.run_context
+says why).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 from . import limits, ops
 from .errors import InputError, ModelFileError
 from .graph import Graph
-from .threads import parallel_launch_guard
+from .threads import run_context
 
 
 @dataclass
@@ -280,7 +280,7 @@ class Model:
         feeds = check_feeds(self.graph, feeds)
         plan = self.plan({k: v.shape for k, v in feeds.items()})
         self._local.last_plan = plan
-        with parallel_launch_guard():
+        with run_context():
             env = execute(plan, feeds, profile=profile)
         names = output_names or self.output_names
         # copies: the plan's buffers are overwritten by the next run

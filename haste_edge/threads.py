@@ -25,9 +25,7 @@ _blas_fixed: int | None = None         # set_threads(blas=k); None: chosen by lo
 _blas_now: int | None = None           # what the BLAS libraries are set to
 _blas_libs: list = []
 _load: OtherLoad | None = None
-_launch_lock = threading.Lock()
 _state_lock = threading.Lock()
-_serialise: bool | None = None         # decided once Numba's threading layer is known
 BUSY_CORES = 0.5                       # other processes using more than this: BLAS on one thread
 
 
@@ -60,13 +58,10 @@ def _set_blas(k: int) -> None:
 
 def _adapt_blas() -> None:
     """BLAS threads for the next run: all of the engine's while the others are idle, else one."""
-    if _blas_fixed is not None or _wanted == 1 or not _state_lock.acquire(blocking=False):
+    if _blas_fixed is not None or _wanted == 1:
         return
-    try:
-        others = _load.cores()
-        _set_blas(_wanted if others is not None and others < BUSY_CORES else 1)
-    finally:
-        _state_lock.release()
+    others = _load.cores()
+    _set_blas(_wanted if others is not None and others < BUSY_CORES else 1)
 
 
 def blas_threads() -> int | None:
@@ -74,30 +69,28 @@ def blas_threads() -> int | None:
     return _blas_now
 
 
-def parallel_launch_guard():
-    """Context for one model run. Gives the calling thread the thread count set_threads chose
-    (Numba keeps one per Python thread), sets the BLAS's threads by the load, and serialises runs when Numba's threading layer is
-    workqueue: that layer aborts the process (exit 134) if two threads launch parallel kernels at
-    once. The omp and tbb layers take concurrent launches."""
-    global _serialise
+# Model runs in one process go one at a time. With 2 and 4 Python threads on one model, one run at
+# a time gave more inferences per second than overlapping runs and about half their p99, whether
+# the overlapping runs split the engine's threads between them or not
+# (benchmarks/results/concurrency.md): between kernels each run executes Python, which holds the
+# GIL, and the runs queued for it. It also keeps Numba's workqueue threading layer, which aborts the process
+# when two threads launch parallel kernels at once, safe. False lets runs overlap (for measuring).
+SERIALISE_RUNS = True
+_run_lock = threading.Lock()
+
+
+@contextmanager
+def run_context():
+    """Context for one model run: one run at a time (above), with the engine's threads set in the
+    calling Python thread (Numba keeps a count per thread) and the BLAS's set by the load."""
     if _wanted is None:
         set_threads(None)              # the defaults, also for users who never call set_threads
-    elif numba.get_num_threads() != _wanted:
-        numba.set_num_threads(_wanted)
-    _adapt_blas()
-    if _serialise is None:
-        _serialise = _layer_after_start() == "workqueue"
-    return _launch_lock if _serialise else nullcontext()
-
-
-def _layer_after_start() -> str:
-    """Numba's threading layer, starting its thread pool if no parallel kernel has yet."""
-    try:
-        from numba.np.ufunc.parallel import _launch_threads
-        _launch_threads()
-        return numba.threading_layer()
-    except Exception:                  # unknown Numba internals: assume the unsafe layer
-        return "workqueue"
+    with _run_lock if SERIALISE_RUNS else nullcontext():
+        if numba.get_num_threads() != _wanted:
+            numba.set_num_threads(_wanted)
+        with _state_lock:
+            _adapt_blas()
+        yield
 
 
 @contextmanager

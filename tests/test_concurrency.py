@@ -88,7 +88,7 @@ def test_set_haste_reaches_every_thread():
 
 def test_workqueue_layer_serialises_instead_of_aborting():
     """Numba's workqueue layer aborts the process when two threads launch parallel kernels at
-    once; runs under it are serialised (threads.parallel_launch_guard)."""
+    once; runs under it are serialised (threads.run_context)."""
     code = f"""
 import sys, threading
 sys.path.insert(0, {str(REPO)!r})
