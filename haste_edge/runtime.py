@@ -124,7 +124,7 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
                 buffers.append(flat[:int(np.prod(shapes[o]))].reshape(shapes[o]))
         in_shapes = [shapes[x] if x else None for x in n.inputs]
         macs = int(spec.macs(in_shapes, [shapes[o] for o in n.outputs], n.attrs)) if spec.macs else 0
-        steps.append(Step(n.name, n.op, spec.kernel, n.attrs, [slot_of(x) if x else -1 for x in n.inputs],
+        steps.append(Step(n.name, n.op, spec.kernel, ops.registry.StepAttrs(n.attrs), [slot_of(x) if x else -1 for x in n.inputs],
                           [slot_of(o) for o in n.outputs], buffers, macs))
         # release buffers whose last reader was this node
         for t in list(held):

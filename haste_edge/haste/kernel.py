@@ -53,6 +53,7 @@ from haste_edge.haste.hyperplanes import layer_hyperplanes, patch_dims
 from haste_edge.haste.reference import HASH_RTOL, N_STATS, STAT_FIELDS, check_haste_conv
 from haste_edge.jit import njit, prange
 from haste_edge.ops.conv import _clip_bounds, _geometry
+from haste_edge.ops.registry import step_state
 from haste_edge.scratch import scratch
 
 # stat columns (see reference.STAT_FIELDS)
@@ -419,11 +420,11 @@ def _haste_serial(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh,
 class _Layer:
     """What a layer derives from W and its setting once: Wt and the hyperplane index lists."""
 
-    def __init__(self, W, setting: LayerSetting, geo):
+    def __init__(self, W, setting: LayerSetting, geo, wt=None):
         kh, kw, sh, sw, dh, dw = geo
         self.W = W                 # held so id(W) cannot be reused by another array while cached
         c_out, c_in = W.shape[0], W.shape[1]
-        self.wt = np.ascontiguousarray(
+        self.wt = wt if wt is not None else np.ascontiguousarray(
             np.asarray(W, dtype=np.float32).transpose(1, 2, 3, 0).reshape(c_in, kh * kw, c_out))
         R = layer_hyperplanes(setting.L, setting.s, setting.seed, *patch_dims(setting.P, kh, kw, sh, sw, dh, dw))
         self.plus = _csr(R > 0)
@@ -440,7 +441,7 @@ def _csr(mask):
 
 _layers: dict = {}
 _layers_lock = threading.Lock()
-_MAX_LAYERS = 256
+_MAX_LAYERS = 64
 
 
 def _get_layer(W, setting, geo):
@@ -460,12 +461,12 @@ class _Call:
     """What a HASTE conv call derives from its arguments other than x's values, kept so that a model
     running the same conv again skips it (on a small board the Python set-up per call is tens of us)."""
 
-    def __init__(self, x_shape, W, b, attrs, setting):
+    def __init__(self, x_shape, W, b, attrs, setting, layer=None):
         self.W, self.b, self.attrs = W, b, attrs   # held: their ids key the cache
         self.out_shape = tuple(check_haste_conv(x_shape, np.shape(W), attrs))
         self.geo = _geometry(attrs)
         kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
-        self.layer = _get_layer(W, setting, (kh, kw, sh, sw, dh, dw))
+        self.layer = layer or _get_layer(W, setting, (kh, kw, sh, sw, dh, dw))
         n_img, c_in, h, w = x_shape
         self.hp, self.wp = h + pt + pb, w + pl + pr
         c_out = self.out_shape[1]
@@ -479,7 +480,24 @@ _calls: dict = {}
 _SERIAL_MAX_PIXELS = 64      # output pixels in the batch at or below which one thread runs the conv (module docstring)
 
 
+def _step_call(state, x_shape, W, b, attrs, setting) -> _Call:
+    """The call set-up kept on the plan step (StepAttrs.state): lives and dies with the model.
+    The transposed weights are shared by every setting the step runs with."""
+    calls = state.setdefault("haste", {})
+    call = calls.get((x_shape, setting))
+    if call is not None and call.W is W and call.b is b:
+        return call
+    wt = state.get("haste_wt")
+    layer = _Layer(W, setting, _geometry(attrs)[:6], wt[1] if wt is not None and wt[0] is W else None)
+    state["haste_wt"] = (W, layer.wt)
+    call = calls[(x_shape, setting)] = _Call(x_shape, W, b, attrs, setting, layer)
+    return call
+
+
 def _get_call(x_shape, W, b, attrs, setting) -> _Call:
+    state = step_state(attrs)
+    if state is not None:
+        return _step_call(state, x_shape, W, b, attrs, setting)
     key = (x_shape, id(W), id(b), id(attrs), setting)
     call = _calls.get(key)
     if call is not None and call.W is W and call.b is b and call.attrs is attrs:
@@ -524,8 +542,9 @@ def haste_conv(x, W, b, attrs, setting: LayerSetting, y_out=None):
 
     Returns (y, stats): y float32 (N, C_out, Ho, Wo) (written into y_out if given: C-contiguous
     float32 of that shape), stats int64 (N, len(STAT_FIELDS)) per image.
-    Per-layer data (transposed weights, hyperplane index lists) is cached by (id(W), setting,
-    geometry), and per-call set-up by (x's shape, id(W), id(b), id(attrs), setting): W and attrs must
+    Per-layer data (transposed weights, hyperplane index lists) and per-call set-up are kept on
+    the plan step when attrs come from a model (registry.StepAttrs), else in small caches keyed by
+    (id(W), setting, geometry) and (x's shape, id(W), id(b), id(attrs), setting): W and attrs must
     not be modified in place while in use (new arrays or dicts are fine)."""
     kernel, args, y = _prepare(x, W, b, attrs, setting, y_out)
     kernel(*args, _ALL)

@@ -37,7 +37,7 @@ from haste_edge.ops.conv_direct import DirectConv
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
 from haste_edge.ops.window import split_phases, valid_range
-from haste_edge.ops.registry import register
+from haste_edge.ops.registry import register, step_state
 from haste_edge.scratch import scratch
 from haste_edge.threads import numba_single_thread
 
@@ -485,12 +485,20 @@ _plans: dict = {}
 
 
 def _get_plan(attrs, x_shape, w_shape):
-    # Keyed by the attrs object (one per graph node, reused every run); the snapshot and shape
-    # checks make a recycled id or an edited dict harmless.
+    """The node's _Plan for these shapes: kept on the plan step (StepAttrs.state) when called
+    from a model, so it lives and dies with the model; else in a bounded module cache keyed by
+    the attrs object, where the snapshot and shape checks make a recycled id or an edited dict
+    harmless."""
+    state = step_state(attrs)
+    if state is not None:
+        plan = state.get("conv")
+        if plan is None or plan.shapes != (x_shape, w_shape):
+            plan = state["conv"] = _Plan(attrs, x_shape, w_shape)
+        return plan
     entry = _plans.get(id(attrs))
     if entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs:
         return entry
-    if len(_plans) > 4096:     # many throwaway attrs dicts (tests): don't grow forever
+    if len(_plans) > 64:       # many throwaway attrs dicts (tests): don't grow
         _plans.clear()
     plan = _plans[id(attrs)] = _Plan(attrs, x_shape, w_shape)
     return plan

@@ -35,6 +35,23 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {}
 
 
+class StepAttrs(dict):
+    """A plan step's copy of its node's attrs, carrying `state`: what a kernel derives once for
+    the step (packed weights, tile plans) and keeps while the plan lives, instead of in a
+    module-level cache that outlives the model. Kernels called with a plain dict (tests, direct
+    calls) fall back to a bounded cache of their own."""
+    __slots__ = ("state",)
+
+    def __init__(self, attrs):
+        super().__init__(attrs)
+        self.state = {}
+
+
+def step_state(attrs) -> dict | None:
+    """The per-step state dict when `attrs` comes from a plan step, else None."""
+    return attrs.state if isinstance(attrs, StepAttrs) else None
+
+
 def register(op: str, *, infer, reference, macs=None, view=False, attrs=()):
     """Decorator for the fast kernel: registers the full spec under `op`."""
     def wrap(kernel):
