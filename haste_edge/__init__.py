@@ -49,8 +49,8 @@ def _is_zip(path: Path) -> bool:
         try:
             with zipfile.ZipFile(path) as z:  # a zip of something else, e.g. a PyTorch checkpoint
                 names = z.namelist()
-        except zipfile.BadZipFile:
-            return True  # damaged: the model file reader says how
+        except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError):
+            return True  # damaged (or a zip feature Python lacks): the model file reader says how
         if "graph.json.npy" not in names:
             raise ModelFileError(f"{path}: a zip archive but not a haste-edge model file (no graph.json)")
         return True

@@ -373,3 +373,17 @@ def test_external_data_inside_the_model_directory_loads(tmp_path):
 def test_every_op_has_an_attribute_rule():
     from haste_edge.ops import checks, registry
     assert set(registry.OPS) == set(checks.RULES)
+
+
+def test_zip_needing_a_newer_zip_version_is_refused_in_one_line(tmp_path):
+    """A flipped byte in the central directory's 'version needed' made zipfile raise
+    NotImplementedError ('zip file version 10.1') before the loader's own checks (fuzz case)."""
+    import haste_edge
+    from haste_edge.errors import ModelFileError
+    data = bytearray(haste_edge.DEFAULT_MODEL.read_bytes())
+    cd = data.index(b"PK\x01\x02")                       # first central directory entry
+    data[cd + 6] = 101                                   # version needed to extract: 10.1
+    bad = tmp_path / "bad.haste"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="bad.haste"):
+        haste_edge.load(bad)

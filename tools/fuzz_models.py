@@ -9,9 +9,9 @@ Outcome classes: ok, refused (the project's own error, one line), bug (any other
 error message over several lines), crash (killed by a signal), hang (timeout), memory (MemoryError),
 nan (a NaN output). Where the engine runs an ONNX file onnxruntime refuses, the case is counted in
 "ort refuses, we run" too, and a NaN there is its own class (nan_ort_refuses).
-The worker is also restarted every --restart-every cases: the conv kernels cache per-node plans (with
-packed weights) across models, so a process that loads thousands of models keeps growing, and that
-growth would otherwise show up as memory blow-ups of unrelated late cases.
+The worker is also restarted every --restart-every cases, so that whatever one case leaves behind
+cannot show up in unrelated later ones (kernel state lives with each model, so a worker that loads
+thousands of models does not grow: tests/test_model_lifetime.py; a large --restart-every shows it).
 Prints and writes the table to benchmarks/results/fuzz_summary.md.
 """
 from __future__ import annotations
