@@ -199,7 +199,7 @@ def summarise(results: list[dict], seed: int, seconds: float) -> str:
     ort_refuses_we_run = [r for r in results if r.get("ort") == "refuses" and r["outcome"] in
                           ("ok", "nan", "nan_ort_refuses")]
     lines = [f"Fuzz run: {len(results)} cases, seed {seed}, {seconds:.0f} s "
-             f"(`python3 tools/fuzz_models.py --cases {len(results)} --seed {seed}`)", "",
+             f"(`python3 tools/fuzz_models.py {' '.join(sys.argv[1:])}`)", "",
              "| outcome | cases |", "|---|---:|"]
     lines += [f"| {c} | {counts.get(c, 0)} |" for c in CLASSES]
     lines += [f"| ort refuses, we run (all) | {len(ort_refuses_we_run)} |"]
