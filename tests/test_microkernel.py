@@ -106,3 +106,29 @@ def test_direct_conv_layouts(direct, shape):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     d = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).direct
     assert d.exact == (h <= 7)
+
+
+def test_first_call_in_a_fresh_process_does_not_crash():
+    """The product's parallel kernel is reached only from compiled code; if nothing had started
+    Numba's thread pool before, the process died with SIGSEGV (conv_direct.DirectConv.run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    code = f"""
+import sys; sys.path.insert(0, {str(repo)!r})
+import numpy as np
+from haste_edge.ops import conv
+conv._DIRECT = True
+for wino in (False, True):
+    conv._WINOGRAD = wino
+    x = np.ones((1, 32, 28, 28), np.float32)
+    w = np.ones((32, 32, 3, 3), np.float32)
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1,
+                 activation="", clip_min=None, clip_max=None)
+    y = conv.conv([x, w, None], attrs)[0]
+    assert y[0, 0, 1, 1] == 32 * 9, y[0, 0, 1, 1]
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

@@ -423,6 +423,8 @@ _DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") in ("direct", "winograd")
 # least this many output pixels
 _WINOGRAD = os.environ.get("HASTE_EDGE_CONV", "blas") == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
+# microkernel convs below this many MACs run on the calling thread (waking the pool costs ~tens of us)
+_MICRO_SERIAL_MACS = 1_000_000
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
@@ -453,6 +455,9 @@ class _Plan:
         # GEMM paths on small planes run their Numba kernels (copies, epilogues) in one thread
         # and leave the threads to OpenBLAS: waking a sleeping worker costs more than it saves
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
+        # the microkernel paths have no BLAS to give the threads to: parallel unless tiny
+        self.macs = n * c_out * ho * wo * (c_in // group) * kh * kw
+        self.micro_serial = self.macs < _MICRO_SERIAL_MACS
         if group > 1 and w_shape[1] == 1:
             self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
@@ -559,7 +564,7 @@ def conv(inputs, attrs, outs=None):
         d = pl_.direct
         if d is None or d.w_src is not w:
             d = pl_.direct = WinogradConv(w, pl_.out_shape[2], pl_.out_shape[3])
-        d.run(x, y, b, pl_.geo[6], pl_.geo[7], pl_.lo, pl_.hi, pl_.serial)
+        d.run(x, y, b, pl_.geo[6], pl_.geo[7], pl_.lo, pl_.hi, pl_.micro_serial)
         return outs
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
@@ -572,7 +577,7 @@ def _direct(pl_, x, w, b, y, outs):
     d = pl_.direct
     if d is None or d.w_src is not w:
         d = pl_.direct = DirectConv(w, pl_.geo, pl_.group, pl_.hq, pl_.wq, pl_.out_shape[2], pl_.out_shape[3])
-    d.run(x, y, b, pl_.geo, pl_.hq, pl_.wq, pl_.na, pl_.nb, pl_.lo, pl_.hi, pl_.serial)
+    d.run(x, y, b, pl_.geo, pl_.hq, pl_.wq, pl_.na, pl_.nb, pl_.lo, pl_.hi, pl_.micro_serial)
     return outs
 
 

@@ -18,6 +18,7 @@ group does all of it (Python-level calls cost microseconds each, a 4x4 layer's w
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
@@ -68,6 +69,9 @@ class DirectConv:
 
     def run(self, x, y, b, geo, hq, wq, na, nb, lo, hi, serial):
         """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), epilogue included."""
+        # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
+        # compiled code (as the product is here) crashes the process if the pool was never started
+        serial = serial or numba.get_num_threads() == 1
         kh, kw, sh, sw, dh, dw, pt, pl = geo[:8]
         ph = scratch("phases", self.group_phases + _TAIL)
         cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph

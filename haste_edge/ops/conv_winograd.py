@@ -18,6 +18,7 @@ of the output's scale on the bundled model's layers (tests/test_winograd.py stat
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
@@ -67,6 +68,9 @@ class WinogradConv:
         return self.bias[1]
 
     def run(self, x, y, b, pt, pl, lo, hi, serial):
+        # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
+        # compiled code (as the products are here) crashes the process if the pool was never started
+        serial = serial or numba.get_num_threads() == 1
         n_img, c_in, h, w = x.shape
         c_out = y.shape[1]
         # 2x2 phases of the padded input, rows/cols enough for every block (th + 1 per phase)
