@@ -512,18 +512,12 @@ def make_case(seed: int, index: int) -> Case:
     rng = np.random.default_rng([seed, index])
     shares = np.array([s for s, _ in MIX])
     gen = MIX[int(rng.choice(len(MIX), p=shares / shares.sum()))][1]
-    if gen == "onnx":
-        name, blob = onnx_mutation(rng)
-        return Case(name, "onnx", {"m.onnx": blob}, "m.onnx")
-    if gen == "resnet_onnx":
-        name, blob = resnet_onnx_mutation(rng)
-        return Case(name, "onnx", {"m.onnx": blob}, "m.onnx")
-    if gen == "haste_json":
-        name, blob = haste_json(rng)
-        return Case(name, "haste", {"m.haste": blob}, "m.haste")
-    if gen == "haste_npz":
-        name, blob = haste_npz(rng)
-        return Case(name, "haste", {"m.haste": blob}, "m.haste")
+    single = {"onnx": (onnx_mutation, "onnx"), "resnet_onnx": (resnet_onnx_mutation, "onnx"),
+              "haste_json": (haste_json, "haste"), "haste_npz": (haste_npz, "haste")}
+    if gen in single:                                     # one mutated file of one kind
+        mutate, kind = single[gen]
+        name, blob = mutate(rng)
+        return Case(name, kind, {f"m.{kind}": blob}, f"m.{kind}")
     if gen in ("flip", "truncate"):
         name, kind, blob = (byte_flips if gen == "flip" else truncation)(rng)
         return Case(f"{name}:{kind}", kind, {f"m.{kind}": blob}, f"m.{kind}")
