@@ -49,7 +49,7 @@ def _reduce_mean_reference(inputs, attrs):
 
 
 @njit
-def _row_means(x, out):
+def row_means(x, out):
     """out[r] = mean(x[r]) for a C-contiguous (rows, n) x; float64 sums, vectorised."""
     inv = 1.0 / x.shape[1]
     for r in range(x.shape[0]):
@@ -71,7 +71,7 @@ def reduce_mean(inputs, attrs, outs):
         # Trailing axes (the CNN case: spatial mean over (2, 3)) are contiguous rows:
         # one compiled pass, measured ~3x faster than np.mean on (1, 512, 7, 7).
         rows = out.size
-        _row_means(np.ascontiguousarray(x).reshape(rows, -1), out.reshape(rows))
+        row_means(np.ascontiguousarray(x).reshape(rows, -1), out.reshape(rows))
     else:
         # Any other axes: NumPy sums straight into `out` and divides in place.
         np.mean(x, axis=axes, keepdims=bool(attrs["keepdims"]), out=out)
