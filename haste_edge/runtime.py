@@ -286,6 +286,37 @@ class Model:
         # copies: the plan's buffers are overwritten by the next run
         return {n: np.array(env[plan.slots[n]], dtype=np.float32, copy=True) for n in names}
 
+    def kernel_state_bytes(self) -> int:
+        """Bytes the kernels derived for this thread's plans (packed weights, HASTE set-up), from
+        what they keep on their steps (registry.StepAttrs): every array reached, counted once by
+        the memory it owns, the model's own weights left out."""
+        def root(a):
+            while isinstance(a.base, np.ndarray):
+                a = a.base
+            return a
+
+        seen = {id(root(w)) for w in self.graph.weights.values()}
+        total = 0
+
+        def add(obj, depth):
+            nonlocal total
+            if isinstance(obj, np.ndarray):
+                r = root(obj)
+                if id(r) not in seen:
+                    seen.add(id(r))
+                    total += r.nbytes
+            elif depth < 3 and isinstance(obj, (dict, list, tuple)):
+                for v in (obj.values() if isinstance(obj, dict) else obj):
+                    add(v, depth + 1)
+            elif depth < 3 and hasattr(obj, "__dict__"):
+                for v in vars(obj).values():
+                    add(v, depth + 1)
+
+        for plan in getattr(self._local, "plans", {}).values():
+            for st in plan.steps:
+                add(st.attrs.state, 0)
+        return total
+
     def macs(self, batch: int = 1) -> dict[str, int]:
         """Dense multiply-accumulates per layer (node name -> MACs) for a batch of `batch`."""
         plan = self.plan({k: self.input_shape(batch, k) for k in self.input_names})

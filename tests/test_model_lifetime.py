@@ -46,3 +46,14 @@ def test_two_models_share_no_kernel_state():
     sb = [st.attrs.state for st in b.last_plan.steps if st.op == "Conv"]
     assert all(s for s in sa) and all(s for s in sb)
     assert all(x["conv"] is not y["conv"] for x, y in zip(sa, sb))
+
+
+def test_kernel_state_is_counted():
+    """bench reports it: about one packed copy of the conv weights the default path packs."""
+    m = haste_edge.load()
+    assert m.kernel_state_bytes() == 0
+    m.run({"input": np.zeros((1, 1, 28, 28), np.float32)})
+    conv_bytes = sum(m.graph.weights[n.inputs[1]].nbytes for n in m.graph.nodes
+                     if n.op == "Conv" and m.graph.weights[n.inputs[1]].shape[1] >= 16
+                     and m.graph.weights[n.inputs[1]].shape[2] > 1)
+    assert 0.9 * conv_bytes <= m.kernel_state_bytes() <= 1.5 * conv_bytes, (m.kernel_state_bytes(), conv_bytes)

@@ -106,6 +106,8 @@ def format_report(r: dict) -> str:
         mem += f"; after loading the model {r['peak_rss_after_load_mib']:.1f} MiB"
     if "arena_mib" in r:
         mem += f"; activation buffers {r['arena_mib']:.2f} MiB"
+    if "kernel_state_mib" in r:
+        mem += f"; kernel state (packed weights, HASTE set-up) {r['kernel_state_mib']:.2f} MiB"
     lines.append(mem)
     return "\n".join(lines)
 

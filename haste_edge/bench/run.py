@@ -101,6 +101,7 @@ def run_bench(model_path=None, haste: str | None = None, opts: BenchOptions | No
                           "second_jit": jit2.as_dict(), "numba_cache_dir": CACHE_DIR}
         res["machine"] = machine_info()     # after a parallel kernel ran: threading layer known
         res["arena_mib"] = model.last_plan.arena_bytes / 2 ** 20
+        res["kernel_state_mib"] = model.kernel_state_bytes() / 2 ** 20
         res["macs"], ops_per_input = _mac_counts(model, feeds)
 
         n = len(feeds)
