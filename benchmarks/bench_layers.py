@@ -107,7 +107,7 @@ def main():
             times["blas"] = min(times["blas"], best(lambda: kernel([xi, w, b], a_old, outs_old), args.repeats))
             times["ort"] = min(times["ort"], best(lambda: sess.run(None, {"x": xi}), args.repeats))
         plan = conv_mod._get_plan(a_new, xi.shape, w.shape)
-        d = plan.direct
+        d = getattr(plan, "micro", None)
         how = (f"{'exact' if d.exact else 'wide'} {microkernel.mr_of(d.variant)}x{microkernel.nr_of(d.variant)}"
                if d is not None else plan.path)
         macs = conv_mod.conv_macs([xi.shape, w.shape], [y.shape], attrs)

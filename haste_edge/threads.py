@@ -3,9 +3,9 @@
 The engine's parallel kernels run on Numba's pool, whose idle workers sleep (OMP_WAIT_POLICY=
 PASSIVE): a worker woken for a parallel loop gets a busy core back at once. The BLAS (OpenBLAS in
 NumPy) is different: its workers spin and yield while they wait, and every matrix product waits for
-all of them, so when another process holds a core each product waits for it. Measured on the
-bundled model (batch 1, 2 cores, one competing busy process): p99 130-340 ms with the BLAS on 2
-threads against 7-16 ms with it on one (benchmarks/bench_under_load.py, README "Threads"). So by
+all of them, so when another process holds a core each product waits for it: with one busy
+process next to the bundled model, p99 went from milliseconds to over 100 ms with the BLAS on 2
+threads (benchmarks/results/under_load.md, README "Threads"). So by
 default the BLAS gets all the engine's threads only while other processes leave the cores idle
 (cpuload.OtherLoad, checked at most every 0.1 s at the start of a run), and one thread otherwise.
 """
@@ -73,8 +73,9 @@ def blas_threads() -> int | None:
 # a time gave more inferences per second than overlapping runs and about half their p99, whether
 # the overlapping runs split the engine's threads between them or not
 # (benchmarks/results/concurrency.md): between kernels each run executes Python, which holds the
-# GIL, and the runs queued for it. It also keeps Numba's workqueue threading layer, which aborts the process
-# when two threads launch parallel kernels at once, safe. False lets runs overlap (for measuring).
+# GIL, and the runs queued for it. It also keeps Numba's workqueue threading layer safe, which
+# aborts the process when two threads launch parallel kernels at once. False lets runs overlap
+# (for measuring).
 SERIALISE_RUNS = True
 _run_lock = threading.Lock()
 

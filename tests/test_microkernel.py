@@ -104,7 +104,7 @@ def test_direct_conv_layouts(direct, shape):
     got = run_fast(inputs, attrs)
     want = conv_mod.conv_reference(inputs, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    d = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).direct
+    d = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).micro
     assert d.exact == (h <= 7)
 
 

@@ -423,7 +423,8 @@ _DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") in ("direct", "winograd")
 # least this many output pixels
 _WINOGRAD = os.environ.get("HASTE_EDGE_CONV", "blas") == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
-# microkernel convs below this many MACs run on the calling thread (waking the pool costs ~tens of us)
+# microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
+# workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
@@ -456,16 +457,15 @@ class _Plan:
         # and leave the threads to OpenBLAS: waking a sleeping worker costs more than it saves
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
         # the microkernel paths have no BLAS to give the threads to: parallel unless tiny
-        self.macs = n * c_out * ho * wo * (c_in // group) * kh * kw
-        self.micro_serial = self.macs < _MICRO_SERIAL_MACS
+        self.micro_serial = conv_macs([x_shape, w_shape], [self.out_shape], attrs) < _MICRO_SERIAL_MACS
         if group > 1 and w_shape[1] == 1:
             self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
-            self.path = "winograd"
-            self.direct = None                       # WinogradConv, made on the first call with W
+            self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
+            self.micro = None                        # WinogradConv, made on the first call with W
         elif _DIRECT:
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
-            self.direct = None                       # DirectConv, made on the first call with W
+            self.micro = None                        # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
         elif group == 1 and kh * kw > 1 and c_in >= _ROW_MIN_CHANNELS and ho * wo <= _ROW_MAX_PIXELS:
@@ -558,27 +558,16 @@ def conv(inputs, attrs, outs=None):
                    lo, hi, pl_.na, pl_.nb, n_blocks)
         return outs
 
-    if pl_.path == "direct":
-        return _direct(pl_, x, w, b, y, outs)
-    if pl_.path == "winograd":
-        d = pl_.direct
-        if d is None or d.w_src is not w:
-            d = pl_.direct = WinogradConv(w, pl_.out_shape[2], pl_.out_shape[3])
-        d.run(x, y, b, pl_.geo[6], pl_.geo[7], pl_.lo, pl_.hi, pl_.micro_serial)
+    if pl_.path in ("direct", "winograd"):          # the microkernel paths, packed on the first call
+        m = pl_.micro
+        if m is None or m.w_src is not w:
+            m = pl_.micro = (DirectConv if pl_.path == "direct" else WinogradConv)(w, pl_)
+        m.run(x, y, bias, pl_)
         return outs
     if not pl_.serial:
         return _dense(pl_, x, w, b, bias, y, outs)
     with numba_single_thread():        # small map: threads cost more than they save
         return _dense(pl_, x, w, b, bias, y, outs)
-
-
-def _direct(pl_, x, w, b, y, outs):
-    """conv() as a GEMM on the microkernel (conv_direct), the weights packed on the first call."""
-    d = pl_.direct
-    if d is None or d.w_src is not w:
-        d = pl_.direct = DirectConv(w, pl_.geo, pl_.group, pl_.hq, pl_.wq, pl_.out_shape[2], pl_.out_shape[3])
-    d.run(x, y, b, pl_.geo, pl_.hq, pl_.wq, pl_.na, pl_.nb, pl_.lo, pl_.hi, pl_.micro_serial)
-    return outs
 
 
 def _dense(pl_, x, w, b, bias, y, outs):

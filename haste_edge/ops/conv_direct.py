@@ -35,8 +35,11 @@ class DirectConv:
     """What the GEMM needs for one conv node, computed once: layout, tile shape, packed weights
     per group, tap offsets."""
 
-    def __init__(self, w: np.ndarray, geo, group: int, hq: int, wq: int, ho: int, wo: int):
-        kh, kw, sh, sw, dh, dw = geo[:6]
+    def __init__(self, w: np.ndarray, plan):
+        """w the node's weights, plan its conv._Plan (geometry, group, phase sizes)."""
+        kh, kw, sh, sw, dh, dw = plan.geo[:6]
+        group, hq, wq = plan.group, plan.hq, plan.wq
+        ho, wo = plan.out_shape[2], plan.out_shape[3]
         c_out, cig = w.shape[0], w.shape[1]
         self.cog = cog = c_out // group
         self.w_src = w                                      # packed from this array
@@ -58,26 +61,27 @@ class DirectConv:
                      + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
         self.offs = (np.arange(k) * self.length).astype(np.int64) if self.exact else self.taps
 
-    def padded_bias(self, b) -> np.ndarray:
-        """(group, rows): the bias per group padded to the panels' rows (zeros without a bias),
-        kept while the same array comes in."""
-        if self.bias[0] is not b or self.bias[1] is None:
-            full = np.zeros(self.cog * self.panels.shape[0], np.float32) if b is None else np.asarray(b, np.float32)
-            self.bias = (b, np.stack([mk.pad_rows(full[g * self.cog:(g + 1) * self.cog], self.rows)
-                                      for g in range(self.panels.shape[0])]))
+    def padded_bias(self, bias) -> np.ndarray:
+        """(group, rows): the bias per group padded to the panels' rows, kept while the same array
+        comes in (conv() passes the node's bias array, or its plan's zeros)."""
+        if self.bias[0] is not bias:
+            groups = self.panels.shape[0]
+            self.bias = (bias, np.stack([mk.pad_rows(bias[g * self.cog:(g + 1) * self.cog], self.rows)
+                                         for g in range(groups)]))
         return self.bias[1]
 
-    def run(self, x, y, b, geo, hq, wq, na, nb, lo, hi, serial):
-        """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), epilogue included."""
+    def run(self, x, y, bias, plan):
+        """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), bias (C_out,) and clamp included."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the product is here) crashes the process if the pool was never started
-        serial = serial or numba.get_num_threads() == 1
-        kh, kw, sh, sw, dh, dw, pt, pl = geo[:8]
+        serial = plan.micro_serial or numba.get_num_threads() == 1
+        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
         ph = scratch("phases", self.group_phases + _TAIL)
         cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph
         out = scratch("wide", self.rows * self.cols).reshape(self.rows, self.cols)
-        _conv_images(x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(b), out,
-                     self.variant, self.exact, self.direct_out, sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial)
+        _conv_images(x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(bias), out,
+                     self.variant, self.exact, self.direct_out, sh, sw, pt, pl, plan.hq, plan.wq, plan.na,
+                     plan.nb, plan.lo, plan.hi, serial)
 
 
 @njit

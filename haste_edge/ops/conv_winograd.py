@@ -46,7 +46,9 @@ def transform_filters(w: np.ndarray) -> np.ndarray:
 class WinogradConv:
     """One node's prepared state: packed transformed filters and the block geometry."""
 
-    def __init__(self, w: np.ndarray, ho: int, wo: int):
+    def __init__(self, w: np.ndarray, plan):
+        """w the node's weights, plan its conv._Plan (output size)."""
+        ho, wo = plan.out_shape[2], plan.out_shape[3]
         self.w_src = w
         c_out, c_in = w.shape[0], w.shape[1]
         self.th, self.tw = -(-ho // 2), -(-wo // 2)            # 2x2 output blocks
@@ -59,34 +61,27 @@ class WinogradConv:
         self.cols = mk.padded_columns(self.blocks, self.variant)
         # V[p, c, t] at (p*C_in + c)*cols + t: tap k = c of position p starts at offs[p, c]
         self.offs = ((np.arange(16)[:, None] * c_in + np.arange(c_in)[None, :]) * self.cols).astype(np.int64)
-        self.bias = (None, None)
+        self.zero_rows = np.zeros(self.rows, np.float32)       # the products' own epilogue adds nothing
 
-    def padded_bias(self, b, c_out):
-        if self.bias[0] is not b or self.bias[1] is None:
-            full = np.zeros(c_out, np.float32) if b is None else np.asarray(b, np.float32)
-            self.bias = (b, full.copy())
-        return self.bias[1]
-
-    def run(self, x, y, b, pt, pl, lo, hi, serial):
+    def run(self, x, y, bias, plan):
+        """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the products are here) crashes the process if the pool was never started
-        serial = serial or numba.get_num_threads() == 1
-        n_img, c_in, h, w = x.shape
-        c_out = y.shape[1]
+        serial = plan.micro_serial or numba.get_num_threads() == 1
+        c_in = x.shape[1]
         # 2x2 phases of the padded input, rows/cols enough for every block (th + 1 per phase)
         hq, wq = self.th + 1, self.tw + 1
         ph = scratch("phases", c_in * 4 * hq * wq).reshape(c_in, 2, 2, hq * wq)
         v = scratch("wino_v", 16 * c_in * self.cols + _TAIL)
         m = scratch("wino_m", 16 * self.rows * self.cols).reshape(16, self.rows, self.cols)
-        _winograd_images(x, y, ph, v, m, self.panels, self.offs, self.padded_bias(b, c_out), self.variant,
-                         pt, pl, hq, wq, self.th, self.tw, self.cols, lo, hi, serial)
+        _winograd_images(x, y, ph, v, m, self.panels, self.offs, bias, self.zero_rows, self.variant,
+                         plan.geo[6], plan.geo[7], hq, wq, self.th, self.tw, self.cols, plan.lo, plan.hi, serial)
 
 
 @njit
-def _winograd_images(x, y, ph, v, m, panels, offs, bias, variant, pt, pl, hq, wq, th, tw, cols, lo, hi,
-                     serial):
+def _winograd_images(x, y, ph, v, m, panels, offs, bias, zero_bias, variant, pt, pl, hq, wq, th, tw, cols,
+                     lo, hi, serial):
     n_img, c_in = x.shape[0], x.shape[1]
-    zero_bias = np.zeros(m.shape[1], dtype=np.float32)
     for n in range(n_img):
         for c in range(c_in):
             split_phases(x[n, c], ph[c], 2, 2, pt, pl, hq, wq, 2, 2)
