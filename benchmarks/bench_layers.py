@@ -4,7 +4,7 @@
 
 Each Conv node is run on the input it gets in the model (a bundled image through the dense
 model) by: the microkernel path (implicit GEMM / exact im2col + microkernel, what runs by
-default), the earlier im2row/im2col + OpenBLAS path, and onnxruntime on a one-node ONNX model of
+default for convs with a window larger than 1x1), the im2row/im2col + OpenBLAS path, and onnxruntime on a one-node ONNX model of
 the same conv (with its fused Relu/Clip as a second node, which onnxruntime fuses too). Times are
 the best of --repeats calls each (robust to a busy machine), the three interleaved per round.
 Columns: MACs, ms, GMAC/s, the ratio to onnxruntime, the layout and tile shape the microkernel
@@ -91,11 +91,10 @@ def main():
     for name, xi, w, b, attrs in conv_inputs(model, x):
         kernel = conv_mod.conv
         a_new, a_old = dict(attrs), dict(attrs)            # one plan each (plans are keyed by attrs)
-        conv_mod._DIRECT = True
+        conv_mod._DIRECT = True                              # plans pick their path when made
         y = kernel([xi, w, b], a_new)[0]
-        conv_mod._DIRECT = False
+        conv_mod._DIRECT = conv_mod._DIRECT_SPATIAL = False
         y_old = kernel([xi, w, b], a_old)[0]
-        conv_mod._DIRECT = True
         onnx_conv(tmp, xi, w, b, attrs)
         sess = ort_session(tmp, args.threads)
         y_ort = sess.run(None, {"x": xi})[0]

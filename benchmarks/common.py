@@ -32,14 +32,21 @@ def ort_session(path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def interleaved(fns: dict, runs: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved so machine noise hits all alike."""
+# Idle time before each timed call: a runtime whose worker threads spin after a call (haste-edge's
+# OpenMP workers do, briefly: jit.py) must not steal the next call's cores, whoever's it is.
+GAP_S = 0.002
+
+
+def interleaved(fns: dict, runs: int, warmup: int = 3, gap: float = GAP_S) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved so machine noise hits all alike,
+    each after `gap` seconds idle."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
+            time.sleep(gap)
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)

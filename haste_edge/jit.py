@@ -46,7 +46,20 @@ def _choose_cache_dir() -> str | None:
     return None
 
 
+# Switches read when the kernels are generated (microkernel.py): Numba's cache key does not see
+# them, so a non-default setting compiles into a cache directory of its own.
+_KERNEL_SWITCHES = ("HASTE_EDGE_MICROKERNEL", "HASTE_EDGE_PREFETCH_K")
+
+
+def _switch_tag() -> str:
+    return "-".join(f"{k[11:].lower()}={os.environ[k]}" for k in _KERNEL_SWITCHES if os.environ.get(k))
+
+
 CACHE_DIR = _choose_cache_dir()
+if CACHE_DIR is not None and _switch_tag() and Path(CACHE_DIR).name != _switch_tag():
+    CACHE_DIR = str(Path(CACHE_DIR) / _switch_tag())
+    if not _writable(CACHE_DIR):
+        CACHE_DIR = None
 if CACHE_DIR is None:
     print("haste-edge: no writable Numba cache directory (tried $NUMBA_CACHE_DIR, "
           "~/.cache/haste-edge/numba, the temp dir): kernels are compiled on every start",

@@ -76,6 +76,9 @@ def _choose() -> dict:
 
 TARGET = _choose()
 SHAPES = TARGET["shapes"]                      # index = tile variant
+# k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled
+# ResNet: benchmarks/results/prefetch_x86_64.md); past the panel's end it is a harmless hint
+PREFETCH_K = int(os.environ.get("HASTE_EDGE_PREFETCH_K", "64"))
 
 
 def describe() -> str:
@@ -125,6 +128,9 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
             vt = ir.VectorType(ir.FloatType(), vw)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                  f"llvm.fma.v{vw}f32")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+                "llvm.prefetch.p0i8")
             zero = ir.Constant(vt, [0.0] * vw)
             splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
             entry = builder.block
@@ -143,6 +149,12 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
             bvec = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(base, i64(j * vw))]),
                                                  vt.as_pointer()), align=4) for j in range(nv)]
             a_base = builder.mul(k, i64(mr))
+            # A's panel streams from memory once per layer (a model's weights do not stay in cache
+            # between inferences): fetch it ahead, the hardware prefetcher alone falls behind
+            if PREFETCH_K:
+                pf = builder.bitcast(builder.gep(ap, [builder.add(a_base, i64(PREFETCH_K * mr))]),
+                                    ir.IntType(8).as_pointer())
+                builder.call(prefetch, [pf, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
             new = []
             for i in range(mr):
                 av = builder.load(builder.gep(ap, [builder.add(a_base, i64(i))]))

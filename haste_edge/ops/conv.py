@@ -417,11 +417,15 @@ _ROW_MAX_PIXELS = 1024
 _ROW_PIXEL_MAJOR_MIN = 32
 
 
-# HASTE_EDGE_CONV=direct runs group>=1 convs on the microkernel (conv_direct) instead of im2row/im2col + OpenBLAS
-_DIRECT = os.environ.get("HASTE_EDGE_CONV", "blas") in ("direct", "winograd")
-# HASTE_EDGE_CONV=winograd: also Winograd F(2x2,3x3) for 3x3 stride-1 convs (conv_winograd) with at
-# least this many output pixels
-_WINOGRAD = os.environ.get("HASTE_EDGE_CONV", "blas") == "winograd"
+# Which conv path runs (HASTE_EDGE_CONV): "auto" (default) puts group >= 1 convs with a kh x kw > 1
+# window on the microkernel (conv_direct) and 1x1 convs on OpenBLAS, which reads the image in place
+# (benchmarks/results/conv_rule_x86_64.md); "direct" puts every non-depthwise conv on the
+# microkernel, "blas" none (im2row/im2col + OpenBLAS); "winograd" is "direct" plus Winograd
+# F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS output pixels.
+_CONV_PATH = os.environ.get("HASTE_EDGE_CONV", "auto")
+_DIRECT = _CONV_PATH in ("direct", "winograd")
+_DIRECT_SPATIAL = _CONV_PATH == "auto"
+_WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
@@ -463,7 +467,7 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif _DIRECT:
+        elif _DIRECT or (_DIRECT_SPATIAL and kh * kw > 1):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
