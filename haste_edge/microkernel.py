@@ -259,7 +259,7 @@ def _tile(variant, panel, b, offs, b_off, c, c_off, ldc, bias, lo, hi):
 
 
 @njit
-def _tile_dims(variant):
+def tile_dims(variant):
     if variant == 0:
         return MR0, NR0
     if variant == 1:
@@ -267,35 +267,41 @@ def _tile_dims(variant):
     return MR2, NR2
 
 
-@njit(parallel=True)
+@njit
 def gemm_tiles(variant, panels, b, offs, c, bias, lo, hi):
     """c (blocks*MR, cols) = clamp(bias + A @ B, lo, hi) as in the module docstring, cols a
     multiple of NR, bias (blocks*MR,); every tile independent. Parallel over tiles, row blocks
     innermost: consecutive tiles of a thread read the same columns of B while they are in cache."""
-    mr, nr = _tile_dims(variant)
-    n_row_blocks = panels.shape[0]
-    ldc = c.shape[1]
-    n_col_blocks = ldc // nr
-    cf = c.reshape(-1)
-    lo32, hi32 = np.float32(lo), np.float32(hi)
-    for t in prange(n_row_blocks * n_col_blocks):
-        cb = t // n_row_blocks
-        rb = t - cb * n_row_blocks
-        _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
-              bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+    gemm_strided(variant, panels, b, offs, c.reshape(-1), c.shape[1], c.shape[1] // tile_dims(variant)[1],
+                 bias, lo, hi, True)
 
 
 @njit
 def gemm_tiles_serial(variant, panels, b, offs, c, bias, lo, hi):
     """gemm_tiles on the calling thread (small products: no wake-up of the pool)."""
-    mr, nr = _tile_dims(variant)
-    ldc = c.shape[1]
-    cf = c.reshape(-1)
+    gemm_strided(variant, panels, b, offs, c.reshape(-1), c.shape[1], c.shape[1] // tile_dims(variant)[1],
+                 bias, lo, hi, False)
+
+
+@njit(parallel=True)
+def gemm_strided(variant, panels, b, offs, cf, ldc, n_col_blocks, bias, lo, hi, parallel):
+    """gemm_tiles into the first n_col_blocks*NR columns of a flat C with row stride ldc (the
+    columns past them are left alone: a product can be written straight into a layer's output
+    whose width is not a multiple of NR). On the pool (parallel) or the calling thread."""
+    mr, nr = tile_dims(variant)
+    n_row_blocks = panels.shape[0]
     lo32, hi32 = np.float32(lo), np.float32(hi)
-    for cb in range(ldc // nr):
-        for rb in range(panels.shape[0]):
+    if parallel:
+        for t in prange(n_row_blocks * n_col_blocks):
+            cb = t // n_row_blocks
+            rb = t - cb * n_row_blocks
             _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
                   bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+    else:
+        for cb in range(n_col_blocks):
+            for rb in range(n_row_blocks):
+                _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
+                      bias[rb * mr:(rb + 1) * mr], lo32, hi32)
 
 
 @njit(parallel=True)
@@ -303,7 +309,7 @@ def gemm_batched(variant, panels, b, offs, c, bias, lo, hi, parallel):
     """For every p: c[p] = clamp(bias + A_p @ B_p), A_p's panels panels[p], B_p read at offs[p]:
     one call for a batch of products (Winograd's 16 positions), tiles spread over the threads
     (parallel) or run on the calling one."""
-    mr, nr = _tile_dims(variant)
+    mr, nr = tile_dims(variant)
     n_prod, n_row_blocks = panels.shape[0], panels.shape[1]
     ldc = c.shape[2]
     n_col_blocks = ldc // nr

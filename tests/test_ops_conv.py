@@ -14,6 +14,7 @@ from onnx.reference import ReferenceEvaluator
 from conv_cases import CASES, RNG, make, run_fast
 from haste_edge.ops import conv as conv_mod
 from haste_edge.ops.registry import get
+from haste_edge.threads import numba_single_thread
 
 def check(inputs, attrs):
     got = run_fast(inputs, attrs)
@@ -22,12 +23,29 @@ def check(inputs, attrs):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.fixture(params=["auto", "blas"])
+def conv_path(request, monkeypatch):
+    """Each case under the default rule on one thread (windows on the microkernel) and with every
+    conv on OpenBLAS (HASTE_EDGE_CONV=blas)."""
+    if request.param == "blas":
+        monkeypatch.setattr(conv_mod, "_DIRECT_SPATIAL", False)
+        yield request.param
+        return
+    with numba_single_thread():
+        yield request.param
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_fast_matches_reference(name):
+def test_fast_matches_reference(name, conv_path):
     check(*make(CASES[name]))
 
 
-# the fast path each case is meant to exercise (guards the routing thresholds)
+@pytest.fixture
+def blas_path(monkeypatch):
+    monkeypatch.setattr(conv_mod, "_DIRECT_SPATIAL", False)
+
+
+# the fast path each case is meant to exercise with HASTE_EDGE_CONV=blas (guards the routing thresholds)
 PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": ("gemm", None),
          "row-s2-asym-pads-batch3": ("im2row", False), "row-pixel-major-batch2": ("im2row", True),
          "row-dilation2": ("im2row", True), "row-ragged-kernel-strides": ("im2row", True),
@@ -35,8 +53,28 @@ PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": 
          "dw-plane": ("depthwise", None), "dw-cl": ("depthwise_cl", None)}
 
 
+@pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped"])
+def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name):
+    (x, w, _), attrs = make(CASES[name])
+    with numba_single_thread():
+        assert conv_mod._get_plan(attrs, x.shape, w.shape).path == "direct"
+    if numba.config.NUMBA_NUM_THREADS > 1:        # more threads: OpenBLAS, plan made afresh
+        prev = numba.get_num_threads()
+        numba.set_num_threads(2)
+        try:
+            assert conv_mod._get_plan(attrs, x.shape, w.shape).path != "direct"
+        finally:
+            numba.set_num_threads(prev)
+
+
+def test_default_rule_keeps_1x1_on_blas():
+    (x, w, _), attrs = make(CASES["1x1"])
+    with numba_single_thread():
+        assert conv_mod._get_plan(attrs, x.shape, w.shape).path == "gemm"
+
+
 @pytest.mark.parametrize("name", PATHS)
-def test_case_takes_its_path(name):
+def test_case_takes_its_path(name, blas_path):
     (x, w, _), attrs = make(CASES[name])
     plan = conv_mod._get_plan(attrs, x.shape, w.shape)
     path, pixel_major = PATHS[name]
@@ -47,7 +85,7 @@ def test_case_takes_its_path(name):
 
 @pytest.mark.parametrize("name", ["3x3", "1x1", "dw-cl", "dw-plane", "grouped", "row-s2-asym-pads-batch3",
                                   "row-pixel-major-batch2"])
-def test_without_bias(name):
+def test_without_bias(name, conv_path):
     inputs, attrs = make(CASES[name], bias=False)
     check(inputs[:2], attrs)      # B absent from the node
     check(inputs, attrs)          # B present as None (optional input named "")
@@ -74,15 +112,16 @@ def test_scratch_reuse_across_layers():
 
 
 @pytest.mark.parametrize("name", ["row-s2-asym-pads-batch3", "row-pixel-major-batch2"])
-def test_new_weight_array_same_node(name):
-    """im2row packs W once per node and weight array (kept across calls); another array of the
-    same shape for the node must be packed afresh."""
+def test_new_weight_array_same_node(name, conv_path):
+    """im2row and the microkernel pack W once per node and weight array (kept across calls);
+    another array of the same shape for the node must be packed afresh."""
     inputs, attrs = make(CASES[name])
     check(inputs, attrs)
     plan = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape)
-    packed = plan.packed[1]
+    packed = (lambda: plan.packed[1]) if conv_path == "blas" else (lambda: plan.micro.panels)
+    first = packed()
     check(inputs, attrs)
-    assert plan.packed[1] is packed                 # same array: no repacking per call
+    assert packed() is first                        # same array: no repacking per call
     inputs[1] = RNG.standard_normal(inputs[1].shape).astype(np.float32)
     check(inputs, attrs)
     inputs[1] = np.asfortranarray(inputs[1] * 2)    # non-contiguous W: copied per call, still right

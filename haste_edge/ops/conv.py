@@ -418,10 +418,12 @@ _ROW_PIXEL_MAJOR_MIN = 32
 
 
 # Which conv path runs (HASTE_EDGE_CONV): "auto" (default) puts group >= 1 convs with a kh x kw > 1
-# window on the microkernel (conv_direct) and 1x1 convs on OpenBLAS, which reads the image in place
-# (benchmarks/results/conv_rule_x86_64.md); "direct" puts every non-depthwise conv on the
-# microkernel, "blas" none (im2row/im2col + OpenBLAS); "winograd" is "direct" plus Winograd
-# F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS output pixels.
+# window on the microkernel (conv_direct) when the engine runs on one thread, and everything else on
+# OpenBLAS (im2row/im2col; 1x1 convs read the image in place): at 2 threads the microkernel's
+# parallel regions, one per conv, each wake the pool's sleeping workers and lost to OpenBLAS
+# (benchmarks/results/conv_rule_x86_64.md). "direct" puts every non-depthwise conv on the
+# microkernel, "blas" none; "winograd" is "direct" plus Winograd F(2x2,3x3) for 3x3 stride-1
+# convs with at least _WINOGRAD_MIN_PIXELS output pixels.
 _CONV_PATH = os.environ.get("HASTE_EDGE_CONV", "auto")
 _DIRECT = _CONV_PATH in ("direct", "winograd")
 _DIRECT_SPATIAL = _CONV_PATH == "auto"
@@ -445,6 +447,7 @@ class _Plan:
     def __init__(self, attrs, x_shape, w_shape):
         self.attrs = dict(attrs)       # snapshot, compared on lookup
         self.shapes = (x_shape, w_shape)
+        self.threads = numba.get_num_threads()     # the path may depend on it: made afresh if it changes
         (n, c_out, ho, wo), = conv_infer([x_shape, w_shape], attrs)
         self.out_shape = (n, c_out, ho, wo)
         self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
@@ -467,7 +470,7 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif _DIRECT or (_DIRECT_SPATIAL and kh * kw > 1):
+        elif _DIRECT or (_DIRECT_SPATIAL and kh * kw > 1 and self.threads == 1):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
@@ -501,11 +504,12 @@ def _get_plan(attrs, x_shape, w_shape):
     state = step_state(attrs)
     if state is not None:
         plan = state.get("conv")
-        if plan is None or plan.shapes != (x_shape, w_shape):
+        if plan is None or plan.shapes != (x_shape, w_shape) or plan.threads != numba.get_num_threads():
             plan = state["conv"] = _Plan(attrs, x_shape, w_shape)
         return plan
     entry = _plans.get(id(attrs))
-    if entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs:
+    if (entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs
+            and entry.threads == numba.get_num_threads()):
         return entry
     if len(_plans) > 64:       # many throwaway attrs dicts (tests): don't grow
         _plans.clear()

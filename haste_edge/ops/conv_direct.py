@@ -44,8 +44,10 @@ class DirectConv:
         self.cog = cog = c_out // group
         self.w_src = w                                      # packed from this array
         self.k = k = cig * kh * kw
+        # 1x1, stride 1, unpadded: the image itself is B (tap c at c*H*W), nothing copied
+        self.pointwise = kh * kw == 1 and sh == sw == 1 and not any(plan.geo[6:10])
         self.exact = kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq
-        self.length = ho * wo if self.exact else (ho - 1) * wq + wo
+        self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
         mr = mk.mr_of(self.variant)
         self.panels = np.stack([mk.pack_panels(w[g * cog:(g + 1) * cog].reshape(cog, k), mr) for g in range(group)])
@@ -59,7 +61,10 @@ class DirectConv:
         phase = (i * dh % sh) * sw + (j * dw % sw)
         self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
                      + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
-        self.offs = (np.arange(k) * self.length).astype(np.int64) if self.exact else self.taps
+        self.offs = (np.arange(k) * self.length).astype(np.int64) if self.exact or self.pointwise else self.taps
+        # pointwise: the last length % NR columns go through a zero-padded copy (B's tiles may not
+        # read past the image), read at tail_offs
+        self.tail_offs = (np.arange(k) * mk.nr_of(self.variant)).astype(np.int64)
 
     def padded_bias(self, bias) -> np.ndarray:
         """(group, rows): the bias per group padded to the panels' rows, kept while the same array
@@ -73,8 +78,16 @@ class DirectConv:
     def run(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), bias (C_out,) and clamp included."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
-        # compiled code (as the product is here) crashes the process if the pool was never started
-        serial = plan.micro_serial or numba.get_num_threads() == 1
+        # compiled code (as the product is here, even on its serial branch) crashes the process if
+        # the pool was never started: so this call comes first
+        serial = numba.get_num_threads() == 1 or plan.micro_serial
+        if self.pointwise:
+            nr = mk.nr_of(self.variant)
+            tail_b = scratch("cols", self.k * nr)
+            tail_c = scratch("wide", self.rows * (nr + (0 if self.rows == self.cog else self.length)))
+            _pointwise_images(x, y, self.offs, self.tail_offs, self.panels, self.padded_bias(bias), tail_b,
+                              tail_c, self.variant, plan.lo, plan.hi, serial)
+            return
         kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
         ph = scratch("phases", self.group_phases + _TAIL)
         cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph
@@ -108,6 +121,40 @@ def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact
                 mk.gemm_tiles(variant, panels[g], cols, offs, dst, biases[g], lo, hi)
             if not direct_out:
                 crop(out, yg, wo if exact else wq)
+
+
+@njit
+def _pointwise_images(x, y, offs, tail_offs, panels, biases, tail_b, scr, variant, lo, hi, serial):
+    """1x1 stride-1 unpadded convs: per image and group the product reads the image in place.
+    Columns up to the last whole tile go straight into y (or, when C_out is not a multiple of MR,
+    into a scratch whose real rows are copied); the rest through a zero-padded copy of the image's
+    last columns. scr holds the tail's product (rows x NR) and, if needed, the rows' scratch."""
+    n_img, group = x.shape[0], panels.shape[0]
+    cig, cog = x.shape[1] // group, y.shape[1] // group
+    hw = x.shape[2] * x.shape[3]
+    rows = panels.shape[1] * mk.tile_dims(variant)[0]
+    nr = mk.tile_dims(variant)[1]
+    full = hw // nr
+    rest = hw - full * nr
+    tail_c = scr[:rows * nr]
+    tail_b[:] = 0.0
+    for n in range(n_img):
+        for g in range(group):
+            b = x[n, g * cig:(g + 1) * cig].reshape(-1)
+            yg = y[n, g * cog:(g + 1) * cog].reshape(cog, hw)
+            dst = yg.reshape(-1) if rows == cog else scr[rows * nr:rows * (nr + hw)]
+            if full:
+                mk.gemm_strided(variant, panels[g], b, offs, dst, hw, full, biases[g], lo, hi, not serial)
+            if rest:
+                for c in range(cig):
+                    tail_b[c * nr:c * nr + rest] = b[c * hw + full * nr:(c + 1) * hw]
+                mk.gemm_strided(variant, panels[g], tail_b, tail_offs, tail_c, nr, 1, biases[g], lo, hi, False)
+                for o in range(cog):
+                    yg[o, full * nr:] = tail_c[o * nr:o * nr + rest]
+            if rows != cog:
+                for o in range(cog):
+                    if full:
+                        yg[o, :full * nr] = dst[o * hw:o * hw + full * nr]
 
 
 @njit

@@ -67,7 +67,7 @@ class WinogradConv:
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the products are here) crashes the process if the pool was never started
-        serial = plan.micro_serial or numba.get_num_threads() == 1
+        serial = numba.get_num_threads() == 1 or plan.micro_serial
         c_in = x.shape[1]
         # 2x2 phases of the padded input, rows/cols enough for every block (th + 1 per phase)
         hq, wq = self.th + 1, self.tw + 1
