@@ -2,11 +2,13 @@
 
 Compiled kernels are cached on disk, keyed to the CPU, in the first writable one of:
 ``$NUMBA_CACHE_DIR``, ``$XDG_CACHE_HOME/haste-edge/numba`` (default ``~/.cache/haste-edge/numba``),
-``<tmp>/haste-edge-<uid>/numba``. Never next to the package's source: site-packages may be read-only.
+``<tmp>/haste-edge-<uid>/numba``, in its subdirectory ``src-<hash of the package's sources>``
+(below). Never next to the package's source: site-packages may be read-only.
 If none is writable, kernels are compiled on every start (``CACHE_DIR`` is then None).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -46,18 +48,28 @@ def _choose_cache_dir() -> str | None:
     return None
 
 
-# Switches read when the kernels are generated (microkernel.py): Numba's cache key does not see
-# them, so a non-default setting compiles into a cache directory of its own.
+# Numba checks a cached kernel against its own source file only, not the files of the kernels it
+# calls and inlines: after an edit to, say, microkernel.py, a cached conv kernel would keep the old
+# tile. So the cache lives in a subdirectory named after a hash of the package's sources, and of
+# the switches read when kernels are generated (microkernel.py).
 _KERNEL_SWITCHES = ("HASTE_EDGE_MICROKERNEL", "HASTE_EDGE_PREFETCH_K")
 
 
-def _switch_tag() -> str:
-    return "-".join(f"{k[11:].lower()}={os.environ[k]}" for k in _KERNEL_SWITCHES if os.environ.get(k))
+def _source_tag() -> str:
+    h = hashlib.sha1()
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    for k in _KERNEL_SWITCHES:
+        h.update(f"{k}={os.environ.get(k, '')};".encode())
+    return "src-" + h.hexdigest()[:12]
 
 
 CACHE_DIR = _choose_cache_dir()
-if CACHE_DIR is not None and _switch_tag() and Path(CACHE_DIR).name != _switch_tag():
-    CACHE_DIR = str(Path(CACHE_DIR) / _switch_tag())
+if CACHE_DIR is not None:
+    _base = Path(CACHE_DIR)
+    if _base.name.startswith("src-"):         # inherited from a parent process's environment
+        _base = _base.parent
+    CACHE_DIR = str(_base / _source_tag())
     if not _writable(CACHE_DIR):
         CACHE_DIR = None
 if CACHE_DIR is None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from haste_edge.jit import _source_tag
+
 REPO = Path(__file__).resolve().parents[1]
 UNWRITABLE = "/proc/haste-edge-no-such-dir"   # mkdir fails here, even for root
 
@@ -55,7 +57,7 @@ def _probe(tmp_path, env_over, numba_first=False, tmp_unwritable=False):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc as an unwritable path")
 def test_cache_in_user_dir_and_reused(tmp_path):
     home = tmp_path / "home"
-    want = str(home / ".cache" / "haste-edge" / "numba")
+    want = str(home / ".cache" / "haste-edge" / "numba" / _source_tag())
     first, _, moddir = _probe(tmp_path, {"HOME": str(home)})
     assert first["jit"] == first["numba"] == want
     assert first["misses"] == 1 and first["hits"] == 0
@@ -71,14 +73,33 @@ def test_cache_in_user_dir_and_reused(tmp_path):
 def test_cache_dir_fallbacks(tmp_path):
     xdg = tmp_path / "xdg"
     got, _, _ = _probe(tmp_path, {"HOME": UNWRITABLE, "XDG_CACHE_HOME": str(xdg)})
-    assert got["numba"] == str(xdg / "haste-edge" / "numba")
+    assert got["numba"] == str(xdg / "haste-edge" / "numba" / _source_tag())
     # an unwritable NUMBA_CACHE_DIR or home: the next writable candidate
     got, _, _ = _probe(tmp_path, {"HOME": UNWRITABLE, "XDG_CACHE_HOME": str(xdg),
                                   "NUMBA_CACHE_DIR": UNWRITABLE})
-    assert got["numba"] == str(xdg / "haste-edge" / "numba")
+    assert got["numba"] == str(xdg / "haste-edge" / "numba" / _source_tag())
     # nothing writable at all: kernels still compile and run, uncached, with a one-line notice
     got, err, moddir = _probe(tmp_path, {"HOME": UNWRITABLE, "NUMBA_CACHE_DIR": UNWRITABLE},
                               tmp_unwritable=True)
     assert got["jit"] is None and got["hits"] == 0
     assert "no writable Numba cache directory" in err
     assert not list(moddir.rglob("*.nbi"))
+
+
+def test_cache_directory_follows_sources_and_switches(tmp_path, monkeypatch):
+    """Numba re-checks a cached kernel against its own file only: an edit to a kernel it inlines
+    (or a kernel switch) must land in another directory, or the old code would run."""
+    import haste_edge.jit as jit
+    tag = _source_tag()
+    monkeypatch.setenv("HASTE_EDGE_MICROKERNEL", "scalar")
+    assert _source_tag() != tag
+    monkeypatch.delenv("HASTE_EDGE_MICROKERNEL")
+    assert _source_tag() == tag
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    for name in ("jit.py", "microkernel.py"):
+        (pkg / name).write_text((REPO / "haste_edge" / name).read_text())
+    monkeypatch.setattr(jit, "__file__", str(pkg / "jit.py"))
+    copied = _source_tag()
+    (pkg / "microkernel.py").write_text((pkg / "microkernel.py").read_text() + "\n# edited\n")
+    assert _source_tag() != copied
