@@ -1,8 +1,10 @@
 """Dense engine vs onnxruntime, side by side in one process, at 1 and 2 threads.
 
-    python benchmarks/bench_dense.py [--runs 30] [--threads 1 2]
+    python benchmarks/bench_dense.py [--runs 30] [--threads 1 2] [--models NAME ...]
 
-Models: the bundled Fashion-MNIST ResNet-18 (a real test image) and EfficientNet-Lite0 (a real photo).
+Models (default: the first two): the bundled Fashion-MNIST ResNet-18 (a real test image),
+EfficientNet-Lite0, and the ImageNet-size ResNet-18, VGG-11 (GlobalAveragePool + Linear head) and
+MobileNetV2 with synthetic calibrated weights (converters/dense_zoo.py), each fed the same real photo.
 Prints median latency per inference and the ratio haste-edge / onnxruntime (lower is better).
 """
 from __future__ import annotations
@@ -17,23 +19,33 @@ import haste_edge
 from haste_edge.preprocess import load_batch
 
 
-def cases():
+DEFAULT_MODELS = ("fashion_resnet18", "efficientnet_lite0")
+MODELS = (*DEFAULT_MODELS, "resnet18_224", "vgg11_224", "mobilenetv2_224")
+
+
+def cases(names=DEFAULT_MODELS):
+    """(name, model, onnx path, input) per model name; test-zoo models get the first foolbox photo,
+    preprocessed as their sidecar says."""
     from model_zoo import foolbox_images, get_model
-    default = haste_edge.load()
-    yield ("fashion_resnet18", default, ROOT / "models" / "fashion_resnet18.onnx",
-           load_batch(haste_edge.sample_images()[:1], default.meta["input"]))
-    path = get_model("efficientnet_lite0")
-    eff = haste_edge.load(path)
-    yield "efficientnet_lite0", eff, path, load_batch([foolbox_images()[0][0]], eff.meta["input"])
+    for name in names:
+        if name == "fashion_resnet18":
+            default = haste_edge.load()
+            yield (name, default, ROOT / "models" / "fashion_resnet18.onnx",
+                   load_batch(haste_edge.sample_images()[:1], default.meta["input"]))
+        else:
+            path = get_model(name)
+            model = haste_edge.load(path)
+            yield name, model, path, load_batch([foolbox_images()[0][0]], model.meta["input"])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS))
     args = ap.parse_args()
     rows = []
-    for name, model, onnx_path, x in cases():
+    for name, model, onnx_path, x in cases(args.models):
         feed = {model.input_names[0]: x}
         macs = sum(model.macs().values())
         for t in args.threads:

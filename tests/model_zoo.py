@@ -31,7 +31,12 @@ _BUILDERS = {
     "mobilenetv2_tiny": "torch_models",
     "mobilenetv3_tiny": "torch_models",     # HardSwish + squeeze-excite (broadcasting Mul)
     "efficientnet_lite0": "export_efficientnet",
+    "resnet18_224": "dense_zoo",            # ImageNet-size, synthetic calibrated weights, BN folded
+    "vgg11_224": "dense_zoo",
+    "mobilenetv2_224": "dense_zoo",
 }
+# converters/ modules a builder module imports from: their sources are part of its cache key
+_DEPENDS = {"dense_zoo": ("torch_models",)}
 MODEL_NAMES = tuple(_BUILDERS)
 
 
@@ -54,6 +59,8 @@ def _build(name: str, path: Path) -> None:
             warnings.simplefilter("ignore")
             if name == "efficientnet_lite0":
                 mod.export_efficientnet_lite0(path)
+            elif hasattr(mod, "export_model"):      # the module exports (and writes sidecars) itself
+                mod.export_model(name, path)
             else:
                 mod.export(mod.MODELS[name](), path)
     finally:
@@ -64,14 +71,15 @@ def _cache_key(name: str) -> str:
     """Changes when the builder's source or the torch version changes, so edits rebuild."""
     from importlib.metadata import version     # not `import torch`: cache hits stay cheap
 
-    src = (REPO / "converters" / f"{_BUILDERS[name]}.py").read_bytes()
+    module = _BUILDERS[name]
+    src = b"".join((REPO / "converters" / f"{m}.py").read_bytes() for m in (module, *_DEPENDS.get(module, ())))
     return hashlib.sha256(src + version("torch").encode()).hexdigest()[:12]
 
 
 def get_model(name: str) -> Path:
     """Path of the ONNX file for test model `name` (see MODEL_NAMES), building it if needed.
 
-    efficientnet_lite0 also has its preprocessing/labels sidecar: get_model(...).with_suffix(".json")."""
+    efficientnet_lite0 and the *_224 models also have a preprocessing sidecar: get_model(...).with_suffix(".json")."""
     if name not in _BUILDERS:
         raise KeyError(f"unknown test model {name!r}; known: {', '.join(MODEL_NAMES)}")
     folder = CACHE_DIR / _cache_key(name)
