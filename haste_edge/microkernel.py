@@ -214,6 +214,105 @@ def _make_scalar_tile(mr: int, nr: int):
     return tile
 
 
+# ---------------------------------------------------------------------------------------------
+# the depthwise tile: DW_ROWS output rows x DW_VW columns of one channel plane, column stride s
+# (1 or 2, a variant each),
+#   out[o_pos + r*ldo + j] = clamp(bias + sum_t w[w_off + t] * src[pos + r*ld + offs[t] + s*j], lo, hi)
+# (r < DW_ROWS, j < DW_VW): the taps' weights broadcast, the accumulators in registers; stride 2
+# loads 2*DW_VW floats and keeps the even ones (one shuffle).
+# ---------------------------------------------------------------------------------------------
+
+DW_ROWS, DW_VW = 8, 16          # 8 vector accumulators (FMA latency x throughput); LLVM splits 16 lanes for AVX2 / NEON
+
+
+def _make_vector_dw_tile(rows: int, vw: int, stride: int):
+    @intrinsic
+    def dw_tile(typingctx, src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
+        sig = types.void(src, types.int64, offs, w, types.int64, types.int64, out, types.int64,
+                         types.int64, types.float32, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            s_v, pos_v, o_v, w_v, w_off_v, ld_v, out_v, o_pos_v, ldo_v, bias_v, lo_v, hi_v = args
+            st, _, ot, wt, _, _, outt = signature.args[:7]
+            sp = context.make_array(st)(context, builder, s_v).data
+            op = context.make_array(ot)(context, builder, o_v).data
+            wp = context.make_array(wt)(context, builder, w_v).data
+            outp = context.make_array(outt)(context, builder, out_v).data
+            n_taps = context.make_array(ot)(context, builder, o_v).shape
+            n_taps = builder.extract_value(n_taps, 0)
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ir.FloatType(), vw)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                 f"llvm.fma.v{vw}f32")
+            undef = ir.Constant(vt, ir.Undefined)
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
+
+            def splat(value):
+                return builder.shuffle_vector(builder.insert_element(undef, value, i64(0)), undef, mask)
+
+            zero = ir.Constant(vt, [0.0] * vw)
+            lt = ir.VectorType(ir.FloatType(), vw * stride)          # what one load reads
+            pick = ir.Constant(ir.VectorType(ir.IntType(32), vw), list(range(0, vw * stride, stride)))
+            row_pos = [builder.add(pos_v, builder.mul(ld_v, i64(r))) for r in range(rows)]
+            entry = builder.block
+            loop = builder.append_basic_block("dw.loop")
+            done = builder.append_basic_block("dw.done")
+            builder.cbranch(builder.icmp_signed(">", n_taps, i64(0)), loop, done)
+            builder.position_at_end(loop)
+            t = builder.phi(i64)
+            t.add_incoming(i64(0), entry)
+            acc = [builder.phi(vt) for _ in range(rows)]
+            for a in acc:
+                a.add_incoming(zero, entry)
+            off = builder.load(builder.gep(op, [t]))
+            wv = splat(builder.load(builder.gep(wp, [builder.add(w_off_v, t)])))
+            new = []
+            for r in range(rows):
+                ptr = builder.gep(sp, [builder.add(row_pos[r], off)])
+                if stride == 1:
+                    v = builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
+                else:
+                    wide = builder.load(builder.bitcast(ptr, lt.as_pointer()), align=4)
+                    v = builder.shuffle_vector(wide, ir.Constant(lt, ir.Undefined), pick)
+                new.append(builder.call(fma, [wv, v, acc[r]]))
+            t_next = builder.add(t, i64(1))
+            t.add_incoming(t_next, loop)
+            for a, n in zip(acc, new):
+                a.add_incoming(n, loop)
+            builder.cbranch(builder.icmp_signed("<", t_next, n_taps), loop, done)
+            builder.position_at_end(done)
+            outs = [builder.phi(vt) for _ in range(rows)]
+            for o, n in zip(outs, new):
+                o.add_incoming(zero, entry)
+                o.add_incoming(n, loop)
+            bias_s, lo_s, hi_s = splat(bias_v), splat(lo_v), splat(hi_v)
+            for r in range(rows):
+                v = builder.fadd(outs[r], bias_s)
+                v = builder.select(builder.fcmp_ordered("<", v, lo_s), lo_s, v)
+                v = builder.select(builder.fcmp_ordered(">", v, hi_s), hi_s, v)
+                ptr = builder.gep(outp, [builder.add(o_pos_v, builder.mul(ldo_v, i64(r)))])
+                builder.store(v, builder.bitcast(ptr, vt.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dw_tile
+
+
+def _make_scalar_dw_tile(rows: int, vw: int, stride: int):
+    @njit
+    def dw_tile(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
+        for r in range(rows):
+            for j in range(vw):
+                acc = np.float32(0.0)
+                for t in range(offs.shape[0]):
+                    acc += w[w_off + t] * src[pos + r * ld + offs[t] + stride * j]
+                v = acc + bias
+                v = lo if v < lo else v
+                out[o_pos + r * ldo + j] = hi if v > hi else v
+    return dw_tile
+
+
 def _make_tile(mr, nv, vw):
     return _make_scalar_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_tile(mr, nv, vw)
 
@@ -225,6 +324,9 @@ tile2 = _make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)
+_make_dw_tile = _make_scalar_dw_tile if TARGET["kind"] == "scalar" else _make_vector_dw_tile
+dw_tile_s1 = _make_dw_tile(DW_ROWS, DW_VW, 1)
+dw_tile_s2 = _make_dw_tile(DW_ROWS, DW_VW, 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from haste_edge import microkernel as mk
+from haste_edge.jit import njit
 from haste_edge.ops import conv as conv_mod
 from conv_cases import CASES, make, run_fast
 
@@ -38,6 +39,41 @@ def test_product_matches_reference(variant, m, k, length, parallel):
     assert np.isfinite(c).all()                       # padding rows and columns are written too
 
 
+@njit
+def _dw_tile_call(stride, src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
+    if stride == 1:
+        mk.dw_tile_s1(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi)
+    else:
+        mk.dw_tile_s2(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi)
+
+
+def dw_tile_reference(src, pos, offs, w, w_off, ld, ldo, bias, lo, hi, stride):
+    """The depthwise tile's formula (microkernel.py), float64: (DW_ROWS, DW_VW)."""
+    rows, vw = mk.DW_ROWS, mk.DW_VW
+    out = np.empty((rows, vw))
+    for r in range(rows):
+        for j in range(vw):
+            taps = [float(w[w_off + t]) * float(src[pos + r * ld + o + stride * j]) for t, o in enumerate(offs)]
+            out[r, j] = min(max(sum(taps) + bias, lo), hi)
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n_taps", [0, 1, 9, 25])
+def test_depthwise_tile_matches_reference(stride, n_taps):
+    ld = 50
+    offs = np.sort(RNG.choice(3 * ld, size=n_taps, replace=False)).astype(np.int64)
+    src = RNG.standard_normal(mk.DW_ROWS * ld + 3 * ld + 2 * mk.DW_VW * stride).astype(np.float32)
+    w = RNG.standard_normal(n_taps + 3).astype(np.float32)
+    ldo = mk.DW_VW + 5
+    out = np.full(mk.DW_ROWS * ldo + 2, np.nan, np.float32)
+    _dw_tile_call(stride, src, 3, offs, w, 2, ld, out, 1, ldo, np.float32(0.25), np.float32(-1.0), np.float32(1.5))
+    got = np.stack([out[1 + r * ldo:1 + r * ldo + mk.DW_VW] for r in range(mk.DW_ROWS)])
+    want = dw_tile_reference(src, 3, offs, w, 2, ld, ldo, 0.25, -1.0, 1.5, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(max(n_taps, 1)))
+    assert np.isnan(out[0]) and np.isnan(out[-1])            # nothing written outside the tile's rows
+
+
 def test_epilogue_clamps_and_keeps_nan():
     c, want = _product(0, 10, 20, 30, False, lo=-0.5, hi=0.75)
     np.testing.assert_allclose(c[:10, :30], want, rtol=1e-5, atol=1e-5)
@@ -65,6 +101,11 @@ import test_microkernel as t
 for v in range(len(mk.SHAPES)):
     c, want = t._product(v, 20, 50, 40, False, lo=-1.0, hi=1.0)
     assert np.abs(c[:20, :40] - want).max() < 1e-4, v
+from conv_cases import CASES, make, run_fast
+from haste_edge.ops import conv
+for name in ("dw-plane", "dw-tiles-s2-ragged"):
+    inputs, attrs = make(CASES[name])
+    assert np.abs(run_fast(inputs, attrs) - conv.conv_reference(inputs, attrs)[0]).max() < 1e-4, name
 print("ok")
 """
     env = {**__import__("os").environ, "HASTE_EDGE_MICROKERNEL": "scalar"}

@@ -50,7 +50,9 @@ PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": 
          "row-s2-asym-pads-batch3": ("im2row", False), "row-pixel-major-batch2": ("im2row", True),
          "row-dilation2": ("im2row", True), "row-ragged-kernel-strides": ("im2row", True),
          "1x1-s2-many-channels": ("im2col", None), "row-s2-4x4-96ch": ("im2row", False),
-         "dw-plane": ("depthwise", None), "dw-cl": ("depthwise_cl", None)}
+         "dw-plane": ("depthwise_tiles", None), "dw-plane-5x5-s2": ("depthwise_tiles", None),
+         "dw-tiles-dilation2-asym": ("depthwise_tiles", None), "dw-plane-s3": ("depthwise", None),
+         "dw-cl": ("depthwise_cl", None)}
 
 
 @pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped"])

@@ -33,6 +33,8 @@ import numba
 import numpy as np
 
 from haste_edge.jit import njit, prange
+from haste_edge.ops.conv_depthwise import DepthwiseConv
+from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicable
 from haste_edge.ops.conv_direct import DirectConv
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
@@ -395,9 +397,12 @@ def _phases_used(k, s, d):
     return min(s, k) if d == 1 else s
 
 
-# Depthwise output planes up to this many pixels go channels-last (_depthwise_cl); larger ones
-# per plane (_depthwise), whose per-plane overhead is then amortised. Measured on the
-# EfficientNet-Lite0 layers (the crossover lies between 14x14 and 28x28 outputs).
+# Depthwise output planes up to this many pixels go channels-last (_depthwise_cl), where a plane's
+# row is too short for vectors; larger ones per plane: on the vector tile (conv_depthwise) for
+# strides 1 and 2, else _depthwise. Measured on the EfficientNet-Lite0 layers
+# (benchmarks/results/layers_efficientnet_lite0_t1.md): the tile wins from 14x14 outputs up, the
+# channels-last kernel on 7x7; _depthwise's crossover lies between 14x14 and 28x28.
+_DW_CL_MAX_PIXELS_TILES = 64
 _DW_CL_MAX_PIXELS = 256
 
 # Junk columns (wq - wo per output row) the wide im2col layout may cost the GEMM, relative to wo,
@@ -466,7 +471,12 @@ class _Plan:
         # the microkernel paths have no BLAS to give the threads to: parallel unless tiny
         self.micro_serial = conv_macs([x_shape, w_shape], [self.out_shape], attrs) < _MICRO_SERIAL_MACS
         if group > 1 and w_shape[1] == 1:
-            self.path = "depthwise_cl" if ho * wo <= _DW_CL_MAX_PIXELS else "depthwise"
+            tiles = depthwise_tiles_applicable(sh, sw)
+            if ho * wo <= (_DW_CL_MAX_PIXELS_TILES if tiles else _DW_CL_MAX_PIXELS):
+                self.path = "depthwise_cl"
+            else:
+                self.path = "depthwise_tiles" if tiles else "depthwise"
+                self.micro = None                    # DepthwiseConv, made on the first call with W
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
@@ -557,6 +567,12 @@ def conv(inputs, attrs, outs=None):
         for n in range(n_img):
             _to_channels_last(x[n], xt, c_out // x.shape[1])
             _depthwise_cl(xt, h, wd, wt, bias, y[n], sh, sw, dh, dw, pt, pl, lo, hi)
+        return outs
+    if pl_.path == "depthwise_tiles":
+        m = pl_.micro
+        if m is None or m.w_src is not w:
+            m = pl_.micro = DepthwiseConv(w, pl_)
+        m.run(x, y, bias, pl_, min(n_img * c_out, 4 * numba.get_num_threads()))
         return outs
     if pl_.path == "depthwise":
         # direct kernel, epilogue included; a few blocks of planes per thread balance the load
