@@ -107,8 +107,9 @@ def main():
             times["ort"] = min(times["ort"], best(lambda: sess.run(None, {"x": xi}), args.repeats))
         plan = conv_mod._get_plan(a_new, xi.shape, w.shape)
         d = getattr(plan, "micro", None)
-        how = (f"{'exact' if d.exact else 'wide'} {microkernel.mr_of(d.variant)}x{microkernel.nr_of(d.variant)}"
-               if d is not None else plan.path)
+        layout = "pointwise" if getattr(d, "pointwise", False) else "exact" if getattr(d, "exact", False) else "wide"
+        how = (f"{layout} {microkernel.mr_of(d.variant)}x{microkernel.nr_of(d.variant)}"
+               if hasattr(d, "variant") else plan.path)
         macs = conv_mod.conv_macs([xi.shape, w.shape], [y.shape], attrs)
         rows.append({"layer": name, "x": list(xi.shape), "w": list(w.shape), "macs": macs, "how": how,
                      "ours_ms": times["ours"] * 1e3, "blas_ms": times["blas"] * 1e3, "ort_ms": times["ort"] * 1e3,

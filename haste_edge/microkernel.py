@@ -17,9 +17,9 @@ form does not depend on the optimiser finding that on every target.
 
 Tile shapes per target (_choose), chosen when this module is imported (numba.config CPU overrides
 are honoured, so tools/x86/as_avx2.sh gets the AVX2 shapes): a wide one that fills the vector
-registers with accumulators (AVX-512: 12 x 32, AVX2: 6 x 16, NEON: 8 x 12) and two narrower ones
-for products with few columns (a 4x4 map has 16 pixels: a 32-wide tile would compute half junk).
-choose_variant picks the one that pads a product least. LLVM legalises any vector width to what
+registers with accumulators (AVX-512: 8 x 48, AVX2: 4 x 24, NEON: 8 x 12) and two narrower ones
+for products with few columns (a 4x4 map has 16 pixels: a 48-wide tile would compute 2/3 junk).
+choose_variant picks one by the product's shape. LLVM legalises any vector width to what
 the CPU has, so every shape compiles everywhere. HASTE_EDGE_MICROKERNEL=scalar selects a plain
 loop nest instead (same results up to rounding).
 """
@@ -96,12 +96,24 @@ def nr_of(variant: int) -> int:
     return SHAPES[variant][1] * SHAPES[variant][2]
 
 
+# Tile choice, measured per conv on the bundled ResNet and EfficientNet-Lite0 on AVX-512
+# (benchmarks/results/tile_choice_x86_64.md): from this many columns the widest tile was fastest
+# or within 3 % (on a 112x112 map 1.5x faster than 16x16, though 16x16 padded less); below, the
+# least padding wins, except that the narrow tile (half-width vectors) lost even with 14 % less
+# padding: its padded work counts _NARROW_COST times.
+WIDE_MIN_COLS = 784
+_NARROW_COST = 1.3
+
+
 def choose_variant(rows: int, cols: int) -> int:
-    """The tile shape that pads an M x L product least (the widest among equals)."""
-    def padded(v):
+    """The tile shape for an M x L product (above)."""
+    if cols >= WIDE_MIN_COLS:
+        return 0
+
+    def cost(v):
         mr, nr = mr_of(v), nr_of(v)
-        return -(-rows // mr) * mr * -(-cols // nr) * nr
-    return min(range(len(SHAPES)), key=lambda v: (padded(v), v))
+        return -(-rows // mr) * mr * -(-cols // nr) * nr * (_NARROW_COST if v == 2 else 1.0)
+    return min(range(len(SHAPES)), key=lambda v: (cost(v), v))
 
 
 # ---------------------------------------------------------------------------------------------

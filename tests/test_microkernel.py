@@ -113,11 +113,15 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
-def test_variant_choice_pads_least():
-    for rows, cols in [(32, 784), (256, 16), (128, 49), (7, 3)]:
+def test_variant_choice():
+    """Wide products take the widest tile; smaller ones the least padded work, the narrow tile's
+    counted _NARROW_COST times."""
+    assert mk.choose_variant(16, mk.WIDE_MIN_COLS) == 0
+    for rows, cols in [(32, 700), (256, 16), (128, 49), (7, 3), (80, 196)]:
         v = mk.choose_variant(rows, cols)
         pad = lambda u: -(-rows // mk.mr_of(u)) * mk.mr_of(u) * -(-cols // mk.nr_of(u)) * mk.nr_of(u)
-        assert all(pad(v) <= pad(u) for u in range(len(mk.SHAPES)))
+        cost = lambda u: pad(u) * (mk._NARROW_COST if u == 2 else 1.0)
+        assert all(cost(v) <= cost(u) for u in range(len(mk.SHAPES)))
 
 
 @pytest.fixture

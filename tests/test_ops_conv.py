@@ -46,7 +46,7 @@ def blas_path(monkeypatch):
 
 
 # the fast path each case is meant to exercise with HASTE_EDGE_CONV=blas (guards the routing thresholds)
-PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": ("gemm", None),
+PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": ("gemm", None), "1x1-batch2-ragged": ("gemm", None),
          "row-s2-asym-pads-batch3": ("im2row", False), "row-pixel-major-batch2": ("im2row", True),
          "row-dilation2": ("im2row", True), "row-ragged-kernel-strides": ("im2row", True),
          "1x1-s2-many-channels": ("im2col", None), "row-s2-4x4-96ch": ("im2row", False),
@@ -69,10 +69,13 @@ def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name):
             numba.set_num_threads(prev)
 
 
-def test_default_rule_keeps_1x1_on_blas():
-    (x, w, _), attrs = make(CASES["1x1"])
+def test_default_rule_pointwise_by_map_size():
+    """On one thread pointwise convs on maps of 100+ pixels go to the microkernel, smaller ones
+    (and padded or strided 1x1 convs) to OpenBLAS."""
     with numba_single_thread():
-        assert conv_mod._get_plan(attrs, x.shape, w.shape).path == "gemm"
+        for name, path in (("1x1", "gemm"), ("1x1-batch2-ragged", "direct"), ("1x1-s2", "im2col")):
+            (x, w, _), attrs = make(CASES[name])
+            assert conv_mod._get_plan(attrs, x.shape, w.shape).path == path, name
 
 
 @pytest.mark.parametrize("name", PATHS)

@@ -423,15 +423,17 @@ _ROW_PIXEL_MAJOR_MIN = 32
 
 
 # Which conv path runs (HASTE_EDGE_CONV): "auto" (default) puts group >= 1 convs with a kh x kw > 1
-# window on the microkernel (conv_direct) when the engine runs on one thread, and everything else on
-# OpenBLAS (im2row/im2col; 1x1 convs read the image in place): at 2 threads the microkernel's
-# parallel regions, one per conv, each wake the pool's sleeping workers and lost to OpenBLAS
-# (benchmarks/results/conv_rule_x86_64.md). "direct" puts every non-depthwise conv on the
+# window, and pointwise ones on maps of at least _POINTWISE_MICRO_MIN_PIXELS, on the microkernel
+# (conv_direct) when the engine runs on one thread, and everything else on OpenBLAS: on 7x7 maps
+# OpenBLAS's pointwise products were 2-4 % faster (benchmarks/results/layers_efficientnet_lite0_t1.md);
+# at 2 threads the microkernel's parallel regions, one per conv, each wake the pool's sleeping
+# workers and lost to OpenBLAS (benchmarks/results/conv_rule_x86_64.md). "direct" puts every non-depthwise conv on the
 # microkernel, "blas" none; "winograd" is "direct" plus Winograd F(2x2,3x3) for 3x3 stride-1
 # convs with at least _WINOGRAD_MIN_PIXELS output pixels.
 _CONV_PATH = os.environ.get("HASTE_EDGE_CONV", "auto")
 _DIRECT = _CONV_PATH in ("direct", "winograd")
 _DIRECT_SPATIAL = _CONV_PATH == "auto"
+_POINTWISE_MICRO_MIN_PIXELS = 100
 _WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
@@ -480,7 +482,8 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif _DIRECT or (_DIRECT_SPATIAL and kh * kw > 1 and self.threads == 1):
+        elif _DIRECT or (_DIRECT_SPATIAL and self.threads == 1 and (kh * kw > 1 or (
+                self._pointwise() and ho * wo >= _POINTWISE_MICRO_MIN_PIXELS))):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
@@ -501,6 +504,12 @@ class _Plan:
             self.length = self.n_seg * self.seg      # GEMM columns
             # the GEMM result has the output's layout unless it is wide with junk columns
             self.wide = self.length != ho * wo
+
+
+    def _pointwise(self):
+        """1x1, stride 1, unpadded: the image itself is the GEMM's matrix."""
+        kh, kw, sh, sw = self.geo[:4]
+        return kh == kw == 1 and sh == sw == 1 and not any(self.geo[6:])
 
 
 _plans: dict = {}
