@@ -93,7 +93,7 @@ def main():
         a_new, a_old = dict(attrs), dict(attrs)            # one plan each (plans are keyed by attrs)
         conv_mod._DIRECT = True                              # plans pick their path when made
         y = kernel([xi, w, b], a_new)[0]
-        conv_mod._DIRECT = conv_mod._DIRECT_SPATIAL = False
+        conv_mod._DIRECT = conv_mod._AUTO = False
         y_old = kernel([xi, w, b], a_old)[0]
         onnx_conv(tmp, xi, w, b, attrs)
         sess = ort_session(tmp, args.threads)

@@ -28,7 +28,7 @@ def conv_path(request, monkeypatch):
     """Each case under the default rule on one thread (windows on the microkernel) and with every
     conv on OpenBLAS (HASTE_EDGE_CONV=blas)."""
     if request.param == "blas":
-        monkeypatch.setattr(conv_mod, "_DIRECT_SPATIAL", False)
+        monkeypatch.setattr(conv_mod, "_AUTO", False)
         yield request.param
         return
     with numba_single_thread():
@@ -42,7 +42,7 @@ def test_fast_matches_reference(name, conv_path):
 
 @pytest.fixture
 def blas_path(monkeypatch):
-    monkeypatch.setattr(conv_mod, "_DIRECT_SPATIAL", False)
+    monkeypatch.setattr(conv_mod, "_AUTO", False)
 
 
 # the fast path each case is meant to exercise with HASTE_EDGE_CONV=blas (guards the routing thresholds)
@@ -55,7 +55,7 @@ PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": 
          "dw-cl": ("depthwise_cl", None)}
 
 
-@pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped"])
+@pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped", "1x1-s2"])
 def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name):
     (x, w, _), attrs = make(CASES[name])
     with numba_single_thread():
@@ -70,10 +70,11 @@ def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name):
 
 
 def test_default_rule_pointwise_by_map_size():
-    """On one thread pointwise convs on maps of 100+ pixels go to the microkernel, smaller ones
-    (and padded or strided 1x1 convs) to OpenBLAS."""
+    """On one thread pointwise convs on maps of 100+ pixels go to the microkernel, smaller ones to
+    OpenBLAS; strided or padded 1x1 convs are not pointwise (the microkernel too)."""
     with numba_single_thread():
-        for name, path in (("1x1", "gemm"), ("1x1-batch2-ragged", "direct"), ("1x1-s2", "im2col")):
+        for name, path in (("1x1", "gemm"), ("1x1-batch2-ragged", "direct"), ("1x1-s2", "direct"),
+                           ("1x1-padded", "direct")):
             (x, w, _), attrs = make(CASES[name])
             assert conv_mod._get_plan(attrs, x.shape, w.shape).path == path, name
 

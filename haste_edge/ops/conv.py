@@ -422,17 +422,17 @@ _ROW_MAX_PIXELS = 1024
 _ROW_PIXEL_MAJOR_MIN = 32
 
 
-# Which conv path runs (HASTE_EDGE_CONV): "auto" (default) puts group >= 1 convs with a kh x kw > 1
-# window, and pointwise ones on maps of at least _POINTWISE_MICRO_MIN_PIXELS, on the microkernel
-# (conv_direct) when the engine runs on one thread, and everything else on OpenBLAS: on 7x7 maps
+# Which conv path runs (HASTE_EDGE_CONV). "auto" (default): when the engine runs on one thread,
+# every group >= 1 conv on the microkernel (conv_direct) but pointwise ones on maps under
+# _POINTWISE_MICRO_MIN_PIXELS, and everything on OpenBLAS on more threads. Measured: on 7x7 maps
 # OpenBLAS's pointwise products were 2-4 % faster (benchmarks/results/layers_efficientnet_lite0_t1.md);
 # at 2 threads the microkernel's parallel regions, one per conv, each wake the pool's sleeping
-# workers and lost to OpenBLAS (benchmarks/results/conv_rule_x86_64.md). "direct" puts every non-depthwise conv on the
-# microkernel, "blas" none; "winograd" is "direct" plus Winograd F(2x2,3x3) for 3x3 stride-1
-# convs with at least _WINOGRAD_MIN_PIXELS output pixels.
+# workers and lost to OpenBLAS; whole models: benchmarks/results/conv_rule_x86_64.md. "direct"
+# puts every non-depthwise conv on the microkernel, "blas" none; "winograd" is "direct" plus
+# Winograd F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS output pixels.
 _CONV_PATH = os.environ.get("HASTE_EDGE_CONV", "auto")
 _DIRECT = _CONV_PATH in ("direct", "winograd")
-_DIRECT_SPATIAL = _CONV_PATH == "auto"
+_AUTO = _CONV_PATH == "auto"
 _POINTWISE_MICRO_MIN_PIXELS = 100
 _WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
@@ -482,8 +482,8 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif _DIRECT or (_DIRECT_SPATIAL and self.threads == 1 and (kh * kw > 1 or (
-                self._pointwise() and ho * wo >= _POINTWISE_MICRO_MIN_PIXELS))):
+        elif _DIRECT or (_AUTO and self.threads == 1
+                         and not (self._pointwise() and ho * wo < _POINTWISE_MICRO_MIN_PIXELS)):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
         elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
