@@ -140,6 +140,16 @@ def test_direct_conv_matches_reference(direct, name, bias):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("dw")])
+def test_depthwise_convs_match_reference(name):
+    """Every depthwise case through conv() (the vector tile on planes over 8x8 for strides 1 and 2,
+    the channels-last and plane kernels otherwise) against the float64 reference."""
+    inputs, attrs = make(CASES[name])
+    got = run_fast(inputs, dict(attrs))
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(1, 32, 28, 28, 32), (1, 64, 14, 14, 128), (2, 128, 7, 7, 128),
                                    (1, 256, 4, 4, 256), (1, 24, 4, 4, 40)])
 def test_direct_conv_layouts(direct, shape):
