@@ -10,10 +10,11 @@ Prints median latency per inference and the ratio haste-edge / onnxruntime (lowe
 from __future__ import annotations
 
 import argparse
+import platform
 
 import numpy as np
 
-from common import ROOT, header, interleaved, ort_session
+from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge.preprocess import load_batch
@@ -42,6 +43,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--name", default=None, help="results file name (default dense_<arch>)")
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS))
     args = ap.parse_args()
     rows = []
@@ -56,13 +58,15 @@ def main():
             err = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
             med = interleaved({"ours": lambda: model.run(feed), "ort": lambda: sess.run(None, feed)}, args.runs)
             rows.append((name, t, macs, med["ours"] * 1e3, med["ort"] * 1e3, med["ours"] / med["ort"], err))
-    print(header())
-    print(f"runs per cell: {args.runs} (median, interleaved), batch 1; onnxruntime with intra-op spinning off\n")
-    print("| model | threads | dense MMAC | haste-edge ms | onnxruntime ms | ratio | max rel. diff |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [header(), f"runs per cell: {args.runs} (median, interleaved), batch 1; onnxruntime with intra-op "
+             "spinning off", "",
+             "| model | threads | dense MMAC | haste-edge ms | onnxruntime ms | ratio | max rel. diff |",
+             "|---|---|---|---|---|---|---|"]
     for name, t, macs, ours, ort, ratio, err in rows:
-        print(f"| {name} | {t} | {macs / 1e6:.1f} | {ours:.2f} | {ort:.2f} | {ratio:.2f}x | {err:.1e} |")
-
+        lines.append(f"| {name} | {t} | {macs / 1e6:.1f} | {ours:.2f} | {ort:.2f} | {ratio:.2f}x | {err:.1e} |")
+    keys = ("model", "threads", "macs", "ours_ms", "ort_ms", "ratio", "max_rel_diff")
+    write_results(args.name or f"dense_{platform.machine()}", lines,
+                  {"runs": args.runs, "rows": [dict(zip(keys, r)) for r in rows]})
 
 if __name__ == "__main__":
     main()
