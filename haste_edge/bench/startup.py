@@ -2,7 +2,8 @@
 
     python -m haste_edge.bench.startup [MODEL] [--haste SPEC ...] [--threads N]
 
-Runs the model once dense, then once per HASTE spec, each watched by JitWatch (time in Numba,
+Runs the model once dense (and once more dense on one thread, whose conv kernels differ, when
+running on more), then once per HASTE spec, each watched by JitWatch (time in Numba,
 kernels compiled, kernels loaded from the disk cache). Kernels depend on types, not values, so one
 seeded random input compiles what every input needs.
 """
@@ -16,7 +17,7 @@ import time
 def measure(model_path, specs, threads) -> dict:
     import numpy as np
 
-    from haste_edge import load, set_threads
+    from haste_edge import get_threads, load, set_threads
     from haste_edge.bench.jitwatch import timed
     from haste_edge.jit import CACHE_DIR
     set_threads(threads)
@@ -25,10 +26,16 @@ def measure(model_path, specs, threads) -> dict:
     out = {"load_s": time.perf_counter() - t0, "numba_cache_dir": CACHE_DIR, "runs": []}
     x = np.random.default_rng(0).standard_normal(model.input_shape(1)).astype(np.float32)
     feeds = {model.input_names[0]: x}
-    for spec in [None, *specs]:
+    n = get_threads()
+    # the dense convs take other kernels on one thread than on more (ops/conv.py): warm both
+    configs = [(None, n)] + ([(None, 1)] if n > 1 else []) + [(spec, n) for spec in specs]
+    for spec, t in configs:
+        set_threads(t)
         convs = len(model.set_haste(spec))
         seconds, jit = timed(lambda: model.run(feeds))
-        out["runs"].append({"haste": spec, "haste_convs": convs, "first_inference_s": seconds, **jit.as_dict()})
+        out["runs"].append({"haste": spec, "threads": t, "haste_convs": convs, "first_inference_s": seconds,
+                            **jit.as_dict()})
+    set_threads(n)
     return out
 
 

@@ -70,7 +70,8 @@ def _totals(run: dict) -> tuple[int, int, int]:
 
 def format_warmup(res: dict) -> str:
     after = res["after"]
-    labels = [r["haste"] or "dense" for r in after["runs"]]
+    labels = [(r["haste"] or "dense") + (" on 1 thread" if r.get("threads") == 1 and i else "")
+              for i, r in enumerate(after["runs"])]
     lines = [f"haste-edge warmup: {res['model'] or 'bundled model'}; Numba cache {after['numba_cache_dir']}",
              "first inference in a fresh process, per configuration (" + ", ".join(labels) + "):"]
     rows = [("cold (empty cache)", res.get("cold")), ("before warm-up", res["before"]),
