@@ -69,7 +69,8 @@ def main():
             print(rows[-1], flush=True)
     lines = ["# Conv rule: all convs on OpenBLAS vs the default rule, interleaved with onnxruntime", "",
              header(), f"medians of {args.rounds} rounds x {args.runs} interleaved calls, batch 1", "",
-             "| model | threads | all-OpenBLAS / onnxruntime | default / onnxruntime | default / all-OpenBLAS | onnxruntime ms |",
+             "| model | threads | all-OpenBLAS / onnxruntime | default / onnxruntime | default / all-OpenBLAS "
+             "| onnxruntime ms |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['threads']} | {r['blas_vs_ort']:.2f} | {r['default_vs_ort']:.2f} | "

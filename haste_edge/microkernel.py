@@ -117,6 +117,70 @@ def choose_variant(rows: int, cols: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# IR pieces both vector tiles are made of
+# ---------------------------------------------------------------------------------------------
+
+class _IR:
+    """The vector type, llvm.fma, splat and the clamped store for one tile's codegen."""
+
+    def __init__(self, builder, vw: int):
+        self.b = builder
+        self.i64 = ir.IntType(64)
+        self.vt = ir.VectorType(ir.FloatType(), vw)
+        self.fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vt, [self.vt] * 3),
+                                                  f"llvm.fma.v{vw}f32")
+        self.zero = ir.Constant(self.vt, [0.0] * vw)
+        self._undef = ir.Constant(self.vt, ir.Undefined)
+        self._mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
+
+    def splat(self, value):
+        return self.b.shuffle_vector(self.b.insert_element(self._undef, value, self.i64(0)), self._undef, self._mask)
+
+    def load(self, base, index, vt=None):
+        """The vector (of type vt, default the tile's) at base[index], unaligned."""
+        ptr = self.b.bitcast(self.b.gep(base, [index]), (vt or self.vt).as_pointer())
+        return self.b.load(ptr, align=4)
+
+    def reduction(self, n, n_acc, body):
+        """for t in range(n), n_acc vector accumulators carried in phi nodes from zero; body(t, accs)
+        emits one step and returns the new accumulators. Returns them after the loop (zero if n <= 0)."""
+        b, i64 = self.b, self.i64
+        entry = b.block
+        loop, done = b.append_basic_block("mk.loop"), b.append_basic_block("mk.done")
+        b.cbranch(b.icmp_signed(">", n, i64(0)), loop, done)
+        b.position_at_end(loop)
+        t = b.phi(i64)
+        t.add_incoming(i64(0), entry)
+        acc = [b.phi(self.vt) for _ in range(n_acc)]
+        for a in acc:
+            a.add_incoming(self.zero, entry)
+        new = body(t, acc)
+        t_next = b.add(t, i64(1))
+        t.add_incoming(t_next, loop)
+        for a, v in zip(acc, new):
+            a.add_incoming(v, loop)
+        b.cbranch(b.icmp_signed("<", t_next, n), loop, done)
+        b.position_at_end(done)
+        outs = [b.phi(self.vt) for _ in range(n_acc)]
+        for o, v in zip(outs, new):
+            o.add_incoming(self.zero, entry)
+            o.add_incoming(v, loop)
+        return outs
+
+    def store_clamped(self, v, bias_s, lo_s, hi_s, base, index):
+        """base[index:index+vw] = clamp(v + bias, lo, hi); compare and select keep NaN."""
+        b = self.b
+        v = b.fadd(v, bias_s)
+        v = b.select(b.fcmp_ordered("<", v, lo_s), lo_s, v)
+        v = b.select(b.fcmp_ordered(">", v, hi_s), hi_s, v)
+        b.store(v, b.bitcast(b.gep(base, [index]), self.vt.as_pointer()), align=4)
+
+
+def _data(context, builder, typ, value):
+    return context.make_array(typ)(context, builder, value).data
+
+
+# ---------------------------------------------------------------------------------------------
 # the tile, with its epilogue:
 #   C[c_off + i*ldc + j] = clamp(bias[i] + sum_k a[k*MR + i] * b[b_off + offs[k] + j], lo, hi)
 # for i < MR, j < NR; bias is the tile's MR values; clamp keeps NaN (compare and select).
@@ -131,76 +195,38 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
         def codegen(context, builder, signature, args):
             a_v, b_v, o_v, b_off_v, k_v, c_v, c_off_v, ldc_v, bias_v, lo_v, hi_v = args
             at, bt, ot, _, _, ct, _, _, biast, _, _ = signature.args
-            ap = context.make_array(at)(context, builder, a_v).data
-            bp = context.make_array(bt)(context, builder, b_v).data
-            op = context.make_array(ot)(context, builder, o_v).data
-            cp = context.make_array(ct)(context, builder, c_v).data
-            biasp = context.make_array(biast)(context, builder, bias_v).data
-            i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), vw)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
-                                                 f"llvm.fma.v{vw}f32")
+            ap, bp = _data(context, builder, at, a_v), _data(context, builder, bt, b_v)
+            op = _data(context, builder, ot, o_v)
+            cp, biasp = _data(context, builder, ct, c_v), _data(context, builder, biast, bias_v)
+            x = _IR(builder, vw)
+            i64 = x.i64
             prefetch = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
                 "llvm.prefetch.p0i8")
-            zero = ir.Constant(vt, [0.0] * vw)
-            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
-            entry = builder.block
-            loop = builder.append_basic_block("mk.loop")
-            done = builder.append_basic_block("mk.done")
-            builder.cbranch(builder.icmp_signed(">", k_v, i64(0)), loop, done)
 
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(i64(0), entry)
-            acc = [[builder.phi(vt) for _ in range(nv)] for _ in range(mr)]
-            for row in acc:
-                for ph in row:
-                    ph.add_incoming(zero, entry)
-            base = builder.add(b_off_v, builder.load(builder.gep(op, [k])))
-            bvec = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(base, i64(j * vw))]),
-                                                 vt.as_pointer()), align=4) for j in range(nv)]
-            a_base = builder.mul(k, i64(mr))
-            # A's panel streams from memory once per layer (a model's weights do not stay in cache
-            # between inferences): fetch it ahead, the hardware prefetcher alone falls behind
-            if PREFETCH_K:
-                pf = builder.bitcast(builder.gep(ap, [builder.add(a_base, i64(PREFETCH_K * mr))]),
-                                    ir.IntType(8).as_pointer())
-                builder.call(prefetch, [pf, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
-            new = []
-            for i in range(mr):
-                av = builder.load(builder.gep(ap, [builder.add(a_base, i64(i))]))
-                splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vt, ir.Undefined), av, i64(0)),
-                                               ir.Constant(vt, ir.Undefined), splat_mask)
-                new.append([builder.call(fma, [splat, bvec[j], acc[i][j]]) for j in range(nv)])
-            k_next = builder.add(k, i64(1))
-            k.add_incoming(k_next, loop)
-            for i in range(mr):
-                for j in range(nv):
-                    acc[i][j].add_incoming(new[i][j], loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, k_v), loop, done)
+            def step(k, acc):                   # acc[i*nv + j]: row i, vector j
+                base = builder.add(b_off_v, builder.load(builder.gep(op, [k])))
+                bvec = [x.load(bp, builder.add(base, i64(j * vw))) for j in range(nv)]
+                a_base = builder.mul(k, i64(mr))
+                # A's panel streams from memory once per layer (a model's weights do not stay in
+                # cache between inferences): fetch it ahead, the hardware prefetcher alone falls behind
+                if PREFETCH_K:
+                    pf = builder.bitcast(builder.gep(ap, [builder.add(a_base, i64(PREFETCH_K * mr))]),
+                                         ir.IntType(8).as_pointer())
+                    builder.call(prefetch, [pf, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
+                new = []
+                for i in range(mr):
+                    av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i))])))
+                    new += [builder.call(x.fma, [av, bvec[j], acc[i * nv + j]]) for j in range(nv)]
+                return new
 
-            builder.position_at_end(done)
-            outs = [[builder.phi(vt) for _ in range(nv)] for _ in range(mr)]   # phis first in a block
-            for i in range(mr):
-                for j in range(nv):
-                    outs[i][j].add_incoming(zero, entry)
-                    outs[i][j].add_incoming(new[i][j], loop)
-            undef = ir.Constant(vt, ir.Undefined)
-
-            def splat(value):
-                return builder.shuffle_vector(builder.insert_element(undef, value, i64(0)), undef, splat_mask)
-
-            lo_s, hi_s = splat(lo_v), splat(hi_v)
+            outs = x.reduction(k_v, mr * nv, step)
+            lo_s, hi_s = x.splat(lo_v), x.splat(hi_v)
             for i in range(mr):
                 row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
-                bias_s = splat(builder.load(builder.gep(biasp, [i64(i)])))
+                bias_s = x.splat(builder.load(builder.gep(biasp, [i64(i)])))
                 for j in range(nv):
-                    v = builder.fadd(outs[i][j], bias_s)
-                    v = builder.select(builder.fcmp_ordered("<", v, lo_s), lo_s, v)
-                    v = builder.select(builder.fcmp_ordered(">", v, hi_s), hi_s, v)
-                    ptr = builder.gep(cp, [builder.add(row_off, i64(j * vw))])
-                    builder.store(v, builder.bitcast(ptr, vt.as_pointer()), align=4)
+                    x.store_clamped(outs[i * nv + j], bias_s, lo_s, hi_s, cp, builder.add(row_off, i64(j * vw)))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -246,64 +272,32 @@ def _make_vector_dw_tile(rows: int, vw: int, stride: int):
         def codegen(context, builder, signature, args):
             s_v, pos_v, o_v, w_v, w_off_v, ld_v, out_v, o_pos_v, ldo_v, bias_v, lo_v, hi_v = args
             st, _, ot, wt, _, _, outt = signature.args[:7]
-            sp = context.make_array(st)(context, builder, s_v).data
-            op = context.make_array(ot)(context, builder, o_v).data
-            wp = context.make_array(wt)(context, builder, w_v).data
-            outp = context.make_array(outt)(context, builder, out_v).data
-            n_taps = context.make_array(ot)(context, builder, o_v).shape
-            n_taps = builder.extract_value(n_taps, 0)
-            i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), vw)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
-                                                 f"llvm.fma.v{vw}f32")
-            undef = ir.Constant(vt, ir.Undefined)
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
-
-            def splat(value):
-                return builder.shuffle_vector(builder.insert_element(undef, value, i64(0)), undef, mask)
-
-            zero = ir.Constant(vt, [0.0] * vw)
+            sp, op = _data(context, builder, st, s_v), _data(context, builder, ot, o_v)
+            wp, outp = _data(context, builder, wt, w_v), _data(context, builder, outt, out_v)
+            n_taps = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
+            x = _IR(builder, vw)
+            i64 = x.i64
             lt = ir.VectorType(ir.FloatType(), vw * stride)          # what one load reads
             pick = ir.Constant(ir.VectorType(ir.IntType(32), vw), list(range(0, vw * stride, stride)))
             row_pos = [builder.add(pos_v, builder.mul(ld_v, i64(r))) for r in range(rows)]
-            entry = builder.block
-            loop = builder.append_basic_block("dw.loop")
-            done = builder.append_basic_block("dw.done")
-            builder.cbranch(builder.icmp_signed(">", n_taps, i64(0)), loop, done)
-            builder.position_at_end(loop)
-            t = builder.phi(i64)
-            t.add_incoming(i64(0), entry)
-            acc = [builder.phi(vt) for _ in range(rows)]
-            for a in acc:
-                a.add_incoming(zero, entry)
-            off = builder.load(builder.gep(op, [t]))
-            wv = splat(builder.load(builder.gep(wp, [builder.add(w_off_v, t)])))
-            new = []
+
+            def step(t, acc):
+                off = builder.load(builder.gep(op, [t]))
+                wv = x.splat(builder.load(builder.gep(wp, [builder.add(w_off_v, t)])))
+                new = []
+                for r in range(rows):
+                    if stride == 1:
+                        v = x.load(sp, builder.add(row_pos[r], off))
+                    else:
+                        v = builder.shuffle_vector(x.load(sp, builder.add(row_pos[r], off), lt),
+                                                   ir.Constant(lt, ir.Undefined), pick)
+                    new.append(builder.call(x.fma, [wv, v, acc[r]]))
+                return new
+
+            outs = x.reduction(n_taps, rows, step)
+            bias_s, lo_s, hi_s = x.splat(bias_v), x.splat(lo_v), x.splat(hi_v)
             for r in range(rows):
-                ptr = builder.gep(sp, [builder.add(row_pos[r], off)])
-                if stride == 1:
-                    v = builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
-                else:
-                    wide = builder.load(builder.bitcast(ptr, lt.as_pointer()), align=4)
-                    v = builder.shuffle_vector(wide, ir.Constant(lt, ir.Undefined), pick)
-                new.append(builder.call(fma, [wv, v, acc[r]]))
-            t_next = builder.add(t, i64(1))
-            t.add_incoming(t_next, loop)
-            for a, n in zip(acc, new):
-                a.add_incoming(n, loop)
-            builder.cbranch(builder.icmp_signed("<", t_next, n_taps), loop, done)
-            builder.position_at_end(done)
-            outs = [builder.phi(vt) for _ in range(rows)]
-            for o, n in zip(outs, new):
-                o.add_incoming(zero, entry)
-                o.add_incoming(n, loop)
-            bias_s, lo_s, hi_s = splat(bias_v), splat(lo_v), splat(hi_v)
-            for r in range(rows):
-                v = builder.fadd(outs[r], bias_s)
-                v = builder.select(builder.fcmp_ordered("<", v, lo_s), lo_s, v)
-                v = builder.select(builder.fcmp_ordered(">", v, hi_s), hi_s, v)
-                ptr = builder.gep(outp, [builder.add(o_pos_v, builder.mul(ldo_v, i64(r)))])
-                builder.store(v, builder.bitcast(ptr, vt.as_pointer()), align=4)
+                x.store_clamped(outs[r], bias_s, lo_s, hi_s, outp, builder.add(o_pos_v, builder.mul(ldo_v, i64(r))))
             return context.get_dummy_value()
 
         return sig, codegen
