@@ -1,26 +1,23 @@
 """Conv (2-D, NCHW, float32): group=1, depthwise and general grouped, with a fused Relu/Clip epilogue.
 
-Fast paths (the engine's hot spot; measured against onnxruntime by benchmarks/bench_conv_kernels.py):
-- group=1, kernel > 1x1, >= 16 input channels, output plane <= 1024 pixels (the ResNet-18
-  layers): im2row. Per image a Numba kernel copies the zero-padded input channels-last, then each
-  output pixel's patch into one row (kh runs of kw*C_in contiguous floats); OpenBLAS multiplies
-  rows (pixels, K) by the weights packed once per node as (K, C_out), and one Numba pass
-  transposes to NCHW with bias and activation fused. Below 32 output pixels the product is
-  W (C_out, K) @ rows^T straight into the output instead (OpenBLAS is faster with few pixels as N).
-- other group=1 and general grouped: per image (and group) an im2col into grow-only scratch by one
-  parallel Numba kernel, OpenBLAS sgemm via numpy.matmul(out=...) straight into the output (or a
-  scratch), then one Numba pass adding bias and the activation. The im2col first splits the
-  zero-padded input into stride phases, which turns every tap into a plain shift, so each column
-  row is one contiguous copy ("wide" layout, a few junk columns the epilogue drops) or, on small
-  planes where the junk would cost the GEMM more, one copy per output row ("exact" layout).
-  A 1x1 stride-1 unpadded conv needs no im2col: the image viewed as (C_in, H*W) is the matrix.
-- depthwise (one input channel per group, any multiplier): direct Numba kernels with bias and
-  activation fused. Large output planes: per plane over stride phases, each tap a long axpy
-  over the flattened plane. Small planes (<= 16x16 outputs, many channels): channels-last, each
-  (pixel, tap) a multiply-add over all channels, which has no per-plane overhead.
-On output planes up to 32x32 the GEMM paths run their Numba kernels single-threaded and leave
-the threads to OpenBLAS (_SERIAL_MAX_PIXELS). Everything derived from attrs and shapes is
-computed once per node (_Plan).
+Which path runs is decided once per node and thread count (_Plan; the rule and its measurements
+above _CONV_PATH below):
+- the microkernel (conv_direct: an implicit GEMM over the zero-padded input's stride phases, exact
+  im2col columns on small maps, pointwise convs read in place; register-blocked vector tiles with
+  bias and activation fused): by default every non-depthwise conv on one thread, but pointwise
+  ones on small maps.
+- OpenBLAS: group=1, kernel > 1x1, >= 16 input channels, output plane <= 1024 pixels: im2row. Per
+  image a Numba kernel copies the zero-padded input channels-last, then each output pixel's patch
+  into one row; OpenBLAS multiplies rows (pixels, K) by the weights packed once per node as
+  (K, C_out), and one Numba pass transposes to NCHW with bias and activation fused (below 32 output
+  pixels W @ rows^T straight into the output instead). Other group >= 1 convs: per image (and
+  group) an im2col over stride phases ("wide" or "exact" layout) and sgemm via numpy.matmul(out=...);
+  1x1 stride-1 unpadded convs need no im2col. On output planes up to 32x32 these paths run their
+  Numba kernels single-threaded and leave the threads to OpenBLAS (_SERIAL_MAX_PIXELS).
+- depthwise (one input channel per group, any multiplier): stride 1 or 2 on planes over 8x8 on the
+  vector depthwise tile (conv_depthwise); other large planes per plane over stride phases, each tap
+  a long axpy; small planes channels-last, each (pixel, tap) a multiply-add over all channels.
+- Winograd F(2x2,3x3) (conv_winograd), opt-in.
 
 `conv_reference` is the oracle: padded input, one einsum per kernel tap, float64 accumulation.
 """

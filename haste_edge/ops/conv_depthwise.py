@@ -90,22 +90,3 @@ def _depthwise_tiles(x, w, offs, bias, y, mult, s, pt, pl, hp, wp, src_size, row
                 for q in range(wo):
                     yr[q] = row[q]
 
-
-def depthwise_reference(x, w, bias, y_shape, sh, sw, dh, dw, pt, pl, lo, hi):
-    """Float64 loops over every output of a depthwise conv (tests)."""
-    n_img, c_in, h, wd = x.shape
-    c_out, kh, kw = w.shape
-    mult = c_out // c_in
-    y = np.empty(y_shape, dtype=np.float64)
-    for n in range(n_img):
-        for oc in range(c_out):
-            for p in range(y_shape[2]):
-                for q in range(y_shape[3]):
-                    s = float(bias[oc])
-                    for i in range(kh):
-                        for j in range(kw):
-                            u, v = p * sh - pt + i * dh, q * sw - pl + j * dw
-                            if 0 <= u < h and 0 <= v < wd:
-                                s += float(w[oc, i, j]) * float(x[n, oc // mult, u, v])
-                    y[n, oc, p, q] = min(max(s, lo), hi)
-    return y.astype(np.float32)

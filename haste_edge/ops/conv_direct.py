@@ -3,12 +3,14 @@
 Per image (and group) the zero-padded input is split into stride phases (ph[c, a, b, u*wq + v] =
 xpad[c, u*sh + a, v*sw + b]), which turns every kernel tap into a plain shift: tap k = (c, i, j)
 of output pixel (p, q) reads the phase buffer at offs[k] + p*wq + q, offs[k] the start of phase
-(i*dh % sh, j*dw % sw) of channel c plus (i*dh // sh)*wq + j*dw // sw. Two layouts of the
+(i*dh % sh, j*dw % sw) of channel c plus (i*dh // sh)*wq + j*dw // sw. Three layouts of the
 product's columns:
 - wide (implicit GEMM): output pixel (p, q) is column p*wq + q and the microkernel reads the
   phases directly. The wq - wo columns past each row's end are junk, cropped afterwards.
 - exact (small maps, where the junk would be a large share: a 4x4 map with a 3x3 kernel has
   6-wide phase rows): the taps are gathered from the phases into (K, ho*wo) columns first.
+- pointwise (1x1, stride 1, unpadded): the image itself is B, nothing copied; the columns past
+  the last whole tile go through a small zero-padded copy (a tile must not read past the image).
 Either way out[o, t] = clamp(bias[o] + sum_k W[o, k] * B[offs[k] + t]) is the microkernel's
 product with its fused epilogue (tile shape per layer: microkernel.choose_variant); the weights
 are packed into its panels once per node. When the padded product has the output's shape (exact
