@@ -48,6 +48,33 @@ def _choose_cache_dir() -> str | None:
     return None
 
 
+def env_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+    """Environment switch `name` if set to one of `allowed`, else `default` (a wrong value gets a
+    one-line notice, not an error: switches are read at import, before any command can report)."""
+    value = os.environ.get(name) or default
+    if value not in allowed:
+        print(f"haste-edge: ignoring {name}={value!r} (expected one of {', '.join(allowed)}); using {default}",
+              file=sys.stderr)
+        return default
+    return value
+
+
+def env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """Environment switch `name` as an integer in [lo, hi], else `default` (as env_choice)."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+        if lo <= number <= hi:
+            return number
+    except ValueError:
+        pass
+    print(f"haste-edge: ignoring {name}={value!r} (expected an integer from {lo} to {hi}); using {default}",
+          file=sys.stderr)
+    return default
+
+
 # Numba checks a cached kernel against its own source file only, not the files of the kernels it
 # calls and inlines: after an edit to, say, microkernel.py, a cached conv kernel would keep the old
 # tile. So the cache lives in a subdirectory named after a hash of the package's sources, and of

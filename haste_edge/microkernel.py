@@ -34,7 +34,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from haste_edge.jit import njit, prange
+from haste_edge.jit import env_choice, env_int, njit, prange
 
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake", "tigerlake",
                 "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5",
@@ -70,7 +70,7 @@ def _choose() -> dict:
         shapes = ((8, 3, 4), (16, 1, 4), (8, 2, 4))
     else:
         shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
-    kind = "scalar" if os.environ.get("HASTE_EDGE_MICROKERNEL") == "scalar" else "vector"
+    kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
     return {"arch": arch, "avx512": avx512, "shapes": shapes, "kind": kind}
 
 
@@ -78,7 +78,7 @@ TARGET = _choose()
 SHAPES = TARGET["shapes"]                      # index = tile variant
 # k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled
 # ResNet: benchmarks/results/prefetch_x86_64.md); past the panel's end it is a harmless hint
-PREFETCH_K = int(os.environ.get("HASTE_EDGE_PREFETCH_K", "64"))
+PREFETCH_K = env_int("HASTE_EDGE_PREFETCH_K", 64, 0, 4096)
 
 
 def describe() -> str:

@@ -1,6 +1,7 @@
 """The command line: the main job on the bundled model, and one-line errors for bad input."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,18 @@ def run_cli(*args):
     """The installed entry point in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "haste_edge.cli", *args], capture_output=True, text=True,
                           timeout=300)
+
+
+def test_wrong_kernel_switches_get_a_notice_and_the_defaults():
+    env = {**os.environ, "HASTE_EDGE_CONV": "bogus", "HASTE_EDGE_PREFETCH_K": "-1", "HASTE_EDGE_MICROKERNEL": "fast"}
+    r = subprocess.run([sys.executable, "-m", "haste_edge.cli", "--threads", "1", "classify"], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    notices = [line for line in r.stderr.splitlines() if line.startswith("haste-edge: ignoring")]
+    assert len(notices) == 3 and "Traceback" not in r.stderr
+    assert any("HASTE_EDGE_CONV='bogus'" in n and "using auto" in n for n in notices)
+    assert any("HASTE_EDGE_PREFETCH_K='-1'" in n and "using 64" in n for n in notices)
+    assert "Ankle boot" in r.stdout
 
 
 def test_classify_default_model_and_image(capsys):

@@ -23,13 +23,10 @@ above _CONV_PATH below):
 """
 from __future__ import annotations
 
-
-import os
-
 import numba
 import numpy as np
 
-from haste_edge.jit import njit, prange
+from haste_edge.jit import env_choice, njit, prange
 from haste_edge.ops.conv_depthwise import DepthwiseConv
 from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicable
 from haste_edge.ops.conv_direct import DirectConv
@@ -427,7 +424,7 @@ _ROW_PIXEL_MAJOR_MIN = 32
 # workers and lost to OpenBLAS; whole models: benchmarks/results/conv_rule_x86_64.md. "direct"
 # puts every non-depthwise conv on the microkernel, "blas" none; "winograd" is "direct" plus
 # Winograd F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS output pixels.
-_CONV_PATH = os.environ.get("HASTE_EDGE_CONV", "auto")
+_CONV_PATH = env_choice("HASTE_EDGE_CONV", ("auto", "blas", "direct", "winograd"), "auto")
 _DIRECT = _CONV_PATH in ("direct", "winograd")
 _AUTO = _CONV_PATH == "auto"
 _POINTWISE_MICRO_MIN_PIXELS = 100
