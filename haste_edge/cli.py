@@ -11,7 +11,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from . import DEFAULT_MODEL, __version__, load, sample_images, set_threads
+from . import DEFAULT_MODEL, __version__, get_threads, load, sample_images, set_threads
 from .datasets import FASHION_MNIST_DIR
 from .errors import HasteEdgeError, InputError
 from .preprocess import assumed_spec, load_batch, softmax
@@ -135,6 +135,14 @@ def cmd_info(args):
         print(f"{r['name']:<{w}}  {r['op']:<18} {str(r['output_shape']):<20} {r['params']:>10,} {r['macs']:>14,}")
     params = sum(int(v.size) for v in model.graph.weights.values())
     print(f"total: {len(rows)} layers, {params:,} parameters, {sum(r['macs'] for r in rows):,} dense MACs per image")
+    shapes = {name: model.input_shape(1, name) for name in model.input_names}
+    mem = (f"memory: weights {sum(v.nbytes for v in model.graph.weights.values()) / 2 ** 20:.2f} MiB; "
+           f"activation buffers {model.plan(shapes).arena_bytes / 2 ** 20:.2f} MiB per image")
+    if args.memory:      # what the kernels derive is made on the first run: one inference
+        model.run({name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+        mem += (f"; kernel state (packed weights, HASTE set-up) {model.kernel_state_bytes() / 2 ** 20:.2f} MiB "
+                f"on {get_threads()} thread(s)")
+    print(mem)
 
 
 def cmd_convert(args):
@@ -414,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="layers, shapes, parameters and dense MACs")
     _add_model(i, positional=True)
+    i.add_argument("--memory", action="store_true",
+                   help="also the kernels' state (packed weights ...): runs one inference, compiling kernels "
+                        "the cache lacks")
     i.set_defaults(func=cmd_info)
 
     v = sub.add_parser("convert", help="convert an .onnx model to the deployable .haste file (needs onnx)")

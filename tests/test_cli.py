@@ -63,6 +63,20 @@ def test_info_lists_layers_and_total_macs(capsys):
     assert out.count(" Conv ") == sum(1 for n in model.graph.nodes if n.op == "Conv")
 
 
+def test_info_memory(capsys):
+    """Weights and activation buffers always; the kernels' state with --memory (after one run)."""
+    import re
+    assert cli.main(["info"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    model = haste_edge.load()
+    weights = sum(v.nbytes for v in model.graph.weights.values()) / 2 ** 20
+    assert line.startswith(f"memory: weights {weights:.2f} MiB; activation buffers ") and "kernel state" not in line
+    assert cli.main(["--threads", "1", "info", "--memory"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    state = float(re.search(r"kernel state \(packed weights, HASTE set-up\) ([0-9.]+) MiB on 1 thread", line)[1])
+    assert 0.5 * weights < state < 2 * weights       # on one thread the convs' weights are packed for the microkernel
+
+
 def test_convert_writes_a_loadable_file(tmp_path):
     from model_zoo import get_model
     src = get_model("resnet_tiny")
