@@ -211,3 +211,19 @@ def test_infer_rejects_channel_mismatch():
 def test_registered_attrs():
     assert set(get("Conv").attrs) == {"kernel_shape", "strides", "dilations", "pads", "group",
                                       "activation", "clip_min", "clip_max"}
+
+
+@pytest.mark.parametrize("stride", [1, 3])        # the vector tile's buffers, the plane kernel's
+def test_depthwise_buffers_respect_the_memory_limit(stride):
+    from haste_edge import limits
+    from haste_edge.errors import InputError
+    x = np.zeros((1, 8, 300, 300), np.float32)
+    w = np.zeros((8, 1, 3, 3), np.float32)
+    attrs = dict(kernel_shape=[3, 3], strides=[stride, stride], dilations=[1, 1], pads=[1, 1, 1, 1], group=8)
+    limits.set_max_bytes(1 << 20)
+    try:
+        with pytest.raises(InputError, match="over the memory limit of 1.0 MiB"):
+            conv_mod.conv([x, w, None], attrs)
+    finally:
+        limits.set_max_bytes(None)
+    assert conv_mod.conv([x, w, None], attrs)[0].shape[2] == (300 - 1) // stride + 1

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from haste_edge import limits
+from haste_edge.errors import InputError
 from haste_edge.jit import env_choice, njit, prange
 from haste_edge.ops.conv_depthwise import DepthwiseConv
 from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicable
@@ -579,8 +581,10 @@ def conv(inputs, attrs, outs=None):
         return outs
     if pl_.path == "depthwise":
         # direct kernel, epilogue included; a few blocks of planes per thread balance the load
-        # without a scratch allocation per plane
+        # without a scratch allocation per plane (each block allocates its phases and accumulator)
         n_blocks = min(n_img * c_out, 4 * numba.get_num_threads())
+        limits.check(4 * n_blocks * (sh * sw * pl_.hq * pl_.wq + ho * pl_.wq),
+                     f"depthwise conv on {x.shape[2]}x{x.shape[3]} planes", InputError)
         _depthwise(x, w.reshape(c_out, kh, kw), bias, y, c_out // x.shape[1], sh, sw, dh, dw, pt, pl,
                    lo, hi, pl_.na, pl_.nb, n_blocks)
         return outs

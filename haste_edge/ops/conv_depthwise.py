@@ -17,6 +17,7 @@ import numpy as np
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import split_phases
+from haste_edge.scratch import scratch
 
 R, VW = mk.DW_ROWS, mk.DW_VW
 
@@ -45,16 +46,21 @@ class DepthwiseConv:
 
     def run(self, x, y, bias, plan, n_blocks):
         sh, pt, pl = plan.geo[2], plan.geo[6], plan.geo[7]
+        # per block of planes: the padded plane (split_phases writes all of it; the tail past it
+        # must read as zeros) and the tile-aligned output plane
+        src = scratch("dw_src", n_blocks * self.src_size).reshape(n_blocks, self.src_size)
+        src[:, self.hp * self.wp:] = 0.0
+        wide = scratch("dw_wide", n_blocks * self.row_blocks * R * self.col_blocks * VW).reshape(n_blocks, -1)
         _depthwise_tiles(x, self.w, self.offs, bias, y, y.shape[1] // x.shape[1], sh, pt, pl, self.hp,
-                         self.wp, self.src_size, self.row_blocks, self.col_blocks, plan.lo, plan.hi,
-                         n_blocks)
+                         self.wp, src, wide, self.row_blocks, self.col_blocks, plan.lo, plan.hi)
 
 
 @njit(parallel=True)
-def _depthwise_tiles(x, w, offs, bias, y, mult, s, pt, pl, hp, wp, src_size, row_blocks, col_blocks,
-                     lo, hi, n_blocks):
-    """y = depthwise conv of x, stride s in both axes (module docstring), parallel over n_blocks
-    blocks of planes."""
+def _depthwise_tiles(x, w, offs, bias, y, mult, s, pt, pl, hp, wp, srcs, wides, row_blocks, col_blocks,
+                     lo, hi):
+    """y = depthwise conv of x, stride s in both axes (module docstring), parallel over blocks of
+    planes, one per row of srcs and wides (their buffers)."""
+    n_blocks = srcs.shape[0]
     n_img = x.shape[0]
     c_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     taps = offs.shape[0]
@@ -63,9 +69,9 @@ def _depthwise_tiles(x, w, offs, bias, y, mult, s, pt, pl, hp, wp, src_size, row
     n_planes = n_img * c_out
     per_block = (n_planes + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
-        src = np.zeros(src_size, dtype=np.float32)       # the tail past the plane stays zero
+        src = srcs[blk]
         padded = src[:hp * wp].reshape(1, 1, hp * wp)
-        wide = np.empty(row_blocks * R * ldo, dtype=np.float32)
+        wide = wides[blk]
         prev = -1
         for r in range(blk * per_block, min(n_planes, (blk + 1) * per_block)):
             n, oc = r // c_out, r % c_out
