@@ -1,17 +1,23 @@
-"""The conv rule: every conv on OpenBLAS against the default rule, side by side with onnxruntime.
+"""The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding]
+                                         [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
-Two copies of each model in one process: one planned with every conv on OpenBLAS
-(HASTE_EDGE_CONV=blas), one with the default rule (ops/conv.py: the microkernel on one thread);
-each keeps the paths it was planned with. The two and onnxruntime run interleaved, --rounds rounds
-of --runs calls, the order rotated per round; the table gives the medians of the per-round ratios. Writes
-benchmarks/results/conv_rule_<arch>.md and .json.
+Two copies of each model: one planned under the alternative, one under the default rule
+(ops/conv.py); each keeps the paths and tiles it was planned with. Alternatives:
+  blas            every conv on OpenBLAS (HASTE_EDGE_CONV=blas)
+  direct          every non-depthwise conv on the microkernel, at any thread count
+  pointwise-blas  the default, but every pointwise conv on OpenBLAS
+  least-padding   the default, but tile shapes chosen by least padding alone
+The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
+round; the table gives the medians of the per-round ratios. Writes
+benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
 """
 from __future__ import annotations
 
 import argparse
 import platform
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from bench_tiles import model_and_input
 from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
+from haste_edge import microkernel as mk
 from haste_edge.ops import conv as conv_mod
 
 
@@ -29,15 +36,44 @@ def onnx_path(name):
     return get_model(name)
 
 
-def planned(name, blas: bool):
-    """(model, input, feeds) with its plans made now, under the chosen rule."""
+ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise conv on the microkernel",
+                "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding"}
+
+
+def _least_padding(rows, cols):
+    def padded(v):
+        mr, nr = mk.mr_of(v), mk.nr_of(v)
+        return -(-rows // mr) * mr * -(-cols // nr) * nr
+    return min(range(len(mk.SHAPES)), key=lambda v: (padded(v), v))
+
+
+@contextmanager
+def alternative(name):
+    """Module settings of the alternative while a model is planned, restored afterwards."""
+    saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant)
+    if name == "blas":
+        conv_mod._AUTO = False
+    elif name == "direct":
+        conv_mod._DIRECT = True
+    elif name == "pointwise-blas":
+        conv_mod._POINTWISE_MICRO_MIN_PIXELS = 1 << 62
+    elif name == "least-padding":
+        mk.choose_variant = _least_padding
+    try:
+        yield
+    finally:
+        conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant = saved
+
+
+def planned(name, against=None):
+    """(model, feeds) with its plans made now, under the alternative or the default rule."""
     model, x = model_and_input(name)
     feeds = {model.input_names[0]: x}
-    conv_mod._AUTO = not blas
-    try:
+    if against is None:
         model.run(feeds)
-    finally:
-        conv_mod._AUTO = conv_mod._CONV_PATH == "auto"
+    else:
+        with alternative(against):
+            model.run(feeds)
     return model, feeds
 
 
@@ -47,36 +83,37 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--against", default="blas", choices=tuple(ALTERNATIVES))
     args = ap.parse_args()
+    alt = args.against
     rows = []
     for name in args.models:
         for t in args.threads:
             haste_edge.set_threads(t)      # plans depend on the thread count: made after this
-            blas_model, feeds = planned(name, blas=True)
-            auto_model, _ = planned(name, blas=False)
+            alt_model, feeds = planned(name, alt)
+            default_model, _ = planned(name)
             sess = ort_session(onnx_path(name), t)
             ort_feeds = {sess.get_inputs()[0].name: next(iter(feeds.values()))}
-            fns = [("blas", lambda: blas_model.run(feeds)), ("auto", lambda: auto_model.run(feeds)),
+            fns = [("alt", lambda: alt_model.run(feeds)), ("default", lambda: default_model.run(feeds)),
                    ("ort", lambda: sess.run(None, ort_feeds))]
             ratios = []
             for k in range(args.rounds):       # each round in another order: no seat is favoured
                 med = interleaved(dict(fns[k % 3:] + fns[:k % 3]), args.runs)
-                ratios.append((med["blas"] / med["ort"], med["auto"] / med["ort"], med["auto"] / med["blas"],
+                ratios.append((med["alt"] / med["ort"], med["default"] / med["ort"], med["default"] / med["alt"],
                                med["ort"] * 1e3))
             r = np.median(np.array(ratios), axis=0)
-            rows.append({"model": name, "threads": t, "blas_vs_ort": r[0], "default_vs_ort": r[1],
-                         "default_vs_blas": r[2], "ort_ms": r[3]})
+            rows.append({"model": name, "threads": t, "alt_vs_ort": r[0], "default_vs_ort": r[1],
+                         "default_vs_alt": r[2], "ort_ms": r[3]})
             print(rows[-1], flush=True)
-    lines = ["# Conv rule: all convs on OpenBLAS vs the default rule, interleaved with onnxruntime", "",
+    lines = [f"# Conv rule: the default against '{alt}' ({ALTERNATIVES[alt]}), interleaved with onnxruntime", "",
              header(), f"medians of {args.rounds} rounds x {args.runs} interleaved calls, batch 1", "",
-             "| model | threads | all-OpenBLAS / onnxruntime | default / onnxruntime | default / all-OpenBLAS "
-             "| onnxruntime ms |",
+             f"| model | threads | {alt} / onnxruntime | default / onnxruntime | default / {alt} | onnxruntime ms |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['threads']} | {r['blas_vs_ort']:.2f} | {r['default_vs_ort']:.2f} | "
-                     f"{r['default_vs_blas']:.2f} | {r['ort_ms']:.2f} |")
-    write_results(f"conv_rule_{platform.machine()}", lines, {"rows": rows})
-
+        lines.append(f"| {r['model']} | {r['threads']} | {r['alt_vs_ort']:.2f} | {r['default_vs_ort']:.2f} | "
+                     f"{r['default_vs_alt']:.2f} | {r['ort_ms']:.2f} |")
+    name = f"conv_rule_{platform.machine()}" if alt == "blas" else f"conv_rule_{alt}_{platform.machine()}"
+    write_results(name, lines, {"against": alt, "rows": rows})
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,13 @@
 """Every conv of a model alone, on its real input: haste-edge's conv paths against onnxruntime.
 
-    python benchmarks/bench_layers.py [--model efficientnet_lite0] [--threads 1] [--repeats 50]
+    python benchmarks/bench_layers.py [--model efficientnet_lite0|mobilenetv2_224|...] [--threads 1]
+                                      [--repeats 50] [--flush]
 
-Each Conv node is run on the input it gets in the model (a bundled image through the dense
-model) by: the microkernel path (implicit GEMM / exact im2col + microkernel, what runs by
-default for convs with a window larger than 1x1), the im2row/im2col + OpenBLAS path, and onnxruntime on a one-node ONNX model of
-the same conv (with its fused Relu/Clip as a second node, which onnxruntime fuses too). Times are
+Each Conv node is run on the input it gets in the model (a bundled image or a photo through the
+dense model) by: the microkernel path (what runs by default on one thread; depthwise convs take
+their own kernels in both columns), the im2row/im2col + OpenBLAS path, and onnxruntime on a
+one-node ONNX model of the same conv (with its fused Relu/Clip as a second node, which
+onnxruntime fuses too; NCHW in and out, so not the layout it keeps inside a whole graph). Times are
 the best of --repeats calls each (robust to a busy machine), the three interleaved per round.
 Columns: MACs, ms, GMAC/s, the ratio to onnxruntime, the layout and tile shape the microkernel
 path chose. Writes benchmarks/results/<name>.md and .json.
@@ -62,9 +64,14 @@ def onnx_conv(path, x, w, b, attrs):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+_FLUSH = None      # --flush: a buffer larger than the last-level cache, rewritten before each call
+
+
 def best(fn, repeats):
     t = np.inf
     for _ in range(repeats):
+        if _FLUSH is not None:
+            np.add(_FLUSH, 1.0, out=_FLUSH)
         t0 = time.perf_counter()
         fn()
         t = min(t, time.perf_counter() - t0)
@@ -77,7 +84,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--flush", action="store_true",
+                    help="rewrite a 64 MiB buffer before every timed call: weights, input and output come from "
+                         "memory, as in a whole model where other layers evicted them")
     args = ap.parse_args()
+    global _FLUSH
+    if args.flush:
+        _FLUSH = np.zeros(16 << 20, np.float32)
     haste_edge.set_threads(args.threads)
     if args.model == "fashion_resnet18":
         model = haste_edge.load()
@@ -119,7 +132,7 @@ def main():
     tmp.unlink(missing_ok=True)
     tot = {k: sum(r[k] for r in rows) for k in ("ours_ms", "blas_ms", "ort_ms", "macs")}
     lines = [f"# Convs of {args.model} alone on their real inputs, {args.threads} thread(s), best of "
-             f"{args.repeats} x 3 rounds", "", header() + "; " + microkernel.describe(), "",
+             f"{args.repeats} x 3 rounds" + (", caches flushed before every call" if args.flush else ""), "", header() + "; " + microkernel.describe(), "",
              "| layer | input | weights | MMAC | microkernel ms | GMAC/s | im2col+BLAS ms | onnxruntime ms | GMAC/s | "
              "microkernel / onnxruntime | layout, tile | max rel. diff |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -130,7 +143,8 @@ def main():
     lines.append(f"| all convs | | | {tot['macs'] / 1e6:.1f} | {tot['ours_ms']:.3f} | {tot['macs'] / tot['ours_ms'] / 1e6:.1f} | "
                  f"{tot['blas_ms']:.3f} | {tot['ort_ms']:.3f} | {tot['macs'] / tot['ort_ms'] / 1e6:.1f} | "
                  f"{tot['ours_ms'] / tot['ort_ms']:.2f} | | |")
-    write_results(args.name or f"layers_{args.model}_t{args.threads}", lines, {"threads": args.threads, "rows": rows})
+    name = args.name or f"layers_{args.model}_t{args.threads}" + ("_flushed" if args.flush else "")
+    write_results(name, lines, {"threads": args.threads, "flush": args.flush, "rows": rows})
 
 
 if __name__ == "__main__":
