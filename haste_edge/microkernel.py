@@ -141,6 +141,13 @@ class _IR:
         ptr = self.b.bitcast(self.b.gep(base, [index]), (vt or self.vt).as_pointer())
         return self.b.load(ptr, align=4)
 
+    def load_evens(self, base, index):
+        """The vector of base[index + 2t], t < vw: one load of 2*vw floats and a shuffle (LLVM does
+        not vectorise a stride-2 loop by itself)."""
+        wide = ir.VectorType(ir.FloatType(), 2 * self.vt.count)
+        evens = ir.Constant(ir.VectorType(ir.IntType(32), self.vt.count), list(range(0, 2 * self.vt.count, 2)))
+        return self.b.shuffle_vector(self.load(base, index, wide), ir.Constant(wide, ir.Undefined), evens)
+
     def reduction(self, n, n_acc, body):
         """for t in range(n), n_acc vector accumulators carried in phi nodes from zero; body(t, accs)
         emits one step and returns the new accumulators. Returns them after the loop (zero if n <= 0)."""
@@ -260,7 +267,8 @@ def _make_scalar_tile(mr: int, nr: int):
 # loads 2*DW_VW floats and keeps the even ones (one shuffle).
 # ---------------------------------------------------------------------------------------------
 
-DW_ROWS, DW_VW = 8, 16          # 8 vector accumulators (FMA latency x throughput); LLVM splits 16 lanes for AVX2 / NEON
+# 8 vector accumulators (FMA latency x throughput); LLVM splits 16 lanes for AVX2 and NEON
+DW_ROWS, DW_VW = 8, 16
 
 
 def _make_vector_dw_tile(rows: int, vw: int, stride: int):
@@ -277,8 +285,6 @@ def _make_vector_dw_tile(rows: int, vw: int, stride: int):
             n_taps = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
             x = _IR(builder, vw)
             i64 = x.i64
-            lt = ir.VectorType(ir.FloatType(), vw * stride)          # what one load reads
-            pick = ir.Constant(ir.VectorType(ir.IntType(32), vw), list(range(0, vw * stride, stride)))
             row_pos = [builder.add(pos_v, builder.mul(ld_v, i64(r))) for r in range(rows)]
 
             def step(t, acc):
@@ -286,11 +292,8 @@ def _make_vector_dw_tile(rows: int, vw: int, stride: int):
                 wv = x.splat(builder.load(builder.gep(wp, [builder.add(w_off_v, t)])))
                 new = []
                 for r in range(rows):
-                    if stride == 1:
-                        v = x.load(sp, builder.add(row_pos[r], off))
-                    else:
-                        v = builder.shuffle_vector(x.load(sp, builder.add(row_pos[r], off), lt),
-                                                   ir.Constant(lt, ir.Undefined), pick)
+                    at = builder.add(row_pos[r], off)
+                    v = x.load(sp, at) if stride == 1 else x.load_evens(sp, at)
                     new.append(builder.call(x.fma, [wv, v, acc[r]]))
                 return new
 
@@ -317,6 +320,26 @@ def _make_scalar_dw_tile(rows: int, vw: int, stride: int):
                 v = lo if v < lo else v
                 out[o_pos + r * ldo + j] = hi if v > hi else v
     return dw_tile
+
+
+# ---------------------------------------------------------------------------------------------
+# a stride-2 copy (the stride phases of stride-2 convs): dst[d_off + t] = src[s_off + 2t], t < 16
+# ---------------------------------------------------------------------------------------------
+
+@intrinsic
+def every_other16(typingctx, src, s_off, dst, d_off):
+    """Both arrays unit-stride; reads 32 floats from s_off."""
+    sig = types.void(src, types.int64, dst, types.int64)
+
+    def codegen(context, builder, signature, args):
+        s_v, s_o, d_v, d_o = args
+        x = _IR(builder, 16)
+        evens = x.load_evens(_data(context, builder, signature.args[0], s_v), s_o)
+        dp = _data(context, builder, signature.args[2], d_v)
+        builder.store(evens, builder.bitcast(builder.gep(dp, [d_o]), x.vt.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def _make_tile(mr, nv, vw):

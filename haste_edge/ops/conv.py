@@ -468,6 +468,8 @@ class _Plan:
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
         # the microkernel paths have no BLAS to give the threads to: parallel unless tiny
         self.micro_serial = conv_macs([x_shape, w_shape], [self.out_shape], attrs) < _MICRO_SERIAL_MACS
+        # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
+        self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
         if group > 1 and w_shape[1] == 1:
             tiles = depthwise_tiles_applicable(sh, sw)
             if ho * wo <= (_DW_CL_MAX_PIXELS_TILES if tiles else _DW_CL_MAX_PIXELS):
@@ -479,10 +481,10 @@ class _Plan:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
         elif _DIRECT or (_AUTO and self.threads == 1
-                         and not (self._pointwise() and ho * wo < _POINTWISE_MICRO_MIN_PIXELS)):
+                         and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS)):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
-        elif kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
+        elif self.pointwise:
             self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
         elif group == 1 and kh * kw > 1 and c_in >= _ROW_MIN_CHANNELS and ho * wo <= _ROW_MAX_PIXELS:
             self.path = "im2row"
@@ -500,12 +502,6 @@ class _Plan:
             self.length = self.n_seg * self.seg      # GEMM columns
             # the GEMM result has the output's layout unless it is wide with junk columns
             self.wide = self.length != ho * wo
-
-
-    def _pointwise(self):
-        """1x1, stride 1, unpadded: the image itself is the GEMM's matrix."""
-        kh, kw, sh, sw = self.geo[:4]
-        return kh == kw == 1 and sh == sw == 1 and not any(self.geo[6:])
 
 
 _plans: dict = {}
@@ -547,6 +543,9 @@ def _packed_weights(plan, w):
     return packed
 
 
+# paths whose per-node state (packed weights, offsets) is made from W on the first call
+_PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "depthwise_tiles": DepthwiseConv}
+
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 
 
@@ -573,12 +572,6 @@ def conv(inputs, attrs, outs=None):
             _to_channels_last(x[n], xt, c_out // x.shape[1])
             _depthwise_cl(xt, h, wd, wt, bias, y[n], sh, sw, dh, dw, pt, pl, lo, hi)
         return outs
-    if pl_.path == "depthwise_tiles":
-        m = pl_.micro
-        if m is None or m.w_src is not w:
-            m = pl_.micro = DepthwiseConv(w, pl_)
-        m.run(x, y, bias, pl_, min(n_img * c_out, 4 * numba.get_num_threads()))
-        return outs
     if pl_.path == "depthwise":
         # direct kernel, epilogue included; a few blocks of planes per thread balance the load
         # without a scratch allocation per plane (each block allocates its phases and accumulator)
@@ -589,10 +582,11 @@ def conv(inputs, attrs, outs=None):
                    lo, hi, pl_.na, pl_.nb, n_blocks)
         return outs
 
-    if pl_.path in ("direct", "winograd"):          # the microkernel paths, packed on the first call
+    prepared = _PREPARED.get(pl_.path)             # the microkernel paths, packed on the first call
+    if prepared is not None:
         m = pl_.micro
         if m is None or m.w_src is not w:
-            m = pl_.micro = (DirectConv if pl_.path == "direct" else WinogradConv)(w, pl_)
+            m = pl_.micro = prepared(w, pl_)
         m.run(x, y, bias, pl_)
         return outs
     if not pl_.serial:

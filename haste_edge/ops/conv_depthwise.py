@@ -12,6 +12,7 @@ row's end read the plane's next cells, rows past the last a zeroed tail: junk, n
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
@@ -44,8 +45,9 @@ class DepthwiseConv:
                      + int(self.offs.max()))
         self.src_size = max(self.hp * self.wp, last_read + 1)
 
-    def run(self, x, y, bias, plan, n_blocks):
+    def run(self, x, y, bias, plan):
         sh, pt, pl = plan.geo[2], plan.geo[6], plan.geo[7]
+        n_blocks = min(y.shape[0] * y.shape[1], 4 * numba.get_num_threads())   # a few per thread
         # per block of planes: the padded plane (split_phases writes all of it; the tail past it
         # must read as zeros) and the tile-aligned output plane
         src = scratch("dw_src", n_blocks * self.src_size).reshape(n_blocks, self.src_size)

@@ -47,7 +47,7 @@ class DirectConv:
         self.w_src = w                                      # packed from this array
         self.k = k = cig * kh * kw
         # 1x1, stride 1, unpadded: the image itself is B (tap c at c*H*W), nothing copied
-        self.pointwise = kh * kw == 1 and sh == sw == 1 and not any(plan.geo[6:10])
+        self.pointwise = plan.pointwise
         self.exact = kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq
         self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
@@ -153,10 +153,9 @@ def _pointwise_images(x, y, offs, tail_offs, panels, biases, tail_b, scr, varian
                 mk.gemm_strided(variant, panels[g], tail_b, tail_offs, tail_c, nr, 1, biases[g], lo, hi, False)
                 for o in range(cog):
                     yg[o, full * nr:] = tail_c[o * nr:o * nr + rest]
-            if rows != cog:
+            if rows != cog and full:
                 for o in range(cog):
-                    if full:
-                        yg[o, :full * nr] = dst[o * hw:o * hw + full * nr]
+                    yg[o, :full * nr] = dst[o * hw:o * hw + full * nr]
 
 
 @njit
