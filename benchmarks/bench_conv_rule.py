@@ -1,6 +1,6 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -9,6 +9,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   direct          every non-depthwise conv on the microkernel, at any thread count
   pointwise-blas  the default, but every pointwise conv on OpenBLAS
   least-padding   the default, but tile shapes chosen by least padding alone
+  no-lanes        the default, but no conv in the lanes layout (conv_direct.py)
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -26,7 +27,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge import microkernel as mk
-from haste_edge.ops import conv as conv_mod
+from haste_edge.ops import conv as conv_mod, conv_direct
 
 
 def onnx_path(name):
@@ -37,7 +38,8 @@ def onnx_path(name):
 
 
 ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise conv on the microkernel",
-                "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding"}
+                "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding",
+                "no-lanes": "no lanes layout"}
 
 
 def _least_padding(rows, cols):
@@ -50,7 +52,8 @@ def _least_padding(rows, cols):
 @contextmanager
 def alternative(name):
     """Module settings of the alternative while a model is planned, restored afterwards."""
-    saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant)
+    saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
+             conv_direct.LANES)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -59,10 +62,13 @@ def alternative(name):
         conv_mod._POINTWISE_MICRO_MIN_PIXELS = 1 << 62
     elif name == "least-padding":
         mk.choose_variant = _least_padding
+    elif name == "no-lanes":
+        conv_direct.LANES = False
     try:
         yield
     finally:
-        conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant = saved
+        (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
+         conv_direct.LANES) = saved
 
 
 def planned(name, against=None):

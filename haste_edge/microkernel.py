@@ -70,12 +70,24 @@ def _choose() -> dict:
         shapes = ((8, 3, 4), (16, 1, 4), (8, 2, 4))
     else:
         shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
+    # lanes tiles (MR pixels, NV vectors of output channels): MR = 7, 14, 4 divide the rows of the
+    # usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); accumulators plus B's vectors fill
+    # the registers (AVX2 has no broadcast operand: one more register for it)
+    if arch == "x86_64" and avx512:
+        lanes = ((7, 4, 16), (14, 2, 16), (4, 4, 16))
+    elif arch == "x86_64":
+        lanes = ((7, 2, 8), (14, 1, 8), (4, 3, 8))
+    elif arch == "aarch64":
+        lanes = ((7, 3, 4), (14, 2, 4), (4, 6, 4))
+    else:
+        lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4))
     kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
-    return {"arch": arch, "avx512": avx512, "shapes": shapes, "kind": kind}
+    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "kind": kind}
 
 
 TARGET = _choose()
 SHAPES = TARGET["shapes"]                      # index = tile variant
+LANES = TARGET["lanes"]                        # index = lanes tile variant
 # k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled
 # ResNet: benchmarks/results/prefetch_x86_64.md); past the panel's end it is a harmless hint
 PREFETCH_K = env_int("HASTE_EDGE_PREFETCH_K", 64, 0, 4096)
@@ -85,7 +97,9 @@ def describe() -> str:
     """One line for benchmark headers: the microkernel this process runs."""
     t = TARGET
     tiles = ", ".join(f"{mr}x{nv * vw}" for mr, nv, vw in t["shapes"])
-    return f"microkernel {t['kind']} tiles {tiles} ({t['arch']}{', AVX-512' if t['avx512'] else ''})"
+    lanes = ", ".join(f"{mr}x{nv * vw}" for mr, nv, vw in t["lanes"])
+    return (f"microkernel {t['kind']} tiles {tiles}, lanes tiles {lanes} "
+            f"({t['arch']}{', AVX-512' if t['avx512'] else ''})")
 
 
 def mr_of(variant: int) -> int:
@@ -241,6 +255,76 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
     return tile
 
 
+# ---------------------------------------------------------------------------------------------
+# the lanes tile (output channels in the vector lanes, pixels broadcast), with its epilogue:
+#   C[c_off + i*ldc + j] = clamp(bias[bias_off + j] + sum_k a[a_off + aoffs[k] + i] * b[b_off + k*NR + j], lo, hi)
+# for i < MR pixels, j < NR channels. A is read where the pixels lie (a run of MR output pixels
+# of one row in the image or its stride phases: no packing); B is a panel of NR channels' weights,
+# k-major and contiguous (pack_lanes), so the weights stream as the hardware prefetcher likes.
+# Made for small maps, where a pixel-wide tile pads a 7x7 map's 49 pixels to 64 and a row of
+# MR = 7 pixels pads nothing.
+# ---------------------------------------------------------------------------------------------
+
+def _make_vector_lanes_tile(mr: int, nv: int, vw: int):
+    nr = nv * vw
+
+    @intrinsic
+    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+        sig = types.void(a, aoffs, types.int64, b, types.int64, c, types.int64, types.int64,
+                         bias, types.int64, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            a_v, o_v, a_off_v, b_v, b_off_v, c_v, c_off_v, ldc_v, bias_v, bias_off_v, lo_v, hi_v = args
+            at, ot, _, bt, _, ct, _, _, biast = signature.args[:9]
+            ap, op = _data(context, builder, at, a_v), _data(context, builder, ot, o_v)
+            bp, cp = _data(context, builder, bt, b_v), _data(context, builder, ct, c_v)
+            biasp = _data(context, builder, biast, bias_v)
+            k_len = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
+            x = _IR(builder, vw)
+            i64 = x.i64
+
+            def step(k, acc):                   # acc[i*nv + j]: pixel i, vector j
+                a_base = builder.add(a_off_v, builder.load(builder.gep(op, [k])))
+                b_base = builder.add(b_off_v, builder.mul(k, i64(nr)))
+                bvec = [x.load(bp, builder.add(b_base, i64(j * vw))) for j in range(nv)]
+                new = []
+                for i in range(mr):
+                    av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i))])))
+                    new += [builder.call(x.fma, [av, bvec[j], acc[i * nv + j]]) for j in range(nv)]
+                return new
+
+            outs = x.reduction(k_len, mr * nv, step)
+            lo_s, hi_s = x.splat(lo_v), x.splat(hi_v)
+            bias_v = [x.load(biasp, builder.add(bias_off_v, i64(j * vw))) for j in range(nv)]
+            for i in range(mr):
+                row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
+                for j in range(nv):
+                    x.store_clamped(outs[i * nv + j], bias_v[j], lo_s, hi_s, cp, builder.add(row_off, i64(j * vw)))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return lanes_tile
+
+
+def _make_scalar_lanes_tile(mr: int, nr: int):
+    @njit
+    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+        acc = np.zeros((mr, nr), dtype=np.float32)
+        for k in range(aoffs.shape[0]):
+            base = a_off + aoffs[k]
+            for i in range(mr):
+                av = a[base + i]
+                for j in range(nr):
+                    acc[i, j] += av * b[b_off + k * nr + j]
+        for i in range(mr):
+            for j in range(nr):
+                v = acc[i, j] + bias[bias_off + j]
+                v = lo if v < lo else v
+                c[c_off + i * ldc + j] = hi if v > hi else v
+    return lanes_tile
+
+
 def _make_scalar_tile(mr: int, nr: int):
     @njit
     def tile(a, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi):
@@ -346,6 +430,10 @@ def _make_tile(mr, nv, vw):
     return _make_scalar_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_tile(mr, nv, vw)
 
 
+def _make_lanes_tile(mr, nv, vw):
+    return _make_scalar_lanes_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_lanes_tile(mr, nv, vw)
+
+
 # one global per variant: a compiled kernel must see its tile as a constant
 tile0 = _make_tile(*SHAPES[0])
 tile1 = _make_tile(*SHAPES[1])
@@ -353,6 +441,12 @@ tile2 = _make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)
+lanes0 = _make_lanes_tile(*LANES[0])
+lanes1 = _make_lanes_tile(*LANES[1])
+lanes2 = _make_lanes_tile(*LANES[2])
+LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
+LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
+LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
 _make_dw_tile = _make_scalar_dw_tile if TARGET["kind"] == "scalar" else _make_vector_dw_tile
 dw_tile_s1 = _make_dw_tile(DW_ROWS, DW_VW, 1)
 dw_tile_s2 = _make_dw_tile(DW_ROWS, DW_VW, 2)
@@ -477,4 +571,99 @@ def gemm_reference(a, b, offs, length, bias=None, lo=-np.inf, hi=np.inf) -> np.n
     c = a.astype(np.float64) @ rows
     if bias is not None:
         c += np.asarray(bias, np.float64)[:, None]
+    return np.clip(c, lo, hi).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the lanes product: output channels in the vector lanes, pixel blocks where they lie
+# ---------------------------------------------------------------------------------------------
+
+def lanes_dims_py(variant: int) -> tuple[int, int]:
+    mr, nv, vw = LANES[variant]
+    return mr, nv * vw
+
+
+def choose_lanes(width: int, channels: int, divides: bool = False) -> int | None:
+    """The lanes tile for rows of `width` pixels and `channels` output channels: least padded work
+    (pixels per row padded to MR, channels to NR), ties to the first (most accumulators). With
+    divides, only tiles whose MR divides width (None if there is none)."""
+    def cost(v):
+        mr, nr = lanes_dims_py(v)
+        return -(-width // mr) * mr * -(-channels // nr) * nr
+    fits = [v for v in range(len(LANES)) if not divides or width % LANES[v][0] == 0]
+    return min(fits, key=lambda v: (cost(v), v)) if fits else None
+
+
+def pack_lanes(a: np.ndarray, nr: int) -> np.ndarray:
+    """A (M, K) -> B (ceil(M/nr), K*nr) float32: panel[cb, k*nr + j] = A[cb*nr + j, k], channels
+    past M zero. Give gemm_lanes B on a 64-byte boundary (scratch.aligned_empty): with nr a
+    multiple of 16 none of the tile's vector loads then straddles two cache lines."""
+    return pack_panels(a, nr)
+
+
+@njit
+def lanes_dims(variant):
+    if variant == 0:
+        return LMR0, LNR0
+    if variant == 1:
+        return LMR1, LNR1
+    return LMR2, LNR2
+
+
+@njit
+def _lanes_tile(variant, a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+    if variant == 0:
+        lanes0(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+    elif variant == 1:
+        lanes1(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+    else:
+        lanes2(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+
+
+@njit
+def gemm_lanes(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo, hi, parallel):
+    """For every pixel block t and channel panel cb: C[c_rows[t] + i, cb*NR + j] = clamp(bias[cb*NR + j]
+    + sum_k a[a_starts[t] + aoffs[k] + i] * B[cb*NR + j, k], lo, hi), i < MR, j < NR; B the
+    panels of pack_lanes, C flat with row stride ldc = (panels)*NR, bias (ldc,). On the pool
+    (parallel) or the calling thread."""
+    if parallel:
+        _gemm_lanes_pool(variant, a, aoffs, a_starts, c_rows, b, c, bias, np.float32(lo), np.float32(hi))
+    else:
+        _gemm_lanes_serial(variant, a, aoffs, a_starts, c_rows, b, c, bias, np.float32(lo), np.float32(hi))
+
+
+# The serial loop is its own function: compiled inside a parallel=True function (as the branch
+# not taken by prange), the same loop ran 2x slower (measured on the 7x7 lanes product).
+@njit
+def _gemm_lanes_serial(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo32, hi32):
+    """Channel panels outermost: a panel stays in cache while every pixel block passes."""
+    nr = lanes_dims(variant)[1]
+    n_cb, k_len = b.shape[0], aoffs.shape[0]
+    ldc = n_cb * nr
+    for cb in range(n_cb):
+        for r in range(a_starts.shape[0]):
+            _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], 0, c, c_rows[r] * ldc + cb * nr, ldc,
+                        bias, cb * nr, lo32, hi32)
+
+
+@njit(parallel=True)
+def _gemm_lanes_pool(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo32, hi32):
+    nr = lanes_dims(variant)[1]
+    n_cb, n_blocks = b.shape[0], a_starts.shape[0]
+    ldc = n_cb * nr
+    for t in prange(n_cb * n_blocks):
+        cb = t // n_blocks
+        r = t - cb * n_blocks
+        _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], 0, c, c_rows[r] * ldc + cb * nr, ldc,
+                    bias, cb * nr, lo32, hi32)
+
+
+def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf) -> np.ndarray:
+    """gemm_lanes' blocks (len(a_starts) * mr, N) for B (K, N) unpacked, in float64 accumulation,
+    row t*mr + i for pixel i of block t."""
+    idx = (np.asarray(a_starts)[:, None, None] + np.asarray(aoffs)[None, None, :]
+           + np.arange(mr)[None, :, None]).reshape(-1, len(aoffs))        # (blocks*mr, K)
+    c = a[idx].astype(np.float64) @ b.astype(np.float64)
+    if bias is not None:
+        c += np.asarray(bias, np.float64)[None, :]
     return np.clip(c, lo, hi).astype(np.float32)

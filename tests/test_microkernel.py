@@ -7,7 +7,7 @@ import pytest
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit
-from haste_edge.ops import conv as conv_mod
+from haste_edge.ops import conv as conv_mod, conv_direct
 from conv_cases import CASES, make, run_fast
 
 RNG = np.random.default_rng(1)
@@ -74,6 +74,49 @@ def test_depthwise_tile_matches_reference(stride, n_taps):
     assert np.isnan(out[0]) and np.isnan(out[-1])            # nothing written outside the tile's rows
 
 
+def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf):
+    """gemm_lanes on random blocks anywhere in A (overlapping too), against its reference."""
+    mr, nr = mk.lanes_dims_py(variant)
+    a = RNG.standard_normal(5 * k + 200).astype(np.float32)
+    aoffs = np.sort(RNG.choice(4 * k, size=k, replace=False)).astype(np.int64)
+    a_starts = RNG.integers(0, 150, n_blocks).astype(np.int64)
+    w = RNG.standard_normal((m, k)).astype(np.float32)
+    panels = mk.pack_lanes(w, nr)
+    ldc = panels.shape[0] * nr
+    bias = mk.pad_rows(RNG.standard_normal(m).astype(np.float32), ldc)
+    c = np.full((n_blocks * mr + 1) * ldc, np.nan, np.float32)
+    mk.gemm_lanes(variant, a, aoffs, a_starts, np.arange(n_blocks) * mr, panels, c, bias, lo, hi, parallel)
+    want = mk.gemm_lanes_reference(a, aoffs, a_starts, mr, w.T, bias[:m], lo, hi)
+    return c.reshape(-1, ldc), want, m
+
+
+@pytest.mark.parametrize("variant", range(len(mk.LANES)))
+@pytest.mark.parametrize("m,k,n_blocks", [(1, 1, 1), (5, 9, 3), (70, 288, 7), (128, 40, 2)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_lanes_product_matches_reference(variant, m, k, n_blocks, parallel):
+    c, want, m = _lanes_product(variant, m, k, n_blocks, parallel, lo=-2.0, hi=3.0)
+    got = c[:len(want), :m]
+    assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1.0) * np.sqrt(k)
+    assert np.isfinite(c[:len(want)]).all()            # padding channels are written too
+    assert np.isnan(c[len(want):]).all()               # nothing past the blocks' rows
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 7, 7, 128, "3x3"), (2, 96, 7, 7, 40, "3x3"), (1, 64, 7, 7, 96, "1x1"),
+                                   (1, 16, 6, 6, 24, "3x3"), (1, 8, 5, 9, 20, "3x3"), (1, 24, 4, 4, 64, "1x1")])
+def test_lanes_layout_matches_reference(direct, shape, monkeypatch):
+    """The lanes layout on any small map (forced: the rule takes it where it pads least, which
+    depends on the target's tiles), rows that are not a multiple of MR included."""
+    monkeypatch.setattr(conv_direct, "LANES_MIN_GAIN", 0.0)
+    n, ci, h, w, co, k = shape
+    spec = (n, ci, h, w, co, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu") if k == "3x3" else \
+        (n, ci, h, w, co, (1, 1), (1, 1), (1, 1), [0, 0, 0, 0], 1, None)
+    inputs, attrs = make(spec)
+    got = run_fast(inputs, attrs)
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).micro.lanes
+
+
 def test_epilogue_clamps_and_keeps_nan():
     c, want = _product(0, 10, 20, 30, False, lo=-0.5, hi=0.75)
     np.testing.assert_allclose(c[:10, :30], want, rtol=1e-5, atol=1e-5)
@@ -101,6 +144,9 @@ import test_microkernel as t
 for v in range(len(mk.SHAPES)):
     c, want = t._product(v, 20, 50, 40, False, lo=-1.0, hi=1.0)
     assert np.abs(c[:20, :40] - want).max() < 1e-4, v
+for v in range(len(mk.LANES)):
+    c, want, m = t._lanes_product(v, 20, 50, 3, False, lo=-1.0, hi=1.0)
+    assert np.abs(c[:len(want), :m] - want).max() < 1e-4, v
 from conv_cases import CASES, make, run_fast
 from haste_edge.ops import conv
 for name in ("dw-plane", "dw-tiles-s2-ragged"):
@@ -152,10 +198,12 @@ def test_depthwise_convs_match_reference(name):
 
 @pytest.mark.parametrize("shape", [(1, 32, 28, 28, 32), (1, 64, 14, 14, 128), (2, 128, 7, 7, 128),
                                    (1, 256, 4, 4, 256), (1, 24, 4, 4, 40)])
-def test_direct_conv_layouts(direct, shape):
-    """Wide (28x28, 14x14) and exact (7x7, 4x4) layouts, direct output and cropped."""
+def test_direct_conv_layouts(direct, shape, monkeypatch):
+    """Wide (28x28, 14x14) and exact (4x4; 7x7 with the lanes layout off) layouts, direct output
+    and cropped."""
     n, ci, h, w, co = shape
     inputs, attrs = make((n, ci, h, w, co, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu"))
+    monkeypatch.setattr(conv_direct, "LANES", False)
     got = run_fast(inputs, attrs)
     want = conv_mod.conv_reference(inputs, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -31,7 +31,7 @@ from haste_edge.errors import InputError
 from haste_edge.jit import env_choice, njit, prange
 from haste_edge.ops.conv_depthwise import DepthwiseConv
 from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicable
-from haste_edge.ops.conv_direct import DirectConv
+from haste_edge.ops.conv_direct import DirectConv, use_lanes
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
 from haste_edge.ops.window import split_phases, valid_range
@@ -420,8 +420,10 @@ _ROW_PIXEL_MAJOR_MIN = 32
 
 # Which conv path runs (HASTE_EDGE_CONV). "auto" (default): when the engine runs on one thread,
 # every group >= 1 conv on the microkernel (conv_direct) but pointwise ones on maps under
-# _POINTWISE_MICRO_MIN_PIXELS, and everything on OpenBLAS on more threads. Measured: on 7x7 maps
-# OpenBLAS's pointwise products were 2-4 % faster (benchmarks/results/layers_efficientnet_lite0_t1.md);
+# _POINTWISE_MICRO_MIN_PIXELS that the lanes layout does not take, and everything on OpenBLAS on
+# more threads. Measured: on 7x7 maps OpenBLAS's pointwise products were 2-4 % faster than the
+# pixel-wide tiles (benchmarks/results/layers_efficientnet_lite0_t1.md), the lanes tile faster
+# than OpenBLAS (benchmarks/results/conv_rule_no-lanes_x86_64.md);
 # at 2 threads the microkernel's parallel regions, one per conv, each wake the pool's sleeping
 # workers and lost to OpenBLAS; whole models: benchmarks/results/conv_rule_x86_64.md. "direct"
 # puts every non-depthwise conv on the microkernel, "blas" none; "winograd" is "direct" plus
@@ -481,7 +483,8 @@ class _Plan:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
         elif _DIRECT or (_AUTO and self.threads == 1
-                         and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS)):
+                         and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS
+                                  and not use_lanes(self, self.c_out_g))):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
             self.micro = None                        # DirectConv, made on the first call with W
         elif self.pointwise:

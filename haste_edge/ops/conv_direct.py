@@ -11,7 +11,12 @@ product's columns:
   6-wide phase rows): the taps are gathered from the phases into (K, ho*wo) columns first.
 - pointwise (1x1, stride 1, unpadded): the image itself is B, nothing copied; the columns past
   the last whole tile go through a small zero-padded copy (a tile must not read past the image).
-Either way out[o, t] = clamp(bias[o] + sum_k W[o, k] * B[offs[k] + t]) is the microkernel's
+- lanes (the output channels in the vector lanes; microkernel.gemm_lanes): blocks of MR pixels
+  of one output row are read where they lie, in the phases (or, pointwise, in the image) at
+  taps[k] + p*wq + q0, and the weights packed (K, C_out) are the vector operand; nothing is
+  gathered and no junk column computed when MR divides the row (7x7 maps: MR = 7). The product
+  comes out pixel-major and is transposed into y.
+Otherwise out[o, t] = clamp(bias[o] + sum_k W[o, k] * B[offs[k] + t]) is the microkernel's
 product with its fused epilogue (tile shape per layer: microkernel.choose_variant); the weights
 are packed into its panels once per node. When the padded product has the output's shape (exact
 layout, C_out a multiple of MR, ho*wo of NR) it is written straight into the output, otherwise
@@ -26,11 +31,39 @@ import numpy as np
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import split_phases
-from haste_edge.scratch import scratch
+from haste_edge.scratch import aligned_empty, scratch
 
 # Junk columns per output row (wq - wo) relative to wq above which the exact layout is used.
 _WIDE_MAX_JUNK = 0.15
 _TAIL = 64          # floats past the end of B a tile may read: at least every variant's NR
+
+
+# The lanes layout (module docstring) is taken where the pixel-wide tiles would pad a small map's
+# product by more than this factor over the lanes tile's padding. Measured in whole models (1
+# thread, benchmarks/results/conv_rule_no-lanes_x86_64.md and lanes_layers_x86_64.md): on 7x7
+# maps (49 pixels padded to 64) lanes is faster, on 4x4 (no padding either way) and on 14x14 and
+# larger maps (the wide layout) it was as fast or slower.
+LANES_MIN_GAIN = 1.15
+LANES = True        # False: never (benchmarks compare)
+
+
+def use_lanes(plan, cog) -> bool:
+    """Whether a conv takes the lanes layout (rule above)."""
+    kh, kw = plan.geo[:2]
+    ho, wo, wq = plan.out_shape[2], plan.out_shape[3], plan.wq
+    small = plan.pointwise or (kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq)   # the exact layout
+    if not LANES or not small:
+        return False
+    hw = ho * wo
+    # pointwise, blocks run over the flat image: MR must divide it (no block may read past it)
+    v = mk.choose_lanes(hw, cog, divides=True) if plan.pointwise else mk.choose_lanes(wo, cog)
+    if v is None:
+        return False
+    mr, nr = mk.lanes_dims_py(v)
+    lanes_work = ho * (-(-wo // mr) * mr) * (-(-cog // nr) * nr) if not plan.pointwise else hw * (-(-cog // nr) * nr)
+    v = mk.choose_variant(cog, hw)
+    pixel_work = mk.padded_columns(hw, v) * (-(-cog // mk.mr_of(v)) * mk.mr_of(v))
+    return pixel_work > LANES_MIN_GAIN * lanes_work
 
 
 class DirectConv:
@@ -48,6 +81,17 @@ class DirectConv:
         self.k = k = cig * kh * kw
         # 1x1, stride 1, unpadded: the image itself is B (tap c at c*H*W), nothing copied
         self.pointwise = plan.pointwise
+        self.plane = hq * wq
+        self.group_phases = cig * sh * sw * self.plane      # one group's phase floats
+        c, i, j = np.meshgrid(np.arange(cig), np.arange(kh), np.arange(kw), indexing="ij")
+        phase = (i * dh % sh) * sw + (j * dw % sw)
+        self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
+                     + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
+        self.bias = (None, None)                            # (source b, padded per group)
+        self.lanes = use_lanes(plan, cog)
+        if self.lanes:
+            self._init_lanes(w, plan)
+            return
         self.exact = kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq
         self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
@@ -56,23 +100,41 @@ class DirectConv:
         self.cols = mk.padded_columns(self.length, self.variant)
         self.rows = self.panels.shape[1] * mr               # cog rounded up to MR
         self.direct_out = self.exact and self.rows == cog and self.cols == self.length
-        self.bias = (None, None)                            # (source b, padded per group)
-        self.plane = hq * wq
-        self.group_phases = cig * sh * sw * self.plane      # one group's phase floats
-        c, i, j = np.meshgrid(np.arange(cig), np.arange(kh), np.arange(kw), indexing="ij")
-        phase = (i * dh % sh) * sw + (j * dw % sw)
-        self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
-                     + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
         self.offs = (np.arange(k) * self.length).astype(np.int64) if self.exact or self.pointwise else self.taps
         # pointwise: the last length % NR columns go through a zero-padded copy (B's tiles may not
         # read past the image), read at tail_offs
         self.tail_offs = (np.arange(k) * mk.nr_of(self.variant)).astype(np.int64)
 
+    def _init_lanes(self, w, plan):
+        """The lanes layout's state: weights packed (K, ldb) per group, pixel blocks' starts."""
+        ho, wo = plan.out_shape[2], plan.out_shape[3]
+        cog, k, group = self.cog, self.k, plan.group
+        self.variant = v = mk.choose_lanes(ho * wo, cog, divides=True) if self.pointwise else mk.choose_lanes(wo, cog)
+        mr, nr = mk.lanes_dims_py(v)
+        n_cb = -(-cog // nr)
+        self.rows = self.ldb = n_cb * nr                    # channels padded (bias, the product's rows)
+        # panels on cache lines (pack_lanes)
+        self.wt = aligned_empty(group * n_cb * k * nr).reshape(group, n_cb, k * nr)
+        for g in range(group):
+            self.wt[g] = mk.pack_lanes(w[g * cog:(g + 1) * cog].reshape(cog, k), nr)
+        if self.pointwise:                                  # blocks over the flat image
+            hw = ho * wo
+            self.pitch = wo
+            self.a_starts = np.arange(0, hw, mr, dtype=np.int64)
+            self.c_rows = self.a_starts
+            self.aoffs = (np.arange(k) * hw).astype(np.int64)
+        else:                                               # blocks along each output row
+            self.pitch = -(-wo // mr) * mr
+            p, q0 = np.meshgrid(np.arange(ho), np.arange(0, wo, mr), indexing="ij")
+            self.a_starts = (p * plan.wq + q0).reshape(-1).astype(np.int64)
+            self.c_rows = (p * self.pitch + q0).reshape(-1).astype(np.int64)
+            self.aoffs = self.taps
+
     def padded_bias(self, bias) -> np.ndarray:
         """(group, rows): the bias per group padded to the panels' rows, kept while the same array
         comes in (conv() passes the node's bias array, or its plan's zeros)."""
         if self.bias[0] is not bias:
-            groups = self.panels.shape[0]
+            groups = self.wt.shape[0] if self.lanes else self.panels.shape[0]
             self.bias = (bias, np.stack([mk.pad_rows(bias[g * self.cog:(g + 1) * self.cog], self.rows)
                                          for g in range(groups)]))
         return self.bias[1]
@@ -83,6 +145,15 @@ class DirectConv:
         # compiled code (as the product is here, even on its serial branch) crashes the process if
         # the pool was never started: so this call comes first
         serial = numba.get_num_threads() == 1 or plan.micro_serial
+        if self.lanes:
+            ho = plan.out_shape[2]
+            ph = scratch("phases", (0 if self.pointwise else self.group_phases) + _TAIL)
+            ct = scratch("wide", ho * self.pitch * self.ldb)
+            kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
+            _lanes_images(x, y, ph, self.aoffs, self.a_starts, self.c_rows, self.wt, self.ldb,
+                          self.padded_bias(bias), ct, self.pitch, self.variant, self.pointwise, sh, sw, pt,
+                          pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial)
+            return
         if self.pointwise:
             nr = mk.nr_of(self.variant)
             tail_b = scratch("cols", self.k * nr)
@@ -123,6 +194,41 @@ def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact
                 mk.gemm_tiles(variant, panels[g], cols, offs, dst, biases[g], lo, hi)
             if not direct_out:
                 crop(out, yg, wo if exact else wq)
+
+
+@njit
+def _lanes_images(x, y, ph, aoffs, a_starts, c_rows, wt, ldb, biases, ct, pitch, variant, pointwise,
+                  sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial):
+    """DirectConv.run for the lanes layout: per image and group, phases (unless pointwise), the
+    lanes product into ct (pixel (p, q) at row p*pitch + q), ct transposed into y."""
+    n_img, group = x.shape[0], wt.shape[0]
+    cig, cog = x.shape[1] // group, y.shape[1] // group
+    plane = hq * wq
+    for n in range(n_img):
+        for g in range(group):
+            if pointwise:
+                mk.gemm_lanes(variant, x[n, g * cig:(g + 1) * cig].reshape(-1), aoffs, a_starts, c_rows, wt[g],
+                              ct, biases[g], lo, hi, not serial)
+            else:
+                for c in range(cig):
+                    split_phases(x[n, g * cig + c], ph[c * sh * sw * plane:(c + 1) * sh * sw * plane]
+                                 .reshape(sh, sw, plane), sh, sw, pt, pl, hq, wq, na, nb)
+                mk.gemm_lanes(variant, ph, aoffs, a_starts, c_rows, wt[g], ct, biases[g], lo, hi, not serial)
+            lanes_to_out(ct, ldb, pitch, y[n, g * cog:(g + 1) * cog])
+
+
+@njit
+def lanes_to_out(ct, ldb, pitch, y):
+    """y[o, p, q] = ct[(p*pitch + q)*ldb + o]: the lanes product (pixel-major) into the output, in
+    blocks of 64 pixels of one row so the rows of ct read stay in cache while every channel passes."""
+    c_out, ho, wo = y.shape
+    for p in range(ho):
+        for q0 in range(0, wo, 64):
+            q1 = min(wo, q0 + 64)
+            for o in range(c_out):
+                d = y[o, p]
+                for q in range(q0, q1):
+                    d[q] = ct[(p * pitch + q) * ldb + o]
 
 
 @njit
