@@ -120,9 +120,12 @@ def main():
             times["ort"] = min(times["ort"], best(lambda: sess.run(None, {"x": xi}), args.repeats))
         plan = conv_mod._get_plan(a_new, xi.shape, w.shape)
         d = getattr(plan, "micro", None)
-        layout = "pointwise" if getattr(d, "pointwise", False) else "exact" if getattr(d, "exact", False) else "wide"
-        how = (f"{layout} {microkernel.mr_of(d.variant)}x{microkernel.nr_of(d.variant)}"
-               if hasattr(d, "variant") else plan.path)
+        if getattr(d, "lanes", False):
+            how = "lanes {}x{}".format(*microkernel.lanes_dims_py(d.variant)) + (" pointwise" if d.pointwise else "")
+        else:
+            layout = "pointwise" if getattr(d, "pointwise", False) else "exact" if getattr(d, "exact", False) else "wide"
+            how = (f"{layout} {microkernel.mr_of(d.variant)}x{microkernel.nr_of(d.variant)}"
+                   if hasattr(d, "variant") else plan.path)
         macs = conv_mod.conv_macs([xi.shape, w.shape], [y.shape], attrs)
         rows.append({"layer": name, "x": list(xi.shape), "w": list(w.shape), "macs": macs, "how": how,
                      "ours_ms": times["ours"] * 1e3, "blas_ms": times["blas"] * 1e3, "ort_ms": times["ort"] * 1e3,

@@ -38,11 +38,11 @@ _WIDE_MAX_JUNK = 0.15
 _TAIL = 64          # floats past the end of B a tile may read: at least every variant's NR
 
 
-# The lanes layout (module docstring) is taken where the pixel-wide tiles would pad a small map's
-# product by more than this factor over the lanes tile's padding. Measured in whole models (1
-# thread, benchmarks/results/conv_rule_no-lanes_x86_64.md and lanes_layers_x86_64.md): on 7x7
-# maps (49 pixels padded to 64) lanes is faster, on 4x4 (no padding either way) and on 14x14 and
-# larger maps (the wide layout) it was as fast or slower.
+# The lanes layout (module docstring) is taken on small maps (where the exact layout would be)
+# and pointwise convs when the pixel-wide tiles would pad the product by more than this factor
+# over the lanes tile's padding: it paid on 7x7 maps (49 pixels padded to 64), not where neither
+# pads (4x4 maps, large pointwise ones). Whole models, 1 thread: benchmarks/results/
+# conv_rule_no-lanes_x86_64.md and conv_rule_lanes-small_x86_64.md.
 LANES_MIN_GAIN = 1.15
 LANES = True        # False: never (benchmarks compare)
 
