@@ -407,7 +407,8 @@ def _make_scalar_dw_tile(rows: int, vw: int, stride: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# a stride-2 copy (the stride phases of stride-2 convs): dst[d_off + t] = src[s_off + 2t], t < 16
+# a stride-2 copy (the stride phases of stride-2 convs): dst[d_off + t] = src[s_off + 2t], t < 16,
+# or t < n with masked loads and stores (a 28-pixel row has 14 per phase: no full vector)
 # ---------------------------------------------------------------------------------------------
 
 @intrinsic
@@ -421,6 +422,93 @@ def every_other16(typingctx, src, s_off, dst, d_off):
         evens = x.load_evens(_data(context, builder, signature.args[0], s_v), s_o)
         dp = _data(context, builder, signature.args[2], d_v)
         builder.store(evens, builder.bitcast(builder.gep(dp, [d_o]), x.vt.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _lanes_below(builder, count, limit):
+    """<count x i1>: lane i < limit (an i64)."""
+    i32 = ir.IntType(32)
+    iv = ir.VectorType(ir.IntType(64), count)
+    lim = builder.insert_element(ir.Constant(iv, ir.Undefined), limit, ir.IntType(64)(0))
+    lim = builder.shuffle_vector(lim, ir.Constant(iv, ir.Undefined), ir.Constant(ir.VectorType(i32, count), [0] * count))
+    return builder.icmp_signed("<", ir.Constant(iv, list(range(count))), lim)
+
+
+def _masked(builder, count):
+    """(llvm.masked.load, llvm.masked.store) of <count x float>."""
+    vt, i32 = ir.VectorType(ir.FloatType(), count), ir.IntType(32)
+    mt = ir.VectorType(ir.IntType(1), count)
+    load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt.as_pointer(), i32, mt, vt]),
+                                          f"llvm.masked.load.v{count}f32.p0v{count}f32")
+    store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), i32, mt]),
+                                           f"llvm.masked.store.v{count}f32.p0v{count}f32")
+    return load, store
+
+
+# x86 has masked vector moves (AVX2 vmaskmov, AVX-512 masks); NEON has none and LLVM turns each
+# masked lane into a branch: there the short runs below stay plain loops
+MASKED_MOVES = TARGET["arch"] == "x86_64"
+
+
+@intrinsic
+def copy_upto16(typingctx, src, s_off, dst, d_off, n):
+    """dst[d_off + t] = src[s_off + t] for t < n <= 16, nothing read or written outside."""
+    sig = types.void(src, types.int64, dst, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        s_v, s_o, d_v, d_o, n_v = args
+        vt = ir.VectorType(ir.FloatType(), 16)
+        load, store = _masked(builder, 16)
+        mask = _lanes_below(builder, 16, n_v)
+        sp = _data(context, builder, signature.args[0], s_v)
+        dp = _data(context, builder, signature.args[2], d_v)
+        v = builder.call(load, [builder.bitcast(builder.gep(sp, [s_o]), vt.as_pointer()), ir.IntType(32)(4), mask,
+                                ir.Constant(vt, [0.0] * 16)])
+        builder.call(store, [v, builder.bitcast(builder.gep(dp, [d_o]), vt.as_pointer()), ir.IntType(32)(4), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def zero_upto16(typingctx, dst, d_off, n):
+    """dst[d_off + t] = 0 for t < n <= 16, nothing written outside."""
+    sig = types.void(dst, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        d_v, d_o, n_v = args
+        vt = ir.VectorType(ir.FloatType(), 16)
+        _, store = _masked(builder, 16)
+        dp = _data(context, builder, signature.args[0], d_v)
+        builder.call(store, [ir.Constant(vt, [0.0] * 16), builder.bitcast(builder.gep(dp, [d_o]), vt.as_pointer()),
+                             ir.IntType(32)(4), _lanes_below(builder, 16, n_v)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def every_other_upto16(typingctx, src, s_off, dst, d_off, n):
+    """every_other16 for the first n <= 16 values only: reads src[s_off : s_off + 2n - 1] and
+    writes dst[d_off : d_off + n], nothing outside them (masked load and store)."""
+    sig = types.void(src, types.int64, dst, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        s_v, s_o, d_v, d_o, n_v = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        wide, vt = ir.VectorType(ir.FloatType(), 32), ir.VectorType(ir.FloatType(), 16)
+        load, _ = _masked(builder, 32)
+        _, store = _masked(builder, 16)
+        sp = _data(context, builder, signature.args[0], s_v)
+        dp = _data(context, builder, signature.args[2], d_v)
+        v = builder.call(load, [builder.bitcast(builder.gep(sp, [s_o]), wide.as_pointer()), i32(4),
+                                _lanes_below(builder, 32, builder.sub(builder.mul(n_v, i64(2)), i64(1))),
+                                ir.Constant(wide, [0.0] * 32)])
+        evens = builder.shuffle_vector(v, ir.Constant(wide, ir.Undefined), ir.Constant(ir.VectorType(i32, 16), list(range(0, 32, 2))))
+        builder.call(store, [evens, builder.bitcast(builder.gep(dp, [d_o]), vt.as_pointer()), i32(4),
+                             _lanes_below(builder, 16, n_v)])
         return context.get_dummy_value()
 
     return sig, codegen

@@ -227,3 +227,22 @@ def test_depthwise_buffers_respect_the_memory_limit(stride):
     finally:
         limits.set_max_bytes(None)
     assert conv_mod.conv([x, w, None], attrs)[0].shape[2] == (300 - 1) // stride + 1
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (5, 7), (28, 28), (9, 40), (3, 70)])
+@pytest.mark.parametrize("s,pt,pl", [(1, 1, 1), (1, 0, 3), (2, 1, 1), (2, 0, 2), (3, 2, 1)])
+def test_split_phases_matches_padding_and_slicing(h, w, s, pt, pl):
+    """The stride phases (masked vector runs on x86, loops elsewhere) against NumPy: pad, then
+    take every s-th row and column from each phase's offset; every cell written, nothing past."""
+    from haste_edge.ops.window import split_phases
+    x = RNG.standard_normal((h, w)).astype(np.float32)
+    rows, wq = (h + pt + 2) // s + 1, (w + pl + 2) // s + 1
+    padded = np.zeros((rows * s + s, wq * s + s), np.float32)
+    padded[pt:pt + h, pl:pl + w] = x
+    ph = np.full((s, s, rows * wq + 5), np.nan, np.float32)
+    split_phases(x, ph, s, s, pt, pl, rows, wq, s, s)
+    for a in range(s):
+        for b in range(s):
+            want = padded[a::s, b::s][:rows, :wq]
+            np.testing.assert_array_equal(ph[a, b, :rows * wq].reshape(rows, wq), want)
+            assert np.isnan(ph[a, b, rows * wq:]).all()

@@ -3,20 +3,52 @@ stride-phase split of a zero-padded plane."""
 from __future__ import annotations
 
 from haste_edge.jit import njit
-from haste_edge.microkernel import every_other16
+from haste_edge.microkernel import MASKED_MOVES, copy_upto16, every_other16, every_other_upto16, zero_upto16
+
+
+# Short runs (a 28-pixel row, its 1-pixel pads) are most of a small map's copying: per run one
+# masked vector move on x86 instead of a loop (with its scalar tail) that costs more than it copies.
+
+@njit
+def copy_run(src, s0, dst, d0, n):
+    """dst[d0 + t] = src[s0 + t] for t < n (1-D arrays); nothing outside is read or written."""
+    if MASKED_MOVES:
+        for t in range(0, n, 16):
+            copy_upto16(src, s0 + t, dst, d0 + t, min(16, n - t))
+    else:
+        for t in range(n):
+            dst[d0 + t] = src[s0 + t]
 
 
 @njit
-def copy_every_other(src, s0, dst, n):
-    """dst[t] = src[s0 + 2t] for t < n, src and dst unit-stride 1-D; never reads past src's end.
-    Vector shuffles 16 at a time: a plain loop measured ~4x slower (split_phases with sw == 2 cost
-    more than the depthwise conv after it)."""
+def zero_run(dst, d0, n):
+    """dst[d0:d0 + n] = 0 (n <= 0: nothing)."""
+    if MASKED_MOVES:
+        for t in range(0, n, 16):
+            zero_upto16(dst, d0 + t, min(16, n - t))
+    else:
+        for t in range(n):
+            dst[d0 + t] = 0.0
+
+
+@njit
+def copy_every_other(src, s0, dst, d0, n):
+    """dst[d0 + t] = src[s0 + 2t] for t < n, src and dst unit-stride 1-D; never reads past src's
+    end nor writes past dst[d0 + n - 1]. Vector shuffles 16 at a time, the rest masked on x86: a
+    plain loop measured ~4x slower (split_phases with sw == 2 cost more than the depthwise conv
+    after it)."""
     t = 0
     while t + 16 <= n and s0 + 2 * t + 32 <= src.shape[0]:
-        every_other16(src, s0 + 2 * t, dst, t)
+        every_other16(src, s0 + 2 * t, dst, d0 + t)
         t += 16
-    for u in range(t, n):
-        dst[u] = src[s0 + 2 * u]
+    if MASKED_MOVES:
+        while t < n:
+            c = min(16, n - t)
+            every_other_upto16(src, s0 + 2 * t, dst, d0 + t, c)
+            t += c
+    else:
+        for u in range(t, n):
+            dst[d0 + u] = src[s0 + 2 * u]
 
 
 @njit
@@ -51,29 +83,19 @@ def split_phases(xp, ph, sh, sw, pt, pl, rows, wq, na, nb):
         for b in range(nb):
             v_lo, v_hi = valid_range(wq, b - pl, sw, w)
             ph_ab = ph[a, b]
-            for u in range(rows):
-                d = ph_ab[u * wq:(u + 1) * wq]
-                if u < u_lo or u >= u_hi:
-                    for t in range(wq):
-                        d[t] = 0.0
-                    continue
-                for t in range(v_lo):
-                    d[t] = 0.0
-                for t in range(v_hi, wq):
-                    d[t] = 0.0
-                # slices starting at the first valid element: the loop index starts at 0, so
-                # Numba drops its negative-index wraparound and LLVM vectorises the copy
-                dv = d[v_lo:v_hi]
-                ih, iw = u * sh + a - pt, v_lo * sw + b - pl
-                if sw == 1:   # a unit-stride slice copies ~7x faster than a stepped one
-                    src1 = xp[ih, iw:iw + v_hi - v_lo]
-                    for t in range(v_hi - v_lo):
-                        dv[t] = src1[t]
+            zero_run(ph_ab, 0, u_lo * wq)                    # rows wholly in the padding
+            zero_run(ph_ab, u_hi * wq, (rows - u_hi) * wq)
+            n = v_hi - v_lo
+            for u in range(u_lo, u_hi):
+                base = u * wq
+                zero_run(ph_ab, base, v_lo)
+                zero_run(ph_ab, base + v_hi, wq - v_hi)
+                src = xp[u * sh + a - pt]
+                iw = v_lo * sw + b - pl
+                if sw == 1:
+                    copy_run(src, iw, ph_ab, base + v_lo, n)
                 elif sw == 2:
-                    copy_every_other(xp[ih], iw, dv, v_hi - v_lo)
+                    copy_every_other(src, iw, ph_ab, base + v_lo, n)
                 else:
-                    src = xp[ih, iw::sw]
-                    for t in range(v_hi - v_lo):
-                        dv[t] = src[t]
-
-
+                    for t in range(n):
+                        ph_ab[base + v_lo + t] = src[iw + t * sw]
