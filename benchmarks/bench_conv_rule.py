@@ -1,6 +1,6 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -11,6 +11,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   least-padding   the default, but tile shapes chosen by least padding alone
   no-lanes        the default, but no conv in the lanes layout (conv_direct.py)
   lanes-small     the default, but every small-map and pointwise conv the lanes layout can take in it
+  no-serial-small the default, but on more threads no conv takes the one-thread rule (all on OpenBLAS)
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -40,7 +41,8 @@ def onnx_path(name):
 
 ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise conv on the microkernel",
                 "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding",
-                "no-lanes": "no lanes layout", "lanes-small": "lanes layout wherever it applies"}
+                "no-lanes": "no lanes layout", "lanes-small": "lanes layout wherever it applies",
+                "no-serial-small": "small convs on OpenBLAS on more threads"}
 
 
 def _least_padding(rows, cols):
@@ -54,7 +56,7 @@ def _least_padding(rows, cols):
 def alternative(name):
     """Module settings of the alternative while a model is planned, restored afterwards."""
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-             conv_direct.LANES, conv_direct.LANES_MIN_GAIN)
+             conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -67,11 +69,13 @@ def alternative(name):
         conv_direct.LANES = False
     elif name == "lanes-small":
         conv_direct.LANES_MIN_GAIN = 0.0
+    elif name == "no-serial-small":
+        conv_mod._SERIAL_SMALL_MACS = 0
     try:
         yield
     finally:
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-         conv_direct.LANES, conv_direct.LANES_MIN_GAIN) = saved
+         conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS) = saved
 
 
 def planned(name, against=None):

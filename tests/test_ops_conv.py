@@ -56,14 +56,18 @@ PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": 
 
 
 @pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped", "1x1-s2"])
-def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name):
+def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name, monkeypatch):
     (x, w, _), attrs = make(CASES[name])
     with numba_single_thread():
         assert conv_mod._get_plan(attrs, x.shape, w.shape).path == "direct"
-    if numba.config.NUMBA_NUM_THREADS > 1:        # more threads: OpenBLAS, plan made afresh
+    if numba.config.NUMBA_NUM_THREADS > 1:        # more threads: plan made afresh
         prev = numba.get_num_threads()
         numba.set_num_threads(2)
         try:
+            plan = conv_mod._get_plan(attrs, x.shape, w.shape)
+            assert plan.path == "direct" and plan.micro_serial     # small: as on one thread, serially
+            monkeypatch.setattr(conv_mod, "_SERIAL_SMALL_MACS", 0)  # large: OpenBLAS
+            attrs = dict(attrs)
             assert conv_mod._get_plan(attrs, x.shape, w.shape).path != "direct"
         finally:
             numba.set_num_threads(prev)

@@ -418,8 +418,8 @@ _ROW_MAX_PIXELS = 1024
 _ROW_PIXEL_MAJOR_MIN = 32
 
 
-# Which conv path runs (HASTE_EDGE_CONV). "auto" (default): when the engine runs on one thread,
-# every group >= 1 conv on the microkernel (conv_direct) but pointwise ones on maps under
+# Which conv path runs (HASTE_EDGE_CONV). "auto" (default): when the engine runs on one thread
+# (and for small non-pointwise convs on any thread count: _SERIAL_SMALL_MACS), every group >= 1 conv on the microkernel (conv_direct) but pointwise ones on maps under
 # _POINTWISE_MICRO_MIN_PIXELS that the lanes layout does not take, and everything on OpenBLAS on
 # more threads. Measured: on 7x7 maps OpenBLAS's pointwise products were 2-4 % faster than the
 # pixel-wide tiles (benchmarks/results/layers_efficientnet_lite0_t1.md), the lanes tile faster
@@ -437,6 +437,10 @@ _WINOGRAD_MIN_PIXELS = 49
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
+# On more threads, convs below this many MACs but pointwise ones take the one-thread rule and run
+# on the calling thread: a parallel region per small conv cost more than the second core gave;
+# pointwise convs gained from OpenBLAS's threads (benchmarks/results/conv_rule_no-serial-small_x86_64.md)
+_SERIAL_SMALL_MACS = 16_000_000
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
@@ -468,10 +472,14 @@ class _Plan:
         # GEMM paths on small planes run their Numba kernels (copies, epilogues) in one thread
         # and leave the threads to OpenBLAS: waking a sleeping worker costs more than it saves
         self.serial = ho * wo <= _SERIAL_MAX_PIXELS
-        # the microkernel paths have no BLAS to give the threads to: parallel unless tiny
-        self.micro_serial = conv_macs([x_shape, w_shape], [self.out_shape], attrs) < _MICRO_SERIAL_MACS
+        macs = conv_macs([x_shape, w_shape], [self.out_shape], attrs)
         # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
         self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
+        # small convs but pointwise ones take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
+        one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS and not self.pointwise)
+        # the microkernel paths have no BLAS to give the threads to: parallel unless tiny, or
+        # taken by the one-thread rule on more threads (then on the calling thread)
+        self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
         if group > 1 and w_shape[1] == 1:
             tiles = depthwise_tiles_applicable(sh, sw)
             if ho * wo <= (_DW_CL_MAX_PIXELS_TILES if tiles else _DW_CL_MAX_PIXELS):
@@ -482,7 +490,7 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif _DIRECT or (_AUTO and self.threads == 1
+        elif _DIRECT or (_AUTO and one_thread_rule
                          and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS
                                   and not use_lanes(self, self.c_out_g))):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
