@@ -1,6 +1,6 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -12,6 +12,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   no-lanes        the default, but no conv in the lanes layout (conv_direct.py)
   lanes-small     the default, but every small-map and pointwise conv the lanes layout can take in it
   no-serial-small the default, but on more threads no conv takes the one-thread rule (all on OpenBLAS)
+  no-winograd4    the default, but no conv on Winograd F(4x4,3x3)
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -42,7 +43,8 @@ def onnx_path(name):
 ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise conv on the microkernel",
                 "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding",
                 "no-lanes": "no lanes layout", "lanes-small": "lanes layout wherever it applies",
-                "no-serial-small": "small convs on OpenBLAS on more threads"}
+                "no-serial-small": "small convs on OpenBLAS on more threads",
+                "no-winograd4": "no Winograd F(4x4)"}
 
 
 def _least_padding(rows, cols):
@@ -56,7 +58,7 @@ def _least_padding(rows, cols):
 def alternative(name):
     """Module settings of the alternative while a model is planned, restored afterwards."""
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-             conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS)
+             conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -71,11 +73,13 @@ def alternative(name):
         conv_direct.LANES_MIN_GAIN = 0.0
     elif name == "no-serial-small":
         conv_mod._SERIAL_SMALL_MACS = 0
+    elif name == "no-winograd4":
+        conv_mod._WINOGRAD4 = False
     try:
         yield
     finally:
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-         conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS) = saved
+         conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4) = saved
 
 
 def planned(name, against=None):

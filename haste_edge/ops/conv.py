@@ -17,6 +17,7 @@ above _CONV_PATH below):
 - depthwise (one input channel per group, any multiplier): stride 1 or 2 on planes over 8x8 on the
   vector depthwise tile (conv_depthwise); other large planes per plane over stride phases, each tap
   a long axpy; small planes channels-last, each (pixel, tap) a multiply-add over all channels.
+- Winograd F(4x4,3x3) (conv_winograd4) for large 3x3 stride-1 convs on one thread;
 - Winograd F(2x2,3x3) (conv_winograd), opt-in.
 
 `conv_reference` is the oracle: padded input, one einsum per kernel tap, float64 accumulation.
@@ -34,6 +35,7 @@ from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicab
 from haste_edge.ops.conv_direct import DirectConv, use_lanes
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
+from haste_edge.ops.conv_winograd4 import Winograd4Conv
 from haste_edge.ops.window import split_phases, valid_range
 from haste_edge.ops.registry import register, step_state
 from haste_edge.scratch import scratch
@@ -434,6 +436,13 @@ _AUTO = _CONV_PATH == "auto"
 _POINTWISE_MICRO_MIN_PIXELS = 100
 _WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
+# Winograd F(4x4,3x3) in the one-thread rule: 3x3 stride-1 convs with at least this many output
+# pixels and input channels per group. Measured per layer against the implicit GEMM (1 thread,
+# benchmarks/results/winograd4_layers_x86_64.md): 0.46-0.73x the time from 28x28 maps with 64+
+# input channels; 0.92-0.95x on 14x14 maps, 1.1-1.3x with 32 channels or on 7x7 maps.
+_WINOGRAD4 = True
+_WINOGRAD4_MIN_PIXELS = 784
+_WINOGRAD4_MIN_CHANNELS = 64
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
@@ -490,6 +499,10 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
+        elif (_AUTO and _WINOGRAD4 and self.threads == 1 and winograd_applicable(attrs, group)
+              and ho * wo >= _WINOGRAD4_MIN_PIXELS and self.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
+            self.path = "winograd4"                  # Winograd F(4x4,3x3) on the microkernel
+            self.micro = None                        # Winograd4Conv, made on the first call with W
         elif _DIRECT or (_AUTO and one_thread_rule
                          and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS
                                   and not use_lanes(self, self.c_out_g))):
@@ -555,7 +568,8 @@ def _packed_weights(plan, w):
 
 
 # paths whose per-node state (packed weights, offsets) is made from W on the first call
-_PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "depthwise_tiles": DepthwiseConv}
+_PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "winograd4": Winograd4Conv,
+             "depthwise_tiles": DepthwiseConv}
 
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 

@@ -1,0 +1,195 @@
+"""Winograd F(4x4, 3x3) for 3x3 stride-1 undilated convs, its 36 products on the microkernel.
+
+Each 4x4 block of outputs comes from a 6x6 block d of the padded input (blocks overlap by 2):
+    Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise over the 6x6 positions)
+with the interpolation points 0, +-1, +-2 (B^T, G, A^T below): 36 multiplications per output block
+and channel pair instead of 144 (4x fewer; F(2x2) in conv_winograd.py saves 2.25x). Summed over
+input channels, position p of every block is one product M[p] = U[p] @ V[p] of the (C_out x C_in)
+transformed filters and the (C_in x blocks) transformed inputs: 36 microkernel GEMMs, U packed once
+per node.
+
+Layout: the padded input is split into its 4x4 stride phases (window.split_phases), so input row
+r, column k of block (ty, tx) is phase (r % 4, k % 4) at (ty + r // 4) * wq + tx + k // 4, wq =
+blocks per row + 1. Block s = ty * wq + tx then reads every tap at a fixed shift from s: each
+transform stage is one unit-stride loop over s with a straight-line body, which LLVM vectorises
+across blocks. The extra block per row (tx = wq - 1) is junk, computed and never stored, like the
+wide layout's junk columns (conv_direct.py). The output transform writes whole 4x4 blocks into a
+padded plane (straight into y when the output is a multiple of 4), cropped afterwards.
+
+Accuracy: the transforms' coefficients reach 8 (A^T) and 1/24 (G), so the products' rounding
+grows more than F(2x2)'s: on random layers of 3 to 256 input channels the error against a float64
+reference was 6e-7 to 8e-7 * sqrt(C_in) of the output's scale (direct convolution: ~1e-7 *
+sqrt(C_in)); tests/test_winograd.py holds it to 5e-6 * sqrt(C_in), ResNet-18 and VGG-11 at 224 to
+1e-4 of the largest logit against onnxruntime (tests/test_dense_zoo.py).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit
+from haste_edge.ops.window import split_phases
+from haste_edge.scratch import scratch
+
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+_TAIL = 64
+
+
+def transform_filters(w: np.ndarray) -> np.ndarray:
+    """U (36, C_out, C_in): G g G^T per filter, positions row-major, float64 then float32."""
+    u = np.einsum("ak,ockl,bl->aboc", G, w.astype(np.float64), G)
+    return u.reshape(36, w.shape[0], w.shape[1]).astype(np.float32)
+
+
+class Winograd4Conv:
+    """One node's prepared state: packed transformed filters and the block geometry."""
+
+    def __init__(self, w: np.ndarray, plan):
+        """w the node's weights, plan its conv._Plan (output size)."""
+        ho, wo = plan.out_shape[2], plan.out_shape[3]
+        self.w_src = w
+        c_out, c_in = w.shape[0], w.shape[1]
+        self.th, self.tw = -(-ho // 4), -(-wo // 4)            # 4x4 output blocks
+        self.hq, self.wq = self.th + 1, self.tw + 1            # phase rows / columns blocks read
+        self.blocks = self.th * self.wq                        # block index s = ty*wq + tx, junk included
+        self.variant = mk.choose_variant(c_out, self.blocks)
+        mr = mk.mr_of(self.variant)
+        u = transform_filters(w)
+        self.panels = np.stack([mk.pack_panels(u[p], mr) for p in range(36)])
+        self.rows = self.panels.shape[1] * mr
+        self.cols = mk.padded_columns(self.blocks, self.variant)
+        # V[p, c, s] at (p*C_in + c)*cols + s: tap k = c of position p starts at offs[p, c]
+        self.offs = ((np.arange(36)[:, None] * c_in + np.arange(c_in)[None, :]) * self.cols).astype(np.int64)
+        self.zero_rows = np.zeros(self.rows, np.float32)       # the products' own epilogue adds nothing
+        self.direct_out = ho % 4 == 0 and wo % 4 == 0          # whole blocks: no padded plane
+
+    def run(self, x, y, bias, plan):
+        """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
+        # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.run says why)
+        serial = numba.get_num_threads() == 1 or plan.micro_serial
+        c_in, c_out = x.shape[1], y.shape[1]
+        plane = self.hq * self.wq
+        ph = scratch("phases", c_in * 16 * plane + _TAIL).reshape(-1)
+        v = scratch("wino_v", 36 * c_in * self.cols + _TAIL)
+        m = scratch("wino_m", 36 * self.rows * self.cols).reshape(36, self.rows, self.cols)
+        t = scratch("wino_t", 36 * self.cols)          # a transform's first stage (36 or 24 rows)
+        yp = scratch("wide", 1 if self.direct_out else c_out * 16 * self.th * self.tw).reshape(-1)
+        _images(x, y, ph, v, m, t, yp, self.panels, self.offs, bias, self.zero_rows, self.variant,
+                plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, self.tw, self.cols, plan.lo, plan.hi,
+                self.direct_out, serial)
+
+
+@njit
+def _images(x, y, ph, v, m, t, yp, panels, offs, bias, zero_bias, variant, pt, pl, hq, wq, th, tw, cols,
+            lo, hi, direct_out, serial):
+    n_img, c_in = x.shape[0], x.shape[1]
+    c_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    plane = hq * wq
+    for n in range(n_img):
+        for c in range(c_in):
+            split_phases(x[n, c], ph[c * 16 * plane:(c + 1) * 16 * plane].reshape(4, 4, plane), 4, 4, pt, pl,
+                         hq, wq, 4, 4)
+            input_transform(ph[c * 16 * plane:], v[c * cols:], t, c_in * cols, th * wq, plane, wq)
+        mk.gemm_batched(variant, panels, v, offs, m, zero_bias, -np.inf, np.inf, not serial)
+        if direct_out:
+            output_transform(m, y[n], bias, t, th, tw, wq, lo, hi)
+        else:
+            out = yp[:c_out * 16 * th * tw].reshape(c_out, 4 * th, 4 * tw)
+            output_transform(m, out, bias, t, th, tw, wq, lo, hi)
+            for o in range(c_out):
+                for r in range(ho):
+                    y[n, o, r] = out[o, r, :wo]
+
+
+_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)   # float32 arithmetic
+
+
+@njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5):
+    """B^T applied to one 6-vector (module docstring)."""
+    return (_4 * d0 - _5 * d2 + d4, d3 + d4 - _4 * (d1 + d2), _4 * (d1 - d2) - d3 + d4,
+            _2 * (d3 - d1) - d2 + d4, _2 * (d1 - d3) - d2 + d4, _4 * d1 - _5 * d3 + d5)
+
+
+@njit
+def input_transform(ph, v, t, step, n_blocks, plane, wq):
+    """v[p*step + s] = (B^T d B)[p] of block s of one channel, from its 4x4 phases ph (ph[(a*4 + b)
+    * plane + u*wq + w] = xpad[4u + a, 4w + b]). Rows first into t[(r*6 + j)*n, s], then columns;
+    each stage a unit-stride loop over the blocks."""
+    n = n_blocks
+    for r in range(6):
+        row = ph[(r % 4) * 4 * plane + (r // 4) * wq:]
+        d0, d1, d2, d3 = row[0:], row[plane:], row[2 * plane:], row[3 * plane:]
+        d4, d5 = row[1:], row[plane + 1:]                 # columns 4, 5: phases 0, 1 one block on
+        o = t[r * 6 * n:]
+        for s in range(n):
+            e0, e1, e2, e3, e4, e5 = _bt(d0[s], d1[s], d2[s], d3[s], d4[s], d5[s])
+            o[s] = e0
+            o[n + s] = e1
+            o[2 * n + s] = e2
+            o[3 * n + s] = e3
+            o[4 * n + s] = e4
+            o[5 * n + s] = e5
+    for j in range(6):
+        q = t[j * n:]                                     # t[(r*6 + j)*n + s] = q[r*6*n + s]
+        for s in range(n):
+            e0, e1, e2, e3, e4, e5 = _bt(q[s], q[6 * n + s], q[12 * n + s], q[18 * n + s], q[24 * n + s],
+                                         q[30 * n + s])
+            v[j * step + s] = e0
+            v[(6 + j) * step + s] = e1
+            v[(12 + j) * step + s] = e2
+            v[(18 + j) * step + s] = e3
+            v[(24 + j) * step + s] = e4
+            v[(30 + j) * step + s] = e5
+
+
+@njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5):
+    """A^T applied to one 6-vector."""
+    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + _2 * (m3 - m4), m1 + m2 + _4 * (m3 + m4),
+            m1 - m2 + _8 * (m3 - m4) + m5)
+
+
+@njit(inline="always")
+def _store(row, i, val, lo32, hi32):
+    val = lo32 if val < lo32 else val
+    row[i] = hi32 if val > hi32 else val
+
+
+@njit
+def output_transform(m, y, bias, t, th, tw, wq, lo, hi):
+    """y[o, 4ty + a, 4tx + b] = clamp(bias[o] + (A^T M A)[a, b]) of block (ty, tx) for every block:
+    y (C_out, >= 4*th, >= 4*tw). Per output channel: A^T over the rows of M into t[(i*4 + b)*n + s]
+    (a unit-stride loop over the blocks s), then over the columns, stored into y."""
+    c_out = y.shape[0]
+    n = th * wq
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for o in range(c_out):
+        for i in range(6):
+            m0, m1, m2, m3, m4, m5 = (m[i * 6, o], m[i * 6 + 1, o], m[i * 6 + 2, o], m[i * 6 + 3, o],
+                                      m[i * 6 + 4, o], m[i * 6 + 5, o])
+            q = t[i * 4 * n:]
+            for s in range(n):
+                a0, a1, a2, a3 = _at(m0[s], m1[s], m2[s], m3[s], m4[s], m5[s])
+                q[s] = a0
+                q[n + s] = a1
+                q[2 * n + s] = a2
+                q[3 * n + s] = a3
+        bv = bias[o]
+        for ty in range(th):
+            y0, y1, y2, y3 = y[o, 4 * ty], y[o, 4 * ty + 1], y[o, 4 * ty + 2], y[o, 4 * ty + 3]
+            for b in range(4):
+                c0, c1, c2 = t[b * n + ty * wq:], t[(4 + b) * n + ty * wq:], t[(8 + b) * n + ty * wq:]
+                c3, c4, c5 = t[(12 + b) * n + ty * wq:], t[(16 + b) * n + ty * wq:], t[(20 + b) * n + ty * wq:]
+                for tx in range(tw):
+                    a0, a1, a2, a3 = _at(c0[tx], c1[tx], c2[tx], c3[tx], c4[tx], c5[tx])
+                    _store(y0, 4 * tx + b, a0 + bv, lo32, hi32)
+                    _store(y1, 4 * tx + b, a1 + bv, lo32, hi32)
+                    _store(y2, 4 * tx + b, a2 + bv, lo32, hi32)
+                    _store(y3, 4 * tx + b, a3 + bv, lo32, hi32)
