@@ -17,7 +17,7 @@ above _CONV_PATH below):
 - depthwise (one input channel per group, any multiplier): stride 1 or 2 on planes over 8x8 on the
   vector depthwise tile (conv_depthwise); other large planes per plane over stride phases, each tap
   a long axpy; small planes channels-last, each (pixel, tap) a multiply-add over all channels.
-- Winograd F(4x4,3x3) (conv_winograd4) for large 3x3 stride-1 convs on one thread;
+- Winograd F(4x4,3x3) (conv_winograd4) for 3x3 stride-1 convs on large maps with many channels;
 - Winograd F(2x2,3x3) (conv_winograd), opt-in.
 
 `conv_reference` is the oracle: padded input, one einsum per kernel tap, float64 accumulation.
@@ -436,10 +436,11 @@ _AUTO = _CONV_PATH == "auto"
 _POINTWISE_MICRO_MIN_PIXELS = 100
 _WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
-# Winograd F(4x4,3x3) in the one-thread rule: 3x3 stride-1 convs with at least this many output
-# pixels and input channels per group. Measured per layer against the implicit GEMM (1 thread,
-# benchmarks/results/winograd4_layers_x86_64.md): 0.46-0.73x the time from 28x28 maps with 64+
-# input channels; 0.92-0.95x on 14x14 maps, 1.1-1.3x with 32 channels or on 7x7 maps.
+# Winograd F(4x4,3x3) ("auto", any thread count): 3x3 stride-1 convs with at least this many
+# output pixels and input channels per group. Per layer against the implicit GEMM, 1 thread
+# (python benchmarks/bench_winograd.py, benchmarks/results/winograd4_layers_x86_64.md): 0.54-0.82x
+# the time from 28x28 maps with 64+ input channels; 1.05-1.31x on 14x14 and 7x7 maps or with 32
+# channels. Whole models: benchmarks/results/conv_rule_no-winograd4_x86_64.md.
 _WINOGRAD4 = True
 _WINOGRAD4_MIN_PIXELS = 784
 _WINOGRAD4_MIN_CHANNELS = 64
@@ -499,7 +500,7 @@ class _Plan:
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
             self.micro = None                        # WinogradConv, made on the first call with W
-        elif (_AUTO and _WINOGRAD4 and self.threads == 1 and winograd_applicable(attrs, group)
+        elif (_AUTO and _WINOGRAD4 and winograd_applicable(attrs, group)
               and ho * wo >= _WINOGRAD4_MIN_PIXELS and self.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
             self.path = "winograd4"                  # Winograd F(4x4,3x3) on the microkernel
             self.micro = None                        # Winograd4Conv, made on the first call with W

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
-from haste_edge.jit import njit
+from haste_edge.jit import njit, prange
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
 
@@ -73,38 +73,51 @@ class Winograd4Conv:
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.run says why)
         serial = numba.get_num_threads() == 1 or plan.micro_serial
+        chunks = 1 if serial else numba.get_num_threads()     # channel blocks of the transforms
+        inputs, outputs = (_inputs_serial, _outputs_serial) if serial else (_inputs_pool, _outputs_pool)
         c_in, c_out = x.shape[1], y.shape[1]
-        plane = self.hq * self.wq
-        ph = scratch("phases", c_in * 16 * plane + _TAIL).reshape(-1)
+        ho, wo = y.shape[2], y.shape[3]
+        n = self.th * self.wq
+        ph = scratch("phases", c_in * 16 * self.hq * self.wq + _TAIL)
         v = scratch("wino_v", 36 * c_in * self.cols + _TAIL)
         m = scratch("wino_m", 36 * self.rows * self.cols).reshape(36, self.rows, self.cols)
-        t = scratch("wino_t", 36 * self.cols)          # a transform's first stage (36 or 24 rows)
-        yp = scratch("wide", 1 if self.direct_out else c_out * 16 * self.th * self.tw).reshape(-1)
-        _images(x, y, ph, v, m, t, yp, self.panels, self.offs, bias, self.zero_rows, self.variant,
-                plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, self.tw, self.cols, plan.lo, plan.hi,
-                self.direct_out, serial)
+        t = scratch("wino_t", 36 * n * chunks)        # the transforms' first stages, per channel block
+        yp = None if self.direct_out else scratch("wide", c_out * 16 * self.th * self.tw).reshape(
+            c_out, 4 * self.th, 4 * self.tw)
+        for i in range(x.shape[0]):
+            inputs(x[i], ph, v, t, plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, self.cols, chunks)
+            mk.gemm_batched(self.variant, self.panels, v, self.offs, m, self.zero_rows, -np.inf, np.inf, not serial)
+            outputs(m, y[i] if self.direct_out else yp, bias, t, self.th, self.tw, self.wq, plan.lo, plan.hi, chunks)
+            if not self.direct_out:
+                y[i] = yp[:, :ho, :wo]
 
 
-@njit
-def _images(x, y, ph, v, m, t, yp, panels, offs, bias, zero_bias, variant, pt, pl, hq, wq, th, tw, cols,
-            lo, hi, direct_out, serial):
-    n_img, c_in = x.shape[0], x.shape[1]
-    c_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
-    plane = hq * wq
-    for n in range(n_img):
-        for c in range(c_in):
-            split_phases(x[n, c], ph[c * 16 * plane:(c + 1) * 16 * plane].reshape(4, 4, plane), 4, 4, pt, pl,
-                         hq, wq, 4, 4)
-            input_transform(ph[c * 16 * plane:], v[c * cols:], t, c_in * cols, th * wq, plane, wq)
-        mk.gemm_batched(variant, panels, v, offs, m, zero_bias, -np.inf, np.inf, not serial)
-        if direct_out:
-            output_transform(m, y[n], bias, t, th, tw, wq, lo, hi)
-        else:
-            out = yp[:c_out * 16 * th * tw].reshape(c_out, 4 * th, 4 * tw)
-            output_transform(m, out, bias, t, th, tw, wq, lo, hi)
-            for o in range(c_out):
-                for r in range(ho):
-                    y[n, o, r] = out[o, r, :wo]
+def _make_stages(parallel: bool):
+    """The input stage (phases and transform per input channel) and the output stage (transform per
+    output channel), over `chunks` blocks of channels: on the pool (parallel) or the calling thread.
+    Two compiled copies: a serial loop compiled inside a parallel=True function ran slower
+    (microkernel.gemm_lanes)."""
+    @njit(parallel=parallel)
+    def inputs(x, ph, v, t, pt, pl, hq, wq, th, cols, chunks):
+        c_in, plane, n = x.shape[0], hq * wq, th * wq
+        per = -(-c_in // chunks)
+        for ch in prange(chunks):
+            tc = t[ch * 36 * n:(ch + 1) * 36 * n]
+            for c in range(ch * per, min(c_in, (ch + 1) * per)):
+                split_phases(x[c], ph[c * 16 * plane:(c + 1) * 16 * plane].reshape(4, 4, plane), 4, 4, pt, pl,
+                             hq, wq, 4, 4)
+                input_transform(ph[c * 16 * plane:], v[c * cols:], tc, c_in * cols, n, plane, wq)
+
+    @njit(parallel=parallel)
+    def outputs(m, y, bias, t, th, tw, wq, lo, hi, chunks):
+        c_out, n = y.shape[0], th * wq
+        per = -(-c_out // chunks)
+        for ch in prange(chunks):
+            o0, o1 = ch * per, min(c_out, (ch + 1) * per)
+            if o0 < o1:
+                output_transform(m, y, bias, t[ch * 24 * n:(ch + 1) * 24 * n], o0, o1, th, tw, wq, lo, hi)
+
+    return inputs, outputs
 
 
 _2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)   # float32 arithmetic
@@ -163,14 +176,14 @@ def _store(row, i, val, lo32, hi32):
 
 
 @njit
-def output_transform(m, y, bias, t, th, tw, wq, lo, hi):
-    """y[o, 4ty + a, 4tx + b] = clamp(bias[o] + (A^T M A)[a, b]) of block (ty, tx) for every block:
-    y (C_out, >= 4*th, >= 4*tw). Per output channel: A^T over the rows of M into t[(i*4 + b)*n + s]
-    (a unit-stride loop over the blocks s), then over the columns, stored into y."""
-    c_out = y.shape[0]
+def output_transform(m, y, bias, t, o0, o1, th, tw, wq, lo, hi):
+    """y[o, 4ty + a, 4tx + b] = clamp(bias[o] + (A^T M A)[a, b]) of block (ty, tx) for every block
+    and output channel o0 <= o < o1: y (C_out, >= 4*th, >= 4*tw). Per output channel: A^T over the
+    rows of M into t[(i*4 + b)*n + s] (a unit-stride loop over the blocks s), then over the columns,
+    stored into y."""
     n = th * wq
     lo32, hi32 = np.float32(lo), np.float32(hi)
-    for o in range(c_out):
+    for o in range(o0, o1):
         for i in range(6):
             m0, m1, m2, m3, m4, m5 = (m[i * 6, o], m[i * 6 + 1, o], m[i * 6 + 2, o], m[i * 6 + 3, o],
                                       m[i * 6 + 4, o], m[i * 6 + 5, o])
@@ -193,3 +206,7 @@ def output_transform(m, y, bias, t, th, tw, wq, lo, hi):
                     _store(y1, 4 * tx + b, a1 + bv, lo32, hi32)
                     _store(y2, 4 * tx + b, a2 + bv, lo32, hi32)
                     _store(y3, 4 * tx + b, a3 + bv, lo32, hi32)
+
+
+_inputs_serial, _outputs_serial = _make_stages(False)
+_inputs_pool, _outputs_pool = _make_stages(True)
