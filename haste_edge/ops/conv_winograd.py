@@ -37,10 +37,11 @@ def applicable(attrs, group: int) -> bool:
             and list(attrs["dilations"]) == [1, 1])
 
 
-def transform_filters(w: np.ndarray) -> np.ndarray:
-    """U (16, C_out, C_in): G g G^T per filter, positions row-major, float64 then float32."""
-    u = np.einsum("ak,ockl,bl->aboc", G, w.astype(np.float64), G)
-    return u.reshape(16, w.shape[0], w.shape[1]).astype(np.float32)
+def transform_filters(w: np.ndarray, g: np.ndarray = G) -> np.ndarray:
+    """U (n*n, C_out, C_in): g w g^T per filter, positions row-major, float64 then float32 (g the
+    n x 3 filter transform: this module's G, or conv_winograd4's)."""
+    u = np.einsum("ak,ockl,bl->aboc", g, w.astype(np.float64), g)
+    return u.reshape(g.shape[0] ** 2, w.shape[0], w.shape[1]).astype(np.float32)
 
 
 class WinogradConv:

@@ -29,6 +29,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
+from haste_edge.ops import conv_winograd
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
 
@@ -42,9 +43,8 @@ _TAIL = 64
 
 
 def transform_filters(w: np.ndarray) -> np.ndarray:
-    """U (36, C_out, C_in): G g G^T per filter, positions row-major, float64 then float32."""
-    u = np.einsum("ak,ockl,bl->aboc", G, w.astype(np.float64), G)
-    return u.reshape(36, w.shape[0], w.shape[1]).astype(np.float32)
+    """U (36, C_out, C_in): G g G^T per filter, positions row-major."""
+    return conv_winograd.transform_filters(w, G)
 
 
 class Winograd4Conv:
