@@ -305,10 +305,10 @@ class Model:
                 if id(r) not in seen:
                     seen.add(id(r))
                     total += r.nbytes
-            elif depth < 3 and isinstance(obj, (dict, list, tuple)):
+            elif depth < 4 and isinstance(obj, (dict, list, tuple)):
                 for v in (obj.values() if isinstance(obj, dict) else obj):
                     add(v, depth + 1)
-            elif depth < 3 and hasattr(obj, "__dict__"):
+            elif depth < 4 and hasattr(obj, "__dict__"):   # step state > plan > prepared conv > its parts
                 for v in vars(obj).values():
                     add(v, depth + 1)
 
