@@ -726,7 +726,7 @@ def gemm_lanes(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo, hi, parallel
 def _gemm_lanes_serial(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo32, hi32):
     """Channel panels outermost: a panel stays in cache while every pixel block passes."""
     nr = lanes_dims(variant)[1]
-    n_cb, k_len = b.shape[0], aoffs.shape[0]
+    n_cb = b.shape[0]
     ldc = n_cb * nr
     for cb in range(n_cb):
         for r in range(a_starts.shape[0]):

@@ -1,8 +1,9 @@
 """Grow-only float32 scratch buffers, one set per thread, shared by the kernels.
 
-Each slot starts on a 64-byte boundary (a cache line, an AVX-512 vector), is as large as the largest call needs (not the sum over layers), is not reallocated once
-warm, and thread-locality keeps models running in different threads from sharing them. Slot names
-must be unique across kernels whose results are alive at the same time.
+Each slot starts on a 64-byte boundary (a cache line, an AVX-512 vector), is as large as the
+largest call needs (not the sum over layers), is not reallocated once warm, and thread-locality
+keeps models running in different threads from sharing them. Slot names must be unique across
+kernels whose results are alive at the same time.
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 Which path runs is decided once per node and thread count (_Plan; the rule and its measurements
 above _CONV_PATH below):
 - the microkernel (conv_direct: an implicit GEMM over the zero-padded input's stride phases, exact
-  im2col columns on small maps, pointwise convs read in place; register-blocked vector tiles with
-  bias and activation fused): by default every non-depthwise conv on one thread, but pointwise
-  ones on small maps.
+  im2col columns or the lanes layout on small maps, pointwise convs read in place; register-blocked
+  vector tiles with bias and activation fused): by default every non-depthwise conv on one thread
+  (but pointwise ones on small maps the lanes layout does not take), and small ones on more.
 - OpenBLAS: group=1, kernel > 1x1, >= 16 input channels, output plane <= 1024 pixels: im2row. Per
   image a Numba kernel copies the zero-padded input channels-last, then each output pixel's patch
   into one row; OpenBLAS multiplies rows (pixels, K) by the weights packed once per node as
@@ -420,16 +420,17 @@ _ROW_MAX_PIXELS = 1024
 _ROW_PIXEL_MAJOR_MIN = 32
 
 
-# Which conv path runs (HASTE_EDGE_CONV). "auto" (default): when the engine runs on one thread
-# (and for small non-pointwise convs on any thread count: _SERIAL_SMALL_MACS), every group >= 1 conv on the microkernel (conv_direct) but pointwise ones on maps under
-# _POINTWISE_MICRO_MIN_PIXELS that the lanes layout does not take, and everything on OpenBLAS on
-# more threads. Measured: on 7x7 maps OpenBLAS's pointwise products were 2-4 % faster than the
-# pixel-wide tiles (benchmarks/results/layers_efficientnet_lite0_t1.md), the lanes tile faster
-# than OpenBLAS (benchmarks/results/conv_rule_no-lanes_x86_64.md);
-# at 2 threads the microkernel's parallel regions, one per conv, each wake the pool's sleeping
-# workers and lost to OpenBLAS; whole models: benchmarks/results/conv_rule_x86_64.md. "direct"
-# puts every non-depthwise conv on the microkernel, "blas" none; "winograd" is "direct" plus
-# Winograd F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS output pixels.
+# Which conv path runs (HASTE_EDGE_CONV). "auto" (default): on one thread every group >= 1 conv on
+# the microkernel (conv_direct), but pointwise ones on maps under _POINTWISE_MICRO_MIN_PIXELS that
+# the lanes layout does not take (on 7x7 maps OpenBLAS's pointwise products were 2-4 % faster than
+# the pixel-wide tiles, benchmarks/results/layers_efficientnet_lite0_t1.md of fae97eb; the lanes
+# tile faster than OpenBLAS, benchmarks/results/conv_rule_no-lanes_x86_64.md). On more threads the
+# same for small non-pointwise convs (_SERIAL_SMALL_MACS), the rest on OpenBLAS: the microkernel's
+# parallel regions, one per conv, each wake the pool's sleeping workers and lost to OpenBLAS
+# (benchmarks/results/conv_rule_x86_64.md). Large 3x3 convs on Winograd F(4x4) at any thread count
+# (_WINOGRAD4). "direct" puts every non-depthwise conv on the microkernel, "blas" none; "winograd"
+# is "direct" plus Winograd F(2x2,3x3) for 3x3 stride-1 convs with at least _WINOGRAD_MIN_PIXELS
+# output pixels; neither of them uses F(4x4).
 _CONV_PATH = env_choice("HASTE_EDGE_CONV", ("auto", "blas", "direct", "winograd"), "auto")
 _DIRECT = _CONV_PATH in ("direct", "winograd")
 _AUTO = _CONV_PATH == "auto"
@@ -485,30 +486,28 @@ class _Plan:
         macs = conv_macs([x_shape, w_shape], [self.out_shape], attrs)
         # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
         self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
+        self.lanes = use_lanes(self, self.c_out_g)    # conv_direct's layout, if that path runs
         # small convs but pointwise ones take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
         one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS and not self.pointwise)
         # the microkernel paths have no BLAS to give the threads to: parallel unless tiny, or
         # taken by the one-thread rule on more threads (then on the calling thread)
         self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
+        self.micro = None      # the prepared paths' state (_PREPARED), made on the first call with W
         if group > 1 and w_shape[1] == 1:
             tiles = depthwise_tiles_applicable(sh, sw)
             if ho * wo <= (_DW_CL_MAX_PIXELS_TILES if tiles else _DW_CL_MAX_PIXELS):
                 self.path = "depthwise_cl"
             else:
                 self.path = "depthwise_tiles" if tiles else "depthwise"
-                self.micro = None                    # DepthwiseConv, made on the first call with W
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
-            self.micro = None                        # WinogradConv, made on the first call with W
         elif (_AUTO and _WINOGRAD4 and winograd_applicable(attrs, group)
               and ho * wo >= _WINOGRAD4_MIN_PIXELS and self.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
             self.path = "winograd4"                  # Winograd F(4x4,3x3) on the microkernel
-            self.micro = None                        # Winograd4Conv, made on the first call with W
         elif _DIRECT or (_AUTO and one_thread_rule
                          and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS
-                                  and not use_lanes(self, self.c_out_g))):
+                                  and not self.lanes)):
             self.path = "direct"                     # implicit GEMM on the microkernel (conv_direct)
-            self.micro = None                        # DirectConv, made on the first call with W
         elif self.pointwise:
             self.path = "gemm"                       # the image viewed as (C_in, H*W) is the matrix
         elif group == 1 and kh * kw > 1 and c_in >= _ROW_MIN_CHANNELS and ho * wo <= _ROW_MAX_PIXELS:

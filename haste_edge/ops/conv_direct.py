@@ -47,22 +47,32 @@ LANES_MIN_GAIN = 1.15
 LANES = True        # False: never (benchmarks compare)
 
 
+def exact_layout(plan) -> bool:
+    """Whether a windowed conv gathers exact columns (its junk columns would be a large share)."""
+    kh, kw = plan.geo[:2]
+    return kh * kw > 1 and (plan.wq - plan.out_shape[3]) > _WIDE_MAX_JUNK * plan.wq
+
+
+def lanes_variant(plan, cog) -> int | None:
+    """The lanes tile for a conv's rows, None if none fits: pointwise, blocks run over the flat
+    image and MR must divide it (no block may read past the image)."""
+    ho, wo = plan.out_shape[2], plan.out_shape[3]
+    return mk.choose_lanes(ho * wo, cog, divides=True) if plan.pointwise else mk.choose_lanes(wo, cog)
+
+
 def use_lanes(plan, cog) -> bool:
     """Whether a conv takes the lanes layout (rule above)."""
-    kh, kw = plan.geo[:2]
-    ho, wo, wq = plan.out_shape[2], plan.out_shape[3], plan.wq
-    small = plan.pointwise or (kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq)   # the exact layout
-    if not LANES or not small:
+    if not LANES or not (plan.pointwise or exact_layout(plan)):
         return False
-    hw = ho * wo
-    # pointwise, blocks run over the flat image: MR must divide it (no block may read past it)
-    v = mk.choose_lanes(hw, cog, divides=True) if plan.pointwise else mk.choose_lanes(wo, cog)
+    v = lanes_variant(plan, cog)
     if v is None:
         return False
+    ho, wo = plan.out_shape[2], plan.out_shape[3]
     mr, nr = mk.lanes_dims_py(v)
-    lanes_work = ho * (-(-wo // mr) * mr) * (-(-cog // nr) * nr) if not plan.pointwise else hw * (-(-cog // nr) * nr)
-    v = mk.choose_variant(cog, hw)
-    pixel_work = mk.padded_columns(hw, v) * (-(-cog // mk.mr_of(v)) * mk.mr_of(v))
+    pixels = ho * wo if plan.pointwise else ho * (-(-wo // mr) * mr)
+    lanes_work = pixels * (-(-cog // nr) * nr)
+    v = mk.choose_variant(cog, ho * wo)
+    pixel_work = mk.padded_columns(ho * wo, v) * (-(-cog // mk.mr_of(v)) * mk.mr_of(v))
     return pixel_work > LANES_MIN_GAIN * lanes_work
 
 
@@ -88,11 +98,12 @@ class DirectConv:
         self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
                      + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
         self.bias = (None, None)                            # (source b, padded per group)
-        self.lanes = use_lanes(plan, cog)
+        self.group = group
+        self.lanes = plan.lanes
         if self.lanes:
             self._init_lanes(w, plan)
             return
-        self.exact = kh * kw > 1 and (wq - wo) > _WIDE_MAX_JUNK * wq
+        self.exact = exact_layout(plan)
         self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
         mr = mk.mr_of(self.variant)
@@ -106,11 +117,11 @@ class DirectConv:
         self.tail_offs = (np.arange(k) * mk.nr_of(self.variant)).astype(np.int64)
 
     def _init_lanes(self, w, plan):
-        """The lanes layout's state: weights packed (K, ldb) per group, pixel blocks' starts."""
+        """The lanes layout's state: weights packed in panels per group, pixel blocks' starts."""
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         cog, k, group = self.cog, self.k, plan.group
-        self.variant = v = mk.choose_lanes(ho * wo, cog, divides=True) if self.pointwise else mk.choose_lanes(wo, cog)
-        mr, nr = mk.lanes_dims_py(v)
+        self.variant = lanes_variant(plan, cog)
+        mr, nr = mk.lanes_dims_py(self.variant)
         n_cb = -(-cog // nr)
         self.rows = self.ldb = n_cb * nr                    # channels padded (bias, the product's rows)
         # panels on cache lines (pack_lanes)
@@ -134,9 +145,8 @@ class DirectConv:
         """(group, rows): the bias per group padded to the panels' rows, kept while the same array
         comes in (conv() passes the node's bias array, or its plan's zeros)."""
         if self.bias[0] is not bias:
-            groups = self.wt.shape[0] if self.lanes else self.panels.shape[0]
             self.bias = (bias, np.stack([mk.pad_rows(bias[g * self.cog:(g + 1) * self.cog], self.rows)
-                                         for g in range(groups)]))
+                                         for g in range(self.group)]))
         return self.bias[1]
 
     def run(self, x, y, bias, plan):

@@ -44,6 +44,28 @@ def transform_filters(w: np.ndarray, g: np.ndarray = G) -> np.ndarray:
     return u.reshape(g.shape[0] ** 2, w.shape[0], w.shape[1]).astype(np.float32)
 
 
+class Products:
+    """The per-position GEMMs M[p] = U[p] @ V[p] of a Winograd conv on the microkernel, prepared
+    once: U (positions, C_out, C_in) packed into panels, V laid out [p, c, cols] with `blocks`
+    columns (tap k = c of position p starts at offs[p, c]), M (positions, rows, cols)."""
+
+    def __init__(self, u: np.ndarray, blocks: int):
+        n_pos, c_out, c_in = u.shape
+        self.variant = mk.choose_variant(c_out, blocks)
+        mr = mk.mr_of(self.variant)
+        self.panels = np.stack([mk.pack_panels(u[p], mr) for p in range(n_pos)])
+        self.rows = self.panels.shape[1] * mr
+        self.cols = mk.padded_columns(blocks, self.variant)
+        self.offs = ((np.arange(n_pos)[:, None] * c_in + np.arange(c_in)[None, :]) * self.cols).astype(np.int64)
+        self.zero_rows = np.zeros(self.rows, np.float32)       # the products' own epilogue adds nothing
+
+    def buffers(self, c_in: int):
+        """(V flat, M) in the thread's scratch."""
+        n_pos = self.panels.shape[0]
+        v = scratch("wino_v", n_pos * c_in * self.cols + _TAIL)
+        return v, scratch("wino_m", n_pos * self.rows * self.cols).reshape(n_pos, self.rows, self.cols)
+
+
 class WinogradConv:
     """One node's prepared state: packed transformed filters and the block geometry."""
 
@@ -51,18 +73,9 @@ class WinogradConv:
         """w the node's weights, plan its conv._Plan (output size)."""
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         self.w_src = w
-        c_out, c_in = w.shape[0], w.shape[1]
         self.th, self.tw = -(-ho // 2), -(-wo // 2)            # 2x2 output blocks
         self.blocks = self.th * self.tw
-        self.variant = mk.choose_variant(c_out, self.blocks)
-        mr = mk.mr_of(self.variant)
-        u = transform_filters(w)
-        self.panels = np.stack([mk.pack_panels(u[p], mr) for p in range(16)])
-        self.rows = self.panels.shape[1] * mr
-        self.cols = mk.padded_columns(self.blocks, self.variant)
-        # V[p, c, t] at (p*C_in + c)*cols + t: tap k = c of position p starts at offs[p, c]
-        self.offs = ((np.arange(16)[:, None] * c_in + np.arange(c_in)[None, :]) * self.cols).astype(np.int64)
-        self.zero_rows = np.zeros(self.rows, np.float32)       # the products' own epilogue adds nothing
+        self.products = Products(transform_filters(w), self.blocks)
 
     def run(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
@@ -73,10 +86,10 @@ class WinogradConv:
         # 2x2 phases of the padded input, rows/cols enough for every block (th + 1 per phase)
         hq, wq = self.th + 1, self.tw + 1
         ph = scratch("phases", c_in * 4 * hq * wq).reshape(c_in, 2, 2, hq * wq)
-        v = scratch("wino_v", 16 * c_in * self.cols + _TAIL)
-        m = scratch("wino_m", 16 * self.rows * self.cols).reshape(16, self.rows, self.cols)
-        _winograd_images(x, y, ph, v, m, self.panels, self.offs, bias, self.zero_rows, self.variant,
-                         plan.geo[6], plan.geo[7], hq, wq, self.th, self.tw, self.cols, plan.lo, plan.hi, serial)
+        pr = self.products
+        v, m = pr.buffers(c_in)
+        _winograd_images(x, y, ph, v, m, pr.panels, pr.offs, bias, pr.zero_rows, pr.variant,
+                         plan.geo[6], plan.geo[7], hq, wq, self.th, self.tw, pr.cols, plan.lo, plan.hi, serial)
 
 
 @njit

@@ -54,19 +54,10 @@ class Winograd4Conv:
         """w the node's weights, plan its conv._Plan (output size)."""
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         self.w_src = w
-        c_out, c_in = w.shape[0], w.shape[1]
         self.th, self.tw = -(-ho // 4), -(-wo // 4)            # 4x4 output blocks
         self.hq, self.wq = self.th + 1, self.tw + 1            # phase rows / columns blocks read
-        self.blocks = self.th * self.wq                        # block index s = ty*wq + tx, junk included
-        self.variant = mk.choose_variant(c_out, self.blocks)
-        mr = mk.mr_of(self.variant)
-        u = transform_filters(w)
-        self.panels = np.stack([mk.pack_panels(u[p], mr) for p in range(36)])
-        self.rows = self.panels.shape[1] * mr
-        self.cols = mk.padded_columns(self.blocks, self.variant)
-        # V[p, c, s] at (p*C_in + c)*cols + s: tap k = c of position p starts at offs[p, c]
-        self.offs = ((np.arange(36)[:, None] * c_in + np.arange(c_in)[None, :]) * self.cols).astype(np.int64)
-        self.zero_rows = np.zeros(self.rows, np.float32)       # the products' own epilogue adds nothing
+        # block index s = ty*wq + tx, the junk block per row included
+        self.products = conv_winograd.Products(transform_filters(w), self.th * self.wq)
         self.direct_out = ho % 4 == 0 and wo % 4 == 0          # whole blocks: no padded plane
 
     def run(self, x, y, bias, plan):
@@ -77,16 +68,15 @@ class Winograd4Conv:
         inputs, outputs = (_inputs_serial, _outputs_serial) if serial else (_inputs_pool, _outputs_pool)
         c_in, c_out = x.shape[1], y.shape[1]
         ho, wo = y.shape[2], y.shape[3]
-        n = self.th * self.wq
+        pr = self.products
         ph = scratch("phases", c_in * 16 * self.hq * self.wq + _TAIL)
-        v = scratch("wino_v", 36 * c_in * self.cols + _TAIL)
-        m = scratch("wino_m", 36 * self.rows * self.cols).reshape(36, self.rows, self.cols)
-        t = scratch("wino_t", 36 * n * chunks)        # the transforms' first stages, per channel block
+        v, m = pr.buffers(c_in)
+        t = scratch("wino_t", 36 * self.th * self.wq * chunks)   # the transforms' first stages, per channel block
         yp = None if self.direct_out else scratch("wide", c_out * 16 * self.th * self.tw).reshape(
             c_out, 4 * self.th, 4 * self.tw)
         for i in range(x.shape[0]):
-            inputs(x[i], ph, v, t, plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, self.cols, chunks)
-            mk.gemm_batched(self.variant, self.panels, v, self.offs, m, self.zero_rows, -np.inf, np.inf, not serial)
+            inputs(x[i], ph, v, t, plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, pr.cols, chunks)
+            mk.gemm_batched(pr.variant, pr.panels, v, pr.offs, m, pr.zero_rows, -np.inf, np.inf, not serial)
             outputs(m, y[i] if self.direct_out else yp, bias, t, self.th, self.tw, self.wq, plan.lo, plan.hi, chunks)
             if not self.direct_out:
                 y[i] = yp[:, :ho, :wo]
