@@ -344,66 +344,143 @@ def _make_scalar_tile(mr: int, nr: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# the depthwise tile: DW_ROWS output rows x DW_VW columns of one channel plane, column stride s
-# (1 or 2, a variant each),
-#   out[o_pos + r*ldo + j] = clamp(bias + sum_t w[w_off + t] * src[pos + r*ld + offs[t] + s*j], lo, hi)
-# (r < DW_ROWS, j < DW_VW): the taps' weights broadcast, the accumulators in registers; stride 2
-# loads 2*DW_VW floats and keeps the even ones (one shuffle).
+# the blocked depthwise tile: DWB_VL channels in the vector lanes (their image copied into a
+# zero-padded (rows, cols, DWB_VL) block), DWB_MR output pixels of one row,
+#   dst[d_pos + r*VL + l] = clamp(bias[b_off + l]
+#                                 + sum_t w[w_off + t*VL + l] * src[s_pos + toffs[t] + r*s_step + l], lo, hi)
+# (r < DWB_MR, l < VL): one weight vector per tap serves DWB_MR pixels, every load a whole vector.
+# And the square transpose that moves VL x VL blocks between a plane layout and that block:
+#   dst[d_offs[d_start + j] + d_pos + i] = src[s_offs[i] + s_pos + j]      (i, j < VL)
 # ---------------------------------------------------------------------------------------------
 
-# 8 vector accumulators (FMA latency x throughput); LLVM splits 16 lanes for AVX2 and NEON
-DW_ROWS, DW_VW = 8, 16
+# the target's vector width (a block of channels); 7 pixels divide the rows of 7- to 112-wide maps
+DWB_VL = 16 if TARGET["avx512"] else 8 if TARGET["arch"] == "x86_64" else 4
+DWB_MR = 7
 
 
-def _make_vector_dw_tile(rows: int, vw: int, stride: int):
+def _make_vector_dwb_tile(mr: int, vw: int):
     @intrinsic
-    def dw_tile(typingctx, src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
-        sig = types.void(src, types.int64, offs, w, types.int64, types.int64, out, types.int64,
-                         types.int64, types.float32, types.float32, types.float32)
+    def dwb_tile(typingctx, src, s_pos, s_step, toffs, w, w_off, dst, d_pos, bias, b_off, lo, hi):
+        sig = types.void(src, types.int64, types.int64, toffs, w, types.int64, dst, types.int64, bias,
+                         types.int64, types.float32, types.float32)
 
         def codegen(context, builder, signature, args):
-            s_v, pos_v, o_v, w_v, w_off_v, ld_v, out_v, o_pos_v, ldo_v, bias_v, lo_v, hi_v = args
-            st, _, ot, wt, _, _, outt = signature.args[:7]
+            s_v, s_pos_v, step_v, o_v, w_v, w_off_v, d_v, d_pos_v, bias_v, b_off_v, lo_v, hi_v = args
+            st, _, _, ot, wt, _, dt, _, biast = signature.args[:9]
             sp, op = _data(context, builder, st, s_v), _data(context, builder, ot, o_v)
-            wp, outp = _data(context, builder, wt, w_v), _data(context, builder, outt, out_v)
+            wp, dp = _data(context, builder, wt, w_v), _data(context, builder, dt, d_v)
+            biasp = _data(context, builder, biast, bias_v)
             n_taps = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
             x = _IR(builder, vw)
             i64 = x.i64
-            row_pos = [builder.add(pos_v, builder.mul(ld_v, i64(r))) for r in range(rows)]
+            pix = [builder.add(s_pos_v, builder.mul(step_v, i64(r))) for r in range(mr)]
 
             def step(t, acc):
                 off = builder.load(builder.gep(op, [t]))
-                wv = x.splat(builder.load(builder.gep(wp, [builder.add(w_off_v, t)])))
-                new = []
-                for r in range(rows):
-                    at = builder.add(row_pos[r], off)
-                    v = x.load(sp, at) if stride == 1 else x.load_evens(sp, at)
-                    new.append(builder.call(x.fma, [wv, v, acc[r]]))
-                return new
+                wv = x.load(wp, builder.add(w_off_v, builder.mul(t, i64(vw))))
+                return [builder.call(x.fma, [wv, x.load(sp, builder.add(pix[r], off)), acc[r]]) for r in range(mr)]
 
-            outs = x.reduction(n_taps, rows, step)
-            bias_s, lo_s, hi_s = x.splat(bias_v), x.splat(lo_v), x.splat(hi_v)
-            for r in range(rows):
-                x.store_clamped(outs[r], bias_s, lo_s, hi_s, outp, builder.add(o_pos_v, builder.mul(ldo_v, i64(r))))
+            outs = x.reduction(n_taps, mr, step)
+            bias_l, lo_s, hi_s = x.load(biasp, b_off_v), x.splat(lo_v), x.splat(hi_v)
+            for r in range(mr):
+                x.store_clamped(outs[r], bias_l, lo_s, hi_s, dp, builder.add(d_pos_v, i64(r * vw)))
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return dw_tile
+    return dwb_tile
 
 
-def _make_scalar_dw_tile(rows: int, vw: int, stride: int):
+def _make_scalar_dwb_tile(mr: int, vw: int):
     @njit
-    def dw_tile(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
-        for r in range(rows):
-            for j in range(vw):
+    def dwb_tile(src, s_pos, s_step, toffs, w, w_off, dst, d_pos, bias, b_off, lo, hi):
+        for r in range(mr):
+            for lane in range(vw):
                 acc = np.float32(0.0)
-                for t in range(offs.shape[0]):
-                    acc += w[w_off + t] * src[pos + r * ld + offs[t] + stride * j]
-                v = acc + bias
+                for t in range(toffs.shape[0]):
+                    acc += w[w_off + t * vw + lane] * src[s_pos + toffs[t] + r * s_step + lane]
+                v = acc + bias[b_off + lane]
                 v = lo if v < lo else v
-                out[o_pos + r * ldo + j] = hi if v > hi else v
-    return dw_tile
+                dst[d_pos + r * vw + lane] = hi if v > hi else v
+    return dwb_tile
+
+
+def _transpose_stages(vw: int) -> list[tuple[list[int], list[int]]]:
+    """Shuffle masks of a vw x vw transpose by swapping off-diagonal blocks of halving size b:
+    rows i and i + b (i in the upper half of a 2b block) become [i's lanes, (i+b)'s first lanes]
+    and [i's last lanes, (i+b)'s lanes] per 2b lanes (mask indices >= vw pick the second row)."""
+    stages, b = [], vw // 2
+    while b:
+        first = [l if (l // b) % 2 == 0 else vw + l - b for l in range(vw)]
+        second = [l + b if (l // b) % 2 == 0 else vw + l for l in range(vw)]
+        stages.append((first, second))
+        b //= 2
+    return stages
+
+
+def _make_vector_transpose(vw: int):
+    stages = _transpose_stages(vw)
+
+    @intrinsic
+    def transpose(typingctx, src, s_offs, s_pos, dst, d_offs, d_start, d_pos):
+        sig = types.void(src, s_offs, types.int64, dst, d_offs, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            s_v, so_v, s_pos_v, d_v, do_v, d_start_v, d_pos_v = args
+            st, sot, _, dt, dot = signature.args[:5]
+            sp, sop = _data(context, builder, st, s_v), _data(context, builder, sot, so_v)
+            dp, dop = _data(context, builder, dt, d_v), _data(context, builder, dot, do_v)
+            x = _IR(builder, vw)
+            i64, i32 = x.i64, ir.IntType(32)
+            rows = [x.load(sp, builder.add(builder.load(builder.gep(sop, [i64(i)])), s_pos_v)) for i in range(vw)]
+            b = vw // 2
+            for first, second in stages:
+                m1 = ir.Constant(ir.VectorType(i32, vw), first)
+                m2 = ir.Constant(ir.VectorType(i32, vw), second)
+                new = list(rows)
+                for i in range(vw):
+                    if (i // b) % 2 == 0:
+                        new[i] = builder.shuffle_vector(rows[i], rows[i + b], m1)
+                        new[i + b] = builder.shuffle_vector(rows[i], rows[i + b], m2)
+                rows, b = new, b // 2
+            for j in range(vw):
+                at = builder.add(builder.load(builder.gep(dop, [builder.add(d_start_v, i64(j))])), d_pos_v)
+                builder.store(rows[j], builder.bitcast(builder.gep(dp, [at]), x.vt.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return transpose
+
+
+def _make_scalar_transpose(vw: int):
+    @njit
+    def transpose(src, s_offs, s_pos, dst, d_offs, d_start, d_pos):
+        for i in range(vw):
+            for j in range(vw):
+                dst[d_offs[d_start + j] + d_pos + i] = src[s_offs[i] + s_pos + j]
+    return transpose
+
+
+def transpose_reference(src, s_offs, s_pos, dst, d_offs, d_start, d_pos, vw=None):
+    """transpose's effect on dst, in NumPy: the VL x VL block read row by row, written column by column."""
+    vw = vw or DWB_VL
+    block = np.stack([src[s_offs[i] + s_pos:s_offs[i] + s_pos + vw] for i in range(vw)])   # [i, j]
+    for j in range(vw):
+        at = d_offs[d_start + j] + d_pos
+        dst[at:at + vw] = block[:, j]
+
+
+def dwb_reference(src, s_pos, s_step, toffs, w, w_off, bias, b_off, lo=-np.inf, hi=np.inf, mr=None, vw=None):
+    """dwb_tile's DWB_MR x VL outputs (rows = pixels), float64 accumulation."""
+    mr, vw = mr or DWB_MR, vw or DWB_VL
+    out = np.zeros((mr, vw))
+    for r in range(mr):
+        for t, off in enumerate(toffs):
+            at = s_pos + off + r * s_step
+            out[r] += np.asarray(w[w_off + t * vw:w_off + (t + 1) * vw], np.float64) * src[at:at + vw]
+    out += np.asarray(bias[b_off:b_off + vw], np.float64)
+    return np.clip(out, lo, hi).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,9 +612,8 @@ lanes2 = _make_lanes_tile(*LANES[2])
 LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
 LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
 LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
-_make_dw_tile = _make_scalar_dw_tile if TARGET["kind"] == "scalar" else _make_vector_dw_tile
-dw_tile_s1 = _make_dw_tile(DW_ROWS, DW_VW, 1)
-dw_tile_s2 = _make_dw_tile(DW_ROWS, DW_VW, 2)
+dwb_tile = (_make_scalar_dwb_tile if TARGET["kind"] == "scalar" else _make_vector_dwb_tile)(DWB_MR, DWB_VL)
+transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vector_transpose)(DWB_VL)
 
 
 # ---------------------------------------------------------------------------------------------

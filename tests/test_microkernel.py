@@ -40,38 +40,49 @@ def test_product_matches_reference(variant, m, k, length, parallel):
 
 
 @njit
-def _dw_tile_call(stride, src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi):
-    if stride == 1:
-        mk.dw_tile_s1(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi)
-    else:
-        mk.dw_tile_s2(src, pos, offs, w, w_off, ld, out, o_pos, ldo, bias, lo, hi)
+def _dwb_tile_call(src, s_pos, s_step, toffs, w, w_off, dst, d_pos, bias, b_off, lo, hi):
+    mk.dwb_tile(src, s_pos, s_step, toffs, w, w_off, dst, d_pos, bias, b_off, lo, hi)
 
 
-def dw_tile_reference(src, pos, offs, w, w_off, ld, ldo, bias, lo, hi, stride):
-    """The depthwise tile's formula (microkernel.py), float64: (DW_ROWS, DW_VW)."""
-    rows, vw = mk.DW_ROWS, mk.DW_VW
-    out = np.empty((rows, vw))
-    for r in range(rows):
-        for j in range(vw):
-            taps = [float(w[w_off + t]) * float(src[pos + r * ld + o + stride * j]) for t, o in enumerate(offs)]
-            out[r, j] = min(max(sum(taps) + bias, lo), hi)
-    return out
+@njit
+def _transpose_call(src, s_offs, s_pos, dst, d_offs, d_start, d_pos):
+    mk.transpose(src, s_offs, s_pos, dst, d_offs, d_start, d_pos)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
+def _dwb_tile_case(n_taps, s_step):
+    """The blocked depthwise tile at arbitrary offsets, against its reference; NaN around the
+    written span catches a write outside it."""
+    vl, mr = mk.DWB_VL, mk.DWB_MR
+    toffs = (np.sort(RNG.choice(40, size=n_taps, replace=False)) * vl).astype(np.int64)
+    src = RNG.standard_normal(45 * vl + mr * s_step + 3).astype(np.float32)
+    w = RNG.standard_normal((n_taps + 2) * vl).astype(np.float32)
+    bias = RNG.standard_normal(3 * vl).astype(np.float32)
+    dst = np.full(mr * vl + 7, np.nan, np.float32)
+    _dwb_tile_call(src, 3, s_step, toffs, w, vl, dst, 5, bias, vl + 1, np.float32(-1.0), np.float32(1.5))
+    want = mk.dwb_reference(src, 3, s_step, toffs, w, vl, bias, vl + 1, -1.0, 1.5)
+    return dst, want
+
+
 @pytest.mark.parametrize("n_taps", [0, 1, 9, 25])
-def test_depthwise_tile_matches_reference(stride, n_taps):
-    ld = 50
-    offs = np.sort(RNG.choice(3 * ld, size=n_taps, replace=False)).astype(np.int64)
-    src = RNG.standard_normal(mk.DW_ROWS * ld + 3 * ld + 2 * mk.DW_VW * stride).astype(np.float32)
-    w = RNG.standard_normal(n_taps + 3).astype(np.float32)
-    ldo = mk.DW_VW + 5
-    out = np.full(mk.DW_ROWS * ldo + 2, np.nan, np.float32)
-    _dw_tile_call(stride, src, 3, offs, w, 2, ld, out, 1, ldo, np.float32(0.25), np.float32(-1.0), np.float32(1.5))
-    got = np.stack([out[1 + r * ldo:1 + r * ldo + mk.DW_VW] for r in range(mk.DW_ROWS)])
-    want = dw_tile_reference(src, 3, offs, w, 2, ld, ldo, 0.25, -1.0, 1.5, stride)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_blocked_depthwise_tile_matches_reference(n_taps, stride):
+    dst, want = _dwb_tile_case(n_taps, stride * mk.DWB_VL)
+    got = dst[5:5 + mk.DWB_MR * mk.DWB_VL].reshape(mk.DWB_MR, mk.DWB_VL)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(max(n_taps, 1)))
-    assert np.isnan(out[0]) and np.isnan(out[-1])            # nothing written outside the tile's rows
+    assert np.isnan(dst[:5]).all() and np.isnan(dst[5 + mk.DWB_MR * mk.DWB_VL:]).all()
+
+
+def test_transpose_matches_reference():
+    """VL rows read at scattered offsets, VL columns written at scattered offsets: exact."""
+    vl = mk.DWB_VL
+    src = RNG.standard_normal(60 * vl).astype(np.float32)
+    s_offs = np.sort(RNG.choice(50 * vl, size=vl, replace=False)).astype(np.int64)
+    d_offs = (RNG.permutation(vl + 4) * (vl + 3)).astype(np.int64)      # non-overlapping columns
+    got = np.full((vl + 4) * (vl + 3) + vl, np.nan, np.float32)
+    want = got.copy()
+    _transpose_call(src, s_offs, 2, got, d_offs, 3, 1)
+    mk.transpose_reference(src, s_offs, 2, want, d_offs, 3, 1)
+    np.testing.assert_array_equal(got, want)
 
 
 def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf):
@@ -149,7 +160,10 @@ for v in range(len(mk.LANES)):
     assert np.abs(c[:len(want), :m] - want).max() < 1e-4, v
 from conv_cases import CASES, make, run_fast
 from haste_edge.ops import conv
-for name in ("dw-plane", "dw-tiles-s2-ragged"):
+dst, want = t._dwb_tile_case(9, 2 * mk.DWB_VL)
+assert np.abs(dst[5:5 + mk.DWB_MR * mk.DWB_VL].reshape(want.shape) - want).max() < 1e-4
+t.test_transpose_matches_reference()
+for name in ("dw-plane", "dw-tiles-s2-ragged", "dw-cl-mult2"):
     inputs, attrs = make(CASES[name])
     assert np.abs(run_fast(inputs, attrs) - conv.conv_reference(inputs, attrs)[0]).max() < 1e-4, name
 print("ok")
@@ -188,8 +202,7 @@ def test_direct_conv_matches_reference(direct, name, bias):
 
 @pytest.mark.parametrize("name", [n for n in CASES if n.startswith("dw")])
 def test_depthwise_convs_match_reference(name):
-    """Every depthwise case through conv() (the vector tile on planes over 8x8 for strides 1 and 2,
-    the channels-last and plane kernels otherwise) against the float64 reference."""
+    """Every depthwise case through conv() (channel-blocked) against the float64 reference."""
     inputs, attrs = make(CASES[name])
     got = run_fast(inputs, dict(attrs))
     want = conv_mod.conv_reference(inputs, attrs)[0]

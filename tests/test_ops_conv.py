@@ -1,5 +1,5 @@
 """Conv: fast kernel vs the NumPy reference over every code path (group=1 wide and exact im2col,
-im2row both GEMM orientations, 1x1 direct GEMM, depthwise per-plane and channels-last, general
+im2row both GEMM orientations, 1x1 direct GEMM, depthwise channel-blocked and per plane, general
 grouped), the reference vs
 onnx's own ReferenceEvaluator, infer() vs kernel shapes, MACs, and shape errors.
 """
@@ -50,9 +50,9 @@ PATHS = {"3x3": ("im2col", None), "small-plane-exact": ("im2col", None), "1x1": 
          "row-s2-asym-pads-batch3": ("im2row", False), "row-pixel-major-batch2": ("im2row", True),
          "row-dilation2": ("im2row", True), "row-ragged-kernel-strides": ("im2row", True),
          "1x1-s2-many-channels": ("im2col", None), "row-s2-4x4-96ch": ("im2row", False),
-         "dw-plane": ("depthwise_tiles", None), "dw-plane-5x5-s2": ("depthwise_tiles", None),
-         "dw-tiles-dilation2-asym": ("depthwise_tiles", None), "dw-plane-s3": ("depthwise", None),
-         "dw-cl": ("depthwise_cl", None)}
+         "dw-plane": ("depthwise_blocked", None), "dw-plane-5x5-s2": ("depthwise_blocked", None),
+         "dw-tiles-dilation2-asym": ("depthwise_blocked", None), "dw-plane-s3": ("depthwise_blocked", None),
+         "dw-cl": ("depthwise_blocked", None), "dw-cl-mult2": ("depthwise_blocked", None)}
 
 
 @pytest.mark.parametrize("name", ["3x3", "small-plane-exact", "row-s2-asym-pads-batch3", "grouped", "1x1-s2"])
@@ -217,10 +217,14 @@ def test_registered_attrs():
                                       "activation", "clip_min", "clip_max"}
 
 
-@pytest.mark.parametrize("stride", [1, 3])        # the vector tile's buffers, the plane kernel's
-def test_depthwise_buffers_respect_the_memory_limit(stride):
-    from haste_edge import limits
+@pytest.mark.parametrize("per_plane", [False, True])     # the blocked kernel's scratch, the plane kernel's
+def test_depthwise_buffers_respect_the_memory_limit(per_plane, monkeypatch):
+    from haste_edge import limits, scratch
     from haste_edge.errors import InputError
+    if per_plane:
+        monkeypatch.setattr(conv_mod, "_DW_BLOCK_MAX_BYTES", 0)
+    monkeypatch.setattr(scratch._tls, "bufs", {}, raising=False)      # nothing grown by earlier tests
+    stride = 1
     x = np.zeros((1, 8, 300, 300), np.float32)
     w = np.zeros((8, 1, 3, 3), np.float32)
     attrs = dict(kernel_shape=[3, 3], strides=[stride, stride], dilations=[1, 1], pads=[1, 1, 1, 1], group=8)
@@ -250,3 +254,14 @@ def test_split_phases_matches_padding_and_slicing(h, w, s, pt, pl):
             want = padded[a::s, b::s][:rows, :wq]
             np.testing.assert_array_equal(ph[a, b, :rows * wq].reshape(rows, wq), want)
             assert np.isnan(ph[a, b, rows * wq:]).all()
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("dw")])
+def test_depthwise_per_plane_when_a_block_is_too_large(name, monkeypatch):
+    """Past the blocked kernel's scratch cap a depthwise conv runs per plane, as exact."""
+    monkeypatch.setattr(conv_mod, "_DW_BLOCK_MAX_BYTES", 0)
+    inputs, attrs = make(CASES[name])
+    attrs = dict(attrs)
+    got = run_fast(inputs, attrs)
+    assert conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).path == "depthwise"
+    np.testing.assert_allclose(got, conv_mod.conv_reference(inputs, attrs)[0], rtol=1e-4, atol=1e-4)

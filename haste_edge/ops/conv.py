@@ -14,9 +14,9 @@ above _CONV_PATH below):
   group) an im2col over stride phases ("wide" or "exact" layout) and sgemm via numpy.matmul(out=...);
   1x1 stride-1 unpadded convs need no im2col. On output planes up to 32x32 these paths run their
   Numba kernels single-threaded and leave the threads to OpenBLAS (_SERIAL_MAX_PIXELS).
-- depthwise (one input channel per group, any multiplier): stride 1 or 2 on planes over 8x8 on the
-  vector depthwise tile (conv_depthwise); other large planes per plane over stride phases, each tap
-  a long axpy; small planes channels-last, each (pixel, tap) a multiply-add over all channels.
+- depthwise (one input channel per group, any multiplier): channels in the vector lanes
+  (conv_depthwise_blocked: blocks of channels transposed in, computed, transposed out); planes
+  too large for that block's scratch per plane over stride phases, each tap a long axpy.
 - Winograd F(4x4,3x3) (conv_winograd4) for 3x3 stride-1 convs on large maps with many channels;
 - Winograd F(2x2,3x3) (conv_winograd), opt-in.
 
@@ -30,13 +30,13 @@ import numpy as np
 from haste_edge import limits
 from haste_edge.errors import InputError
 from haste_edge.jit import env_choice, njit, prange
-from haste_edge.ops.conv_depthwise import DepthwiseConv
-from haste_edge.ops.conv_depthwise import applicable as depthwise_tiles_applicable
+from haste_edge.ops.conv_depthwise_blocked import BlockedDepthwiseConv
+from haste_edge.ops.conv_depthwise_blocked import block_bytes as depthwise_block_bytes
 from haste_edge.ops.conv_direct import DirectConv, use_lanes
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
 from haste_edge.ops.conv_winograd4 import Winograd4Conv
-from haste_edge.ops.window import split_phases, valid_range
+from haste_edge.ops.window import split_phases
 from haste_edge.ops.registry import register, step_state
 from haste_edge.scratch import scratch
 from haste_edge.threads import numba_single_thread
@@ -318,71 +318,6 @@ def _depthwise(x, w, bias, y, mult, sh, sw, dh, dw, pt, pl, lo, hi, na, nb, n_bl
                     yrow[q] = min(max(arow[q], lo32), hi32)
 
 
-@njit(parallel=True)
-def _to_channels_last(x, xt, mult):
-    """xt[t, oc] = x[oc // mult].flat[t]: one image (C, H, W) to (H*W, C*mult), parallel over
-    blocks of 32 pixels (the block's rows of xt stay in cache while every channel is written)."""
-    c_in, h, w = x.shape
-    x2 = x.reshape(c_in, h * w)
-    c_out = xt.shape[1]
-    for blk in prange((h * w + 31) // 32):
-        t0 = blk * 32
-        src_len = min(h * w, t0 + 32) - t0
-        for oc in range(c_out):
-            src = x2[oc // mult, t0:t0 + src_len]
-            for t in range(src_len):
-                xt[t0 + t, oc] = src[t]
-
-
-@njit(parallel=True)
-def _depthwise_cl(xt, h, wd, wt, bias, y, sh, sw, dh, dw, pt, pl, lo, hi):
-    """Depthwise conv on a channels-last image xt (H*W, C) with weights wt (kh, kw, C): each
-    (output pixel, tap) is one contiguous multiply-add over all channels, so small planes with
-    many channels (the 7x7 and 14x14 layers) pay no per-plane overhead. Writes y (C, ho, wo)
-    of the image in NCHW, bias and clamp fused. Parallel over output rows.
-    (Blocking the channels to keep a window's rows in L1 measured slower: loop overhead.)"""
-    c = xt.shape[1]
-    kh, kw = wt.shape[0], wt.shape[1]
-    ho, wo = y.shape[1], y.shape[2]
-    lo32, hi32 = np.float32(lo), np.float32(hi)
-    for p in prange(ho):
-        # the output row channels-last, transposed into y at the end: writing y pixel by pixel
-        # would touch a different cache line for every channel
-        row_acc = np.empty((wo, c), dtype=np.float32)
-        i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
-        for q in range(wo):
-            acc = row_acc[q]
-            for ch in range(c):
-                acc[ch] = bias[ch]
-            j_lo, j_hi = valid_range(kw, q * sw - pl, dw, wd)
-            nj = j_hi - j_lo
-            n_taps = (i_hi - i_lo) * nj
-            base = (p * sh - pt) * wd + q * sw - pl       # input pixel of tap (0, 0)
-            # valid taps three at a time: one pass over acc per three multiply-adds
-            for k in range(0, n_taps, 3):
-                i0, j0 = i_lo + k // nj, j_lo + k % nj
-                s0, w0 = xt[base + i0 * dh * wd + j0 * dw], wt[i0, j0]
-                if k + 2 < n_taps:
-                    i1, j1 = i_lo + (k + 1) // nj, j_lo + (k + 1) % nj
-                    i2, j2 = i_lo + (k + 2) // nj, j_lo + (k + 2) % nj
-                    s1, w1 = xt[base + i1 * dh * wd + j1 * dw], wt[i1, j1]
-                    s2, w2 = xt[base + i2 * dh * wd + j2 * dw], wt[i2, j2]
-                    for ch in range(c):
-                        acc[ch] += w0[ch] * s0[ch] + w1[ch] * s1[ch] + w2[ch] * s2[ch]
-                elif k + 1 < n_taps:
-                    i1, j1 = i_lo + (k + 1) // nj, j_lo + (k + 1) % nj
-                    s1, w1 = xt[base + i1 * dh * wd + j1 * dw], wt[i1, j1]
-                    for ch in range(c):
-                        acc[ch] += w0[ch] * s0[ch] + w1[ch] * s1[ch]
-                else:
-                    for ch in range(c):
-                        acc[ch] += w0[ch] * s0[ch]
-        for ch in range(c):
-            yrow = y[ch, p]
-            for q in range(wo):
-                yrow[q] = min(max(row_acc[q, ch], lo32), hi32)
-
-
 # ---------------------------------------------------------------------------------------------
 # fast kernel
 # ---------------------------------------------------------------------------------------------
@@ -395,13 +330,12 @@ def _phases_used(k, s, d):
     return min(s, k) if d == 1 else s
 
 
-# Depthwise output planes up to this many pixels go channels-last (_depthwise_cl), where a plane's
-# row is too short for vectors; larger ones per plane: on the vector tile (conv_depthwise) for
-# strides 1 and 2, else _depthwise. Measured on the EfficientNet-Lite0 layers
-# (benchmarks/results/layers_efficientnet_lite0_t1.md): the tile wins from 14x14 outputs up, the
-# channels-last kernel on 7x7; _depthwise's crossover lies between 14x14 and 28x28.
-_DW_CL_MAX_PIXELS_TILES = 64
-_DW_CL_MAX_PIXELS = 256
+# Depthwise convs run channel-blocked (conv_depthwise_blocked) while one block's scratch stays
+# under this size, else per plane (_depthwise). The blocked kernel was faster on every depthwise
+# layer of MobileNetV2 and EfficientNet-Lite0, 7x7 to 112x112 maps, 3x3 and 5x5, strides 1 and 2:
+# 0.31-0.88x the time of the per-plane kernels it replaced (benchmarks/results/depthwise_x86_64_t1.md).
+_DW_BLOCK_MAX_BYTES = 16 << 20
+_DW_BLOCKED = True
 
 # Junk columns (wq - wo per output row) the wide im2col layout may cost the GEMM, relative to wo,
 # before the exact layout (one copy per output row) wins; measured on 28/14/7/4-pixel planes.
@@ -494,11 +428,8 @@ class _Plan:
         self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
         self.micro = None      # the prepared paths' state (_PREPARED), made on the first call with W
         if group > 1 and w_shape[1] == 1:
-            tiles = depthwise_tiles_applicable(sh, sw)
-            if ho * wo <= (_DW_CL_MAX_PIXELS_TILES if tiles else _DW_CL_MAX_PIXELS):
-                self.path = "depthwise_cl"
-            else:
-                self.path = "depthwise_tiles" if tiles else "depthwise"
+            blocked = _DW_BLOCKED and depthwise_block_bytes(self) <= _DW_BLOCK_MAX_BYTES
+            self.path = "depthwise_blocked" if blocked else "depthwise"
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
         elif (_AUTO and _WINOGRAD4 and winograd_applicable(attrs, group)
@@ -569,7 +500,7 @@ def _packed_weights(plan, w):
 
 # paths whose per-node state (packed weights, offsets) is made from W on the first call
 _PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "winograd4": Winograd4Conv,
-             "depthwise_tiles": DepthwiseConv}
+             "depthwise_blocked": BlockedDepthwiseConv}
 
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 
@@ -588,15 +519,6 @@ def conv(inputs, attrs, outs=None):
     kh, kw, sh, sw, dh, dw, pt, pl, _, _ = pl_.geo
     lo, hi = pl_.lo, pl_.hi
 
-    if pl_.path == "depthwise_cl":
-        # weights to (kh, kw, C_out): recomputed per call, cheap next to the conv itself
-        wt = np.ascontiguousarray(w.reshape(c_out, kh * kw).T).reshape(kh, kw, c_out)
-        h, wd = x.shape[2], x.shape[3]
-        xt = scratch("channels_last", h * wd * c_out).reshape(h * wd, c_out)
-        for n in range(n_img):
-            _to_channels_last(x[n], xt, c_out // x.shape[1])
-            _depthwise_cl(xt, h, wd, wt, bias, y[n], sh, sw, dh, dw, pt, pl, lo, hi)
-        return outs
     if pl_.path == "depthwise":
         # direct kernel, epilogue included; a few blocks of planes per thread balance the load
         # without a scratch allocation per plane (each block allocates its phases and accumulator)

@@ -1,0 +1,141 @@
+"""Depthwise convs (any channel multiplier, stride, dilation and kernel) with channels in the vector lanes.
+
+Per image and block of VL = microkernel.DWB_VL channels:
+1. the block's input planes (output channel o reads input plane o // multiplier) move into a
+   zero-padded (hp, wp, VL) block, VL x VL values per microkernel.transpose (VL consecutive
+   pixels of VL planes in, VL pixel vectors out, each stored at its padded position from a table);
+2. the blocked depthwise tile computes DWB_MR output pixels of a row at a time: per tap one
+   weight vector and one vector load per pixel, no bounds test, no per-plane set-up, no
+   partial vectors on 7- and 14-pixel rows (which a plane's rows in the vector lanes would pay);
+3. the (ho*wo, VL) result goes back into the NCHW output the same way, transposed.
+A row's last tile may run past the row: its extra pixels land on the next row's first ones,
+computed after it, or on the result block's tail. Pixels past the last whole VL run move by
+scalar loops; a last partial block of channels fills its spare lanes from its last plane and
+writes back only its own channels (scalar). Blocks run in parallel, one scratch per slot.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit, prange
+from haste_edge.scratch import aligned_empty, scratch
+
+VL, MR = mk.DWB_VL, mk.DWB_MR
+
+
+def block_bytes(plan) -> int:
+    """Scratch one block of channels needs (the padded input block and the result block)."""
+    kh, kw, sh, sw, dh, dw = plan.geo[:6]
+    ho, wo = plan.out_shape[2], plan.out_shape[3]
+    return 4 * VL * (((ho - 1) * sh + (kh - 1) * dh + 2) * ((wo - 1) * sw + (kw - 1) * dw + MR + 1) + ho * wo + MR)
+
+
+class BlockedDepthwiseConv:
+    """One node's prepared state: weights and bias blocks, tap offsets, the padded positions of
+    the input pixels and the transposes' row tables."""
+
+    def __init__(self, w: np.ndarray, plan):
+        self.w_src = w
+        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
+        x_shape = plan.shapes[0]
+        h, wd = x_shape[2], x_shape[3]
+        c, ho, wo = plan.out_shape[1], plan.out_shape[2], plan.out_shape[3]
+        self.n_cb = n_cb = -(-c // VL)
+        taps = kh * kw
+        wb = np.zeros((n_cb * VL, taps), np.float32)
+        wb[:c] = w.reshape(c, taps)
+        self.w = aligned_empty(n_cb * taps * VL)
+        self.w[:] = wb.reshape(n_cb, VL, taps).transpose(0, 2, 1).reshape(-1)      # [cb, t, lane]
+        self.hp = (ho - 1) * sh + (kh - 1) * dh + 1
+        self.wp = (wo - 1) * sw + (kw - 1) * dw + 1
+        i, j = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+        self.toffs = ((i * dh * self.wp + j * dw) * VL).reshape(-1).astype(np.int64)
+        last_q = -(-wo // MR) * MR - 1                       # a row's last tile's last pixel
+        last_read = ((ho - 1) * sh * self.wp + last_q * sw) * VL + int(self.toffs.max()) + VL
+        self.size = max(self.hp * self.wp * VL, last_read) + VL  # the last VL: a junk slot
+        junk = self.size - VL
+        r, q = np.divmod(np.arange(h * wd), wd)
+        rr, qq = r + pt, q + pl
+        inside = (rr < self.hp) & (qq < self.wp)                 # pixels no tap reads: to the junk slot
+        self.dpos = np.where(inside, (rr * self.wp + qq) * VL, junk).astype(np.int64)
+        self.out_size = (ho * wo + MR) * VL
+        mult = c // x_shape[1]
+        out_ch = np.minimum(np.arange(n_cb * VL), c - 1)        # past the last channel: junk lanes
+        self.row_in = ((out_ch // mult) * h * wd).astype(np.int64).reshape(n_cb, VL)
+        self.row_res = (np.arange(VL) * VL).astype(np.int64)
+        self.row_out = (np.arange(VL) * ho * wo).astype(np.int64)
+
+    def run(self, x, y, bias, plan):
+        sh, sw = plan.geo[2], plan.geo[3]
+        tasks = y.shape[0] * self.n_cb
+        serial = numba.get_num_threads() == 1 or plan.micro_serial
+        slots = 1 if serial else min(tasks, numba.get_num_threads())
+        blocks = scratch("dwb_in", slots * self.size).reshape(slots, self.size)
+        blocks[:] = 0.0                                     # the padding (interiors are overwritten)
+        results = scratch("dwb_out", slots * self.out_size).reshape(slots, self.out_size)
+        bias_b = scratch("dwb_bias", self.n_cb * VL)
+        bias_b[:] = 0.0
+        bias_b[:y.shape[1]] = bias
+        args = (x, y, self.w, self.toffs, bias_b, self.dpos, self.row_in, self.row_res, self.row_out,
+                blocks, results, sh, sw, self.wp, np.float32(plan.lo), np.float32(plan.hi))
+        if serial:
+            _blocks_serial(*args)
+        else:
+            _blocks_pool(*args)
+
+
+@njit
+def _block(x, y, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blk, res, sh, sw, wp, lo, hi):
+    """Image n, channels cb*VL.. of y: the module docstring's three steps."""
+    c = y.shape[1]
+    hw = x.shape[2] * x.shape[3]
+    ho, wo = y.shape[2], y.shape[3]
+    hwo = ho * wo
+    c0 = cb * VL
+    nc = min(VL, c - c0)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    rows = row_in[cb]
+    base = n * x.shape[1] * hw
+    whole = (hw // VL) * VL
+    for t0 in range(0, whole, VL):
+        mk.transpose(xf, rows, base + t0, blk, dpos, t0, 0)
+    for lane in range(VL):
+        for p in range(whole, hw):
+            blk[dpos[p] + lane] = xf[base + rows[lane] + p]
+    w_off = cb * toffs.shape[0] * VL
+    for p in range(ho):
+        for q0 in range(0, wo, MR):
+            mk.dwb_tile(blk, (p * sh * wp + q0 * sw) * VL, sw * VL, toffs, w, w_off, res, (p * wo + q0) * VL,
+                        bias_b, c0, lo, hi)
+    base = (n * c + c0) * hwo
+    whole = (hwo // VL) * VL if nc == VL else 0
+    for t0 in range(0, whole, VL):
+        mk.transpose(res, row_res, t0 * VL, yf, row_out, 0, base + t0)
+    for lane in range(nc):
+        for p in range(whole, hwo):
+            yf[base + lane * hwo + p] = res[p * VL + lane]
+
+
+# serial and pool loops are separate functions (a serial loop compiled inside a parallel=True
+# function ran 2x slower: microkernel._gemm_lanes_serial)
+@njit
+def _blocks_serial(x, y, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
+    n_cb = bias_b.shape[0] // VL
+    for n in range(y.shape[0]):
+        for cb in range(n_cb):
+            _block(x, y, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[0], ress[0], sh, sw,
+                   wp, lo, hi)
+
+
+@njit(parallel=True)
+def _blocks_pool(x, y, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
+    n_cb = bias_b.shape[0] // VL
+    tasks = y.shape[0] * n_cb
+    slots = blks.shape[0]
+    per = (tasks + slots - 1) // slots
+    for s in prange(slots):
+        for t in range(s * per, min(tasks, (s + 1) * per)):
+            _block(x, y, t // n_cb, t % n_cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[s],
+                   ress[s], sh, sw, wp, lo, hi)
