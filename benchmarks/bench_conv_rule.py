@@ -1,6 +1,6 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -13,6 +13,8 @@ Two copies of each model: one planned under the alternative, one under the defau
   lanes-small     the default, but every small-map and pointwise conv the lanes layout can take in it
   no-serial-small the default, but on more threads no conv takes the one-thread rule (all on OpenBLAS)
   no-winograd4    the default, but no conv on Winograd F(4x4,3x3)
+  no-residual-fusion  the default, but Conv -> Add [-> Relu] as separate steps (runtime.py)
+  depthwise-per-plane the default, but depthwise convs per plane, not channel-blocked
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -29,7 +31,7 @@ from bench_tiles import model_and_input
 from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
-from haste_edge import microkernel as mk
+from haste_edge import microkernel as mk, runtime
 from haste_edge.ops import conv as conv_mod, conv_direct
 
 
@@ -44,7 +46,8 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "pointwise-blas": "pointwise convs on OpenBLAS", "least-padding": "tiles by least padding",
                 "no-lanes": "no lanes layout", "lanes-small": "lanes layout wherever it applies",
                 "no-serial-small": "small convs on OpenBLAS on more threads",
-                "no-winograd4": "no Winograd F(4x4)"}
+                "no-winograd4": "no Winograd F(4x4)", "no-residual-fusion": "no residual fusion",
+                "depthwise-per-plane": "depthwise convs per plane"}
 
 
 def _least_padding(rows, cols):
@@ -58,7 +61,8 @@ def _least_padding(rows, cols):
 def alternative(name):
     """Module settings of the alternative while a model is planned, restored afterwards."""
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-             conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4)
+             conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
+             runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -75,11 +79,16 @@ def alternative(name):
         conv_mod._SERIAL_SMALL_MACS = 0
     elif name == "no-winograd4":
         conv_mod._WINOGRAD4 = False
+    elif name == "no-residual-fusion":
+        runtime.FUSE_RESIDUALS = False
+    elif name == "depthwise-per-plane":
+        conv_mod._DW_BLOCKED = False
     try:
         yield
     finally:
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
-         conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4) = saved
+         conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
+         runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED) = saved
 
 
 def planned(name, against=None):

@@ -1,5 +1,10 @@
 """Executes a Graph: a Plan per input shape (shapes inferred, buffers allocated once), run many times.
 
+A Conv whose only reader is a residual Add (optionally followed by a Relu, again its only reader)
+runs as one step at the Add's place: the conv, then the add and the Relu in one pass while its
+output is in cache (ops.conv's 4th input). The step keeps the conv's name; the Add and Relu are
+not steps of their own (per-layer reports fold them into the conv).
+
 Buffers are shared between tensors whose lifetimes do not overlap, so peak memory is a few
 activation maps, not the sum of all of them. View ops (Reshape, Flatten, ...) alias their input's
 buffer and extend its lifetime.
@@ -19,7 +24,7 @@ import numpy as np
 
 from . import limits, ops
 from .errors import InputError, ModelFileError
-from .graph import Graph
+from .graph import Graph, Node
 from .threads import run_context
 
 
@@ -65,11 +70,51 @@ def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
     return shapes
 
 
-def _last_uses(graph: Graph) -> dict[str, int]:
+FUSE_RESIDUALS = True     # read when a plan is made (benchmarks and tests compare both)
+
+
+def _fuse_residuals(graph: Graph, shapes: dict) -> list[Node]:
+    """graph.nodes with every Conv -> Add [-> Relu] chain (module docstring) as one Conv node at
+    the Add's place, inputs (x, W, B or "", residual), attribute residual_activation "Relu" or ""."""
+    users: dict[str, list[Node]] = {}
+    for n in graph.nodes:
+        for x in set(n.inputs):
+            if x:
+                users.setdefault(x, []).append(n)
+    outputs = set(graph.outputs)
+
+    def only_reader(t):
+        u = users.get(t, [])
+        return u[0] if len(u) == 1 and t not in outputs else None
+
+    replace, drop = {}, set()
+    for conv in graph.nodes:
+        if conv.op != "Conv" or conv.attrs.get("activation"):
+            continue
+        y = conv.outputs[0]
+        add = only_reader(y)
+        if add is None or add.op != "Add" or len(add.inputs) != 2 or id(add) in replace:
+            continue
+        r = add.inputs[1] if add.inputs[0] == y else add.inputs[0]
+        if r == y or shapes.get(r) != shapes[y]:
+            continue                                     # a broadcast Add stays an Add
+        out, act = add.outputs[0], ""
+        relu = only_reader(out)
+        if relu is not None and relu.op == "Relu":
+            out, act = relu.outputs[0], "Relu"
+            drop.add(id(relu))
+        bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+        replace[id(add)] = Node("Conv", conv.name, [conv.inputs[0], conv.inputs[1], bias, r], [out],
+                                {**conv.attrs, "residual_activation": act})
+        drop.add(id(conv))
+    return [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
+
+
+def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
     """Index of the last node reading each tensor, following views back to the buffer they alias."""
     base = {}
     last = {}
-    for i, n in enumerate(graph.nodes):
+    for i, n in enumerate(nodes):
         for x in n.inputs:
             if x:
                 last[base.get(x, x)] = i
@@ -77,8 +122,8 @@ def _last_uses(graph: Graph) -> dict[str, int]:
             b = base.get(n.inputs[0], n.inputs[0])
             for o in n.outputs:
                 base[o] = b
-    for o in graph.outputs:
-        last[base.get(o, o)] = len(graph.nodes)  # graph outputs live to the end
+    for o in graph_outputs:
+        last[base.get(o, o)] = len(nodes)  # graph outputs live to the end
     return last, base
 
 
@@ -98,12 +143,13 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
     for name in input_shapes:
         slot_of(name)
 
-    last, base = _last_uses(graph)
+    nodes = _fuse_residuals(graph, shapes) if FUSE_RESIDUALS else list(graph.nodes)
+    last, base = _last_uses(nodes, graph.outputs)
     free: list[np.ndarray] = []       # flat float32 buffers no tensor holds now
     held: dict[str, np.ndarray] = {}  # tensor -> flat buffer
     arena = 0
     steps = []
-    for i, n in enumerate(graph.nodes):
+    for i, n in enumerate(nodes):
         spec = ops.OPS[n.op]
         buffers = None
         if not spec.view:
@@ -137,8 +183,11 @@ def _run_step(st: Step, args: list, counters: dict) -> list:
     if st.haste is None:
         return st.kernel(args, st.attrs, st.buffers)
     from .haste import haste_conv
+    from .ops.conv import add_residual
     bias = args[2] if len(args) > 2 else None
     y, counters[st.node_name] = haste_conv(args[0], args[1], bias, st.attrs, st.haste, y_out=st.buffers[0])
+    if len(args) > 3:
+        add_residual(y, args[3], st.attrs)
     return [y]
 
 
@@ -325,9 +374,10 @@ class Model:
     def layers(self, batch: int = 1) -> list[dict]:
         """One row per node: op, name, output shape, parameter count, dense MACs."""
         plan = self.plan({k: self.input_shape(batch, k) for k in self.input_names})
+        macs = {st.node_name: st.macs for st in plan.steps}   # fused Add / Relu nodes have none
         rows = []
-        for st, n in zip(plan.steps, self.graph.nodes):
+        for n in self.graph.nodes:
             params = sum(int(self.graph.weights[x].size) for x in n.inputs if x in self.graph.weights)
             rows.append({"name": n.name, "op": n.op, "output_shape": plan.shapes[n.outputs[0]],
-                         "params": params, "macs": st.macs})
+                         "params": params, "macs": macs.get(n.name, 0)})
         return rows

@@ -135,7 +135,26 @@ def conv_reference(inputs, attrs):
     has_act, lo, hi = _clip_bounds(attrs)
     if has_act:
         y = np.minimum(np.maximum(y, lo), hi)
-    return [y.astype(np.float32)]
+    y = y.astype(np.float32)
+    if len(inputs) > 3 and inputs[3] is not None:        # the residual Add (runtime.py), then its Relu
+        y = y + np.asarray(inputs[3], dtype=np.float32)
+        if attrs.get("residual_activation") == "Relu":
+            y = np.maximum(y, np.float32(0.0))
+    return [y]
+
+
+def add_residual(y, r, attrs):
+    """y = y + r, then Relu if attrs' residual_activation says so: the Add (and Relu) after a Conv
+    that the runtime runs in the conv's step, while y is in cache. NaN stays NaN, as in Relu."""
+    lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
+    _add_clamped(y.reshape(-1), np.ascontiguousarray(r, dtype=np.float32).reshape(-1), np.float32(lo))
+
+
+@njit
+def _add_clamped(y, r, lo):
+    for i in range(y.shape[0]):
+        v = y[i] + r[i]
+        y[i] = lo if v < lo else v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +526,14 @@ _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing 
 
 @register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS)
 def conv(inputs, attrs, outs=None):
+    """The Conv kernel; a 4th input is a residual the runtime fused in (add_residual)."""
+    outs = _conv(inputs[:3], attrs, outs)
+    if len(inputs) > 3 and inputs[3] is not None:
+        add_residual(outs[0], inputs[3], attrs)
+    return outs
+
+
+def _conv(inputs, attrs, outs):
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
     w = np.ascontiguousarray(inputs[1], dtype=np.float32)
     b = inputs[2] if len(inputs) > 2 else None
