@@ -147,6 +147,14 @@ class _IR:
         self._undef = ir.Constant(self.vt, ir.Undefined)
         self._mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
 
+    def prefetch(self, base, index):
+        """A read prefetch of base[index] into all cache levels (a hint: past the end is harmless)."""
+        fn = cgutils.get_or_insert_function(
+            self.b.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+            "llvm.prefetch.p0i8")
+        ptr = self.b.bitcast(self.b.gep(base, [index]), ir.IntType(8).as_pointer())
+        self.b.call(fn, [ptr, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
+
     def splat(self, value):
         return self.b.shuffle_vector(self.b.insert_element(self._undef, value, self.i64(0)), self._undef, self._mask)
 
@@ -221,9 +229,6 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
             cp, biasp = _data(context, builder, ct, c_v), _data(context, builder, biast, bias_v)
             x = _IR(builder, vw)
             i64 = x.i64
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
-                "llvm.prefetch.p0i8")
 
             def step(k, acc):                   # acc[i*nv + j]: row i, vector j
                 base = builder.add(b_off_v, builder.load(builder.gep(op, [k])))
@@ -232,9 +237,7 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
                 # A's panel streams from memory once per layer (a model's weights do not stay in
                 # cache between inferences): fetch it ahead, the hardware prefetcher alone falls behind
                 if PREFETCH_K:
-                    pf = builder.bitcast(builder.gep(ap, [builder.add(a_base, i64(PREFETCH_K * mr))]),
-                                         ir.IntType(8).as_pointer())
-                    builder.call(prefetch, [pf, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
+                    x.prefetch(ap, builder.add(a_base, i64(PREFETCH_K * mr)))
                 new = []
                 for i in range(mr):
                     av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i))])))
