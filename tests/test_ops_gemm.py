@@ -125,3 +125,14 @@ def test_infer_errors():
         get("MatMul").infer([(2, 3), (4, 5)], {})
     with pytest.raises(ValueError, match="broadcast"):
         get("MatMul").infer([(2, 2, 3), (3, 3, 4)], {})
+
+
+@pytest.mark.parametrize("rows", [False, True])
+@pytest.mark.parametrize("m", [1, 4, 5])
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_small_batch_gemm_on_both_paths(rows, m, trans_b, monkeypatch):
+    """Batches up to _ROWS_MAX_M take the row loops (B as stored), larger ones OpenBLAS: both
+    against the reference, with alpha, beta and a row C."""
+    monkeypatch.setattr(gemm, "ROWS", rows)
+    a, b = randn(m, 300), randn(*((37, 300) if trans_b else (300, 37)))
+    check("Gemm", [a, b, randn(37)], dict(alpha=0.5, beta=2.0, transA=0, transB=trans_b))

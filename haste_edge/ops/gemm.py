@@ -2,7 +2,11 @@
 
 Both fast kernels are numpy.matmul (OpenBLAS sgemm) writing straight into the preallocated
 output; transposed operands are passed as views, which BLAS reads without a copy. Gemm's
-scaling and C are then applied in place. References are float64 einsums.
+scaling and C are then applied in place. A classifier's Gemm at batch 1 to _ROWS_MAX_M (A a few
+rows, B the weights as stored) is instead a loop of dot products (or row updates) on Numba: in a
+model its weights come from memory every inference, and read so they took about half OpenBLAS's
+time on a 1280 x 1000 classifier (whole models: 0.96-0.99x the time,
+benchmarks/results/conv_rule_gemm-blas_x86_64.md). References are float64 einsums.
 """
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import math
 
 import numpy as np
 
-from haste_edge.ops.registry import register
+from haste_edge.jit import njit
+from haste_edge.ops.registry import register, step_state
 
 GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
 
@@ -57,18 +62,55 @@ def gemm_reference(inputs, attrs):
     return [y.astype(np.float32)]
 
 
+_ROWS_MAX_M = 4
+ROWS = True          # False: every Gemm on OpenBLAS (benchmarks compare; a model's step keeps the
+                     # value of its first run)
+
+
+@njit
+def _rows_times_bt(a, w, y):
+    """y[m, n] = sum_k a[m, k] * w[n, k]: B stored transposed (N, K), each output one dot product
+    of two contiguous rows (LLVM vectorises the reduction)."""
+    for m in range(a.shape[0]):
+        for n in range(w.shape[0]):
+            acc = np.float32(0.0)
+            for k in range(w.shape[1]):
+                acc += a[m, k] * w[n, k]
+            y[m, n] = acc
+
+
+@njit
+def _rows_times_b(a, w, y):
+    """y[m, :] = sum_k a[m, k] * w[k, :]: B stored (K, N), one contiguous row update per k."""
+    for m in range(a.shape[0]):
+        yr = y[m]
+        yr[:] = 0.0
+        for k in range(w.shape[0]):
+            av = a[m, k]
+            wr = w[k]
+            for n in range(w.shape[1]):
+                yr[n] += av * wr[n]
+
+
 @register("Gemm", infer=gemm_infer, reference=gemm_reference, macs=gemm_macs, attrs=GEMM_ATTRS)
 def gemm(inputs, attrs, outs=None):
     a, b = inputs[0], inputs[1]
     c = inputs[2] if len(inputs) > 2 else None
     if attrs["transA"]:
         a = a.T
+    w = b
     if attrs["transB"]:
         b = b.T          # the usual classifier layout: a transposed view, no copy
     if outs is None:
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.float32)]
     y = outs[0]
-    np.matmul(a, b, out=y)
+    state = step_state(attrs)
+    rows = ROWS if state is None else state.setdefault("gemm_rows", ROWS)   # a step keeps its first choice
+    if rows and a.shape[0] <= _ROWS_MAX_M and w.flags.c_contiguous and w.dtype == np.float32:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        (_rows_times_bt if attrs["transB"] else _rows_times_b)(a, w, y)
+    else:
+        np.matmul(a, b, out=y)
     alpha, beta = float(attrs["alpha"]), float(attrs["beta"])
     if alpha != 1.0:
         np.multiply(y, np.float32(alpha), out=y)
