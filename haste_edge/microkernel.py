@@ -675,6 +675,9 @@ def gemm_tiles_serial(variant, panels, b, offs, c, bias, lo, hi):
                  bias, lo, hi, False)
 
 
+_CHUNK_FLOATS = 1 << 16          # 256 KiB of B per column chunk (gemm_strided)
+
+
 @njit(parallel=True)
 def gemm_strided(variant, panels, b, offs, cf, ldc, n_col_blocks, bias, lo, hi, parallel):
     """gemm_tiles into the first n_col_blocks*NR columns of a flat C with row stride ldc (the
@@ -690,10 +693,18 @@ def gemm_strided(variant, panels, b, offs, cf, ldc, n_col_blocks, bias, lo, hi, 
             _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
                   bias[rb * mr:(rb + 1) * mr], lo32, hi32)
     else:
-        for cb in range(n_col_blocks):
+        # column chunks whose B (K rows of the chunk's columns) stays in L2 (_CHUNK_FLOATS), row
+        # blocks outer inside a chunk: each row block writes MR output rows as long runs (few
+        # write streams: a layer's output is mostly not in cache) while B is read from L2. Inside
+        # MobileNetV2 (`profile`, three alternating runs) its 112x112 16 -> 96 pointwise conv took
+        # 0.68-0.87 ms against 1.14-1.36 with column blocks outer; whole models moved within the
+        # noise of benchmarks/results/gemm_order_x86_64.md
+        cbs = max(1, _CHUNK_FLOATS // max(1, offs.shape[0]) // nr)
+        for c0 in range(0, n_col_blocks, cbs):
             for rb in range(n_row_blocks):
-                _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
-                      bias[rb * mr:(rb + 1) * mr], lo32, hi32)
+                for cb in range(c0, min(n_col_blocks, c0 + cbs)):
+                    _tile(variant, panels[rb], b, offs, cb * nr, cf, rb * mr * ldc + cb * nr, ldc,
+                          bias[rb * mr:(rb + 1) * mr], lo32, hi32)
 
 
 @njit(parallel=True)
