@@ -110,6 +110,10 @@ else:
 # Idle OpenMP workers sleep instead of spinning: they would otherwise steal the cores that
 # BLAS (called between parallel loops) and other processes on a small board need.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The OpenMP layer first, whatever else is installed: the idle policy above and the thread rules
+# (ops/conv.py) were measured on it; Numba would prefer TBB if the tbb package is present (its
+# workers spin after a loop, then sleep: other wake-up costs), and falls back to the next here.
+os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp tbb workqueue")
 
 
 

@@ -103,3 +103,21 @@ def test_cache_directory_follows_sources_and_switches(tmp_path, monkeypatch):
     copied = _source_tag()
     (pkg / "microkernel.py").write_text((pkg / "microkernel.py").read_text() + "\n# edited\n")
     assert _source_tag() != copied
+
+
+def test_openmp_threading_layer_comes_first():
+    """The idle policy (OMP_WAIT_POLICY) and the thread rules assume Numba's OpenMP layer: it is
+    first in Numba's priority even when numba was imported before haste_edge, and it is the layer
+    a parallel kernel then runs on (this machine has OpenMP, as the CI's do)."""
+    code = ("import numba, numpy as np\n"
+            "import haste_edge.ops.conv\n"
+            "@numba.njit(parallel=True)\n"
+            "def f(a):\n"
+            "    for i in numba.prange(a.size):\n"
+            "        a[i] += 1\n"
+            "f(np.zeros(4))\n"
+            "print(numba.config.THREADING_LAYER_PRIORITY[0], numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["omp", "omp"]
