@@ -378,7 +378,7 @@ _ROW_PIXEL_MAJOR_MIN = 32
 # the lanes layout does not take (on 7x7 maps OpenBLAS's pointwise products were 2-4 % faster than
 # the pixel-wide tiles, benchmarks/results/layers_efficientnet_lite0_t1.md of fae97eb; the lanes
 # tile faster than OpenBLAS, benchmarks/results/conv_rule_no-lanes_x86_64.md). On more threads the
-# same for small non-pointwise convs (_SERIAL_SMALL_MACS), the rest on OpenBLAS: the microkernel's
+# same for small convs (_SERIAL_SMALL_MACS), the rest on OpenBLAS: the microkernel's
 # parallel regions, one per conv, each wake the pool's sleeping workers and lost to OpenBLAS
 # (benchmarks/results/conv_rule_x86_64.md). Large 3x3 convs on Winograd F(4x4) at any thread count
 # (_WINOGRAD4). "direct" puts every non-depthwise conv on the microkernel, "blas" none; "winograd"
@@ -401,10 +401,14 @@ _WINOGRAD4_MIN_CHANNELS = 64
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
-# On more threads, convs below this many MACs but pointwise ones take the one-thread rule and run
-# on the calling thread: a parallel region per small conv cost more than the second core gave;
-# pointwise convs gained from OpenBLAS's threads (benchmarks/results/conv_rule_no-serial-small_x86_64.md)
+# On more threads, convs below this many MACs take the one-thread rule and run on the calling
+# thread: a parallel region per small conv cost more than the second core gave
+# (benchmarks/results/conv_rule_no-serial-small_x86_64.md, measured before pointwise convs joined)
 _SERIAL_SMALL_MACS = 16_000_000
+# ... pointwise ones included: on OpenBLAS's two threads MobileNetV2 took 1.16-1.23x the time,
+# EfficientNet-Lite0 1.04-1.15x, in two runs (each small product waits for OpenBLAS's threads;
+# benchmarks/results/conv_rule_pointwise-small-blas_x86_64.md holds the second)
+_SERIAL_SMALL_POINTWISE = True
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
@@ -440,8 +444,9 @@ class _Plan:
         # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
         self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
         self.lanes = use_lanes(self, self.c_out_g)    # conv_direct's layout, if that path runs
-        # small convs but pointwise ones take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
-        one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS and not self.pointwise)
+        # small convs take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
+        one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS
+                                                and (_SERIAL_SMALL_POINTWISE or not self.pointwise))
         # the microkernel paths have no BLAS to give the threads to: parallel unless tiny, or
         # taken by the one-thread rule on more threads (then on the calling thread)
         self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
