@@ -697,8 +697,8 @@ def gemm_strided(variant, panels, b, offs, cf, ldc, n_col_blocks, bias, lo, hi, 
         # blocks outer inside a chunk: each row block writes MR output rows as long runs (few
         # write streams: a layer's output is mostly not in cache) while B is read from L2. Inside
         # MobileNetV2 (`profile`, three alternating runs) its 112x112 16 -> 96 pointwise conv took
-        # 0.68-0.87 ms against 1.14-1.36 with column blocks outer; whole models moved within the
-        # noise of benchmarks/results/gemm_order_x86_64.md
+        # 0.68-0.87 ms against 1.14-1.36 with column blocks outer; whole models moved within noise
+        # (two runs of benchmarks/bench_versions.py, not kept: the tbb package was installed then)
         cbs = max(1, _CHUNK_FLOATS // max(1, offs.shape[0]) // nr)
         for c0 in range(0, n_col_blocks, cbs):
             for rb in range(n_row_blocks):
