@@ -25,11 +25,25 @@ from haste_edge.scratch import aligned_empty, scratch
 VL, MR = mk.DWB_VL, mk.DWB_MR
 
 
-def block_bytes(plan) -> int:
-    """Scratch one block of channels needs (the padded input block and the result block)."""
+def _layout(plan):
+    """(hp, wp, toffs, size, out_size): the padded block's rows and columns (what any tap reads),
+    the taps' offsets in it, and the floats of the input block (with the reads of a row's last
+    tile past the row, and a junk slot of VL at its end) and of the result block."""
     kh, kw, sh, sw, dh, dw = plan.geo[:6]
     ho, wo = plan.out_shape[2], plan.out_shape[3]
-    return 4 * VL * (((ho - 1) * sh + (kh - 1) * dh + 2) * ((wo - 1) * sw + (kw - 1) * dw + MR + 1) + ho * wo + MR)
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1
+    wp = (wo - 1) * sw + (kw - 1) * dw + 1
+    i, j = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
+    toffs = ((i * dh * wp + j * dw) * VL).reshape(-1).astype(np.int64)
+    last_q = -(-wo // MR) * MR - 1                       # a row's last tile's last pixel
+    last_read = ((ho - 1) * sh * wp + last_q * sw) * VL + int(toffs.max()) + VL
+    return hp, wp, toffs, max(hp * wp * VL, last_read) + VL, (ho * wo + MR) * VL
+
+
+def block_bytes(plan) -> int:
+    """Scratch one block of channels needs (the padded input block and the result block)."""
+    _, _, _, size, out_size = _layout(plan)
+    return 4 * (size + out_size)
 
 
 class BlockedDepthwiseConv:
@@ -38,7 +52,7 @@ class BlockedDepthwiseConv:
 
     def __init__(self, w: np.ndarray, plan):
         self.w_src = w
-        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
+        kh, kw, pt, pl = plan.geo[0], plan.geo[1], plan.geo[6], plan.geo[7]
         x_shape = plan.shapes[0]
         h, wd = x_shape[2], x_shape[3]
         c, ho, wo = plan.out_shape[1], plan.out_shape[2], plan.out_shape[3]
@@ -48,19 +62,13 @@ class BlockedDepthwiseConv:
         wb[:c] = w.reshape(c, taps)
         self.w = aligned_empty(n_cb * taps * VL)
         self.w[:] = wb.reshape(n_cb, VL, taps).transpose(0, 2, 1).reshape(-1)      # [cb, t, lane]
-        self.hp = (ho - 1) * sh + (kh - 1) * dh + 1
-        self.wp = (wo - 1) * sw + (kw - 1) * dw + 1
-        i, j = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-        self.toffs = ((i * dh * self.wp + j * dw) * VL).reshape(-1).astype(np.int64)
-        last_q = -(-wo // MR) * MR - 1                       # a row's last tile's last pixel
-        last_read = ((ho - 1) * sh * self.wp + last_q * sw) * VL + int(self.toffs.max()) + VL
-        self.size = max(self.hp * self.wp * VL, last_read) + VL  # the last VL: a junk slot
+        self.hp, self.wp, self.toffs, self.size, self.out_size = _layout(plan)
         junk = self.size - VL
         r, q = np.divmod(np.arange(h * wd), wd)
         rr, qq = r + pt, q + pl
         inside = (rr < self.hp) & (qq < self.wp)                 # pixels no tap reads: to the junk slot
         self.dpos = np.where(inside, (rr * self.wp + qq) * VL, junk).astype(np.int64)
-        self.out_size = (ho * wo + MR) * VL
+        self.bias = (None, None)                                 # (source b, padded to n_cb * VL)
         mult = c // x_shape[1]
         out_ch = np.minimum(np.arange(n_cb * VL), c - 1)        # past the last channel: junk lanes
         self.row_in = ((out_ch // mult) * h * wd).astype(np.int64).reshape(n_cb, VL)
@@ -75,10 +83,9 @@ class BlockedDepthwiseConv:
         blocks = scratch("dwb_in", slots * self.size).reshape(slots, self.size)
         blocks[:] = 0.0                                     # the padding (interiors are overwritten)
         results = scratch("dwb_out", slots * self.out_size).reshape(slots, self.out_size)
-        bias_b = scratch("dwb_bias", self.n_cb * VL)
-        bias_b[:] = 0.0
-        bias_b[:y.shape[1]] = bias
-        args = (x, y, self.w, self.toffs, bias_b, self.dpos, self.row_in, self.row_res, self.row_out,
+        if self.bias[0] is not bias:                        # kept while the same array comes in
+            self.bias = (bias, mk.pad_rows(bias, self.n_cb * VL))
+        args = (x, y, self.w, self.toffs, self.bias[1], self.dpos, self.row_in, self.row_res, self.row_out,
                 blocks, results, sh, sw, self.wp, np.float32(plan.lo), np.float32(plan.hi))
         if serial:
             _blocks_serial(*args)
