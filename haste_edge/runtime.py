@@ -25,6 +25,7 @@ import numpy as np
 from . import limits, ops
 from .errors import InputError, ModelFileError
 from .graph import Graph, Node
+from .ops.conv import add_residual
 from .threads import run_context
 
 
@@ -183,7 +184,6 @@ def _run_step(st: Step, args: list, counters: dict) -> list:
     if st.haste is None:
         return st.kernel(args, st.attrs, st.buffers)
     from .haste import haste_conv
-    from .ops.conv import add_residual
     bias = args[2] if len(args) > 2 else None
     y, counters[st.node_name] = haste_conv(args[0], args[1], bias, st.attrs, st.haste, y_out=st.buffers[0])
     if len(args) > 3:
