@@ -268,23 +268,26 @@ def _make_vector_tile(mr: int, nv: int, vw: int):
 # MR = 7 pixels pads nothing.
 # ---------------------------------------------------------------------------------------------
 
-def _make_vector_lanes_tile(mr: int, nv: int, vw: int):
+def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
     nr = nv * vw
 
     @intrinsic
-    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
         sig = types.void(a, aoffs, types.int64, b, types.int64, c, types.int64, types.int64,
-                         bias, types.int64, types.float32, types.float32)
+                         types.int64, bias, types.int64, types.float32, types.float32)
 
         def codegen(context, builder, signature, args):
-            a_v, o_v, a_off_v, b_v, b_off_v, c_v, c_off_v, ldc_v, bias_v, bias_off_v, lo_v, hi_v = args
-            at, ot, _, bt, _, ct, _, _, biast = signature.args[:9]
+            (a_v, o_v, a_off_v, b_v, b_off_v, c_v, c_off_v, ldc_v, vstep_v, bias_v, bias_off_v,
+             lo_v, hi_v) = args
+            at, ot, _, bt, _, ct, _, _, _, biast = signature.args[:10]
             ap, op = _data(context, builder, at, a_v), _data(context, builder, ot, o_v)
             bp, cp = _data(context, builder, bt, b_v), _data(context, builder, ct, c_v)
             biasp = _data(context, builder, biast, bias_v)
             k_len = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
             x = _IR(builder, vw)
             i64 = x.i64
+            # the pixel step is a constant: as a run-time value its multiples, one register per
+            # pixel, spilled the 14-pixel tile to half speed
 
             def step(k, acc):                   # acc[i*nv + j]: pixel i, vector j
                 a_base = builder.add(a_off_v, builder.load(builder.gep(op, [k])))
@@ -292,7 +295,7 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int):
                 bvec = [x.load(bp, builder.add(b_base, i64(j * vw))) for j in range(nv)]
                 new = []
                 for i in range(mr):
-                    av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i))])))
+                    av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i * a_step))])))
                     new += [builder.call(x.fma, [av, bvec[j], acc[i * nv + j]]) for j in range(nv)]
                 return new
 
@@ -302,7 +305,8 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int):
             for i in range(mr):
                 row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
                 for j in range(nv):
-                    x.store_clamped(outs[i * nv + j], bias_v[j], lo_s, hi_s, cp, builder.add(row_off, i64(j * vw)))
+                    x.store_clamped(outs[i * nv + j], bias_v[j], lo_s, hi_s, cp,
+                                    builder.add(row_off, builder.mul(vstep_v, i64(j))))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -310,21 +314,21 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int):
     return lanes_tile
 
 
-def _make_scalar_lanes_tile(mr: int, nr: int):
+def _make_scalar_lanes_tile(mr: int, nr: int, vw: int, a_step: int):
     @njit
-    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
         acc = np.zeros((mr, nr), dtype=np.float32)
         for k in range(aoffs.shape[0]):
             base = a_off + aoffs[k]
             for i in range(mr):
-                av = a[base + i]
+                av = a[base + i * a_step]
                 for j in range(nr):
                     acc[i, j] += av * b[b_off + k * nr + j]
         for i in range(mr):
             for j in range(nr):
                 v = acc[i, j] + bias[bias_off + j]
                 v = lo if v < lo else v
-                c[c_off + i * ldc + j] = hi if v > hi else v
+                c[c_off + i * ldc + (j // vw) * c_vstep + j % vw] = hi if v > hi else v
     return lanes_tile
 
 
@@ -598,8 +602,10 @@ def _make_tile(mr, nv, vw):
     return _make_scalar_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_tile(mr, nv, vw)
 
 
-def _make_lanes_tile(mr, nv, vw):
-    return _make_scalar_lanes_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_lanes_tile(mr, nv, vw)
+def _make_lanes_tile(mr, nv, vw, a_step):
+    if TARGET["kind"] == "scalar":
+        return _make_scalar_lanes_tile(mr, nv * vw, vw, a_step)
+    return _make_vector_lanes_tile(mr, nv, vw, a_step)
 
 
 # one global per variant: a compiled kernel must see its tile as a constant
@@ -609,9 +615,15 @@ tile2 = _make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)
-lanes0 = _make_lanes_tile(*LANES[0])
-lanes1 = _make_lanes_tile(*LANES[1])
-lanes2 = _make_lanes_tile(*LANES[2])
+# lanes tiles 0-2 read A's pixels at a step of 1 (NCHW planes, stride phases); 3-5 at a step of
+# VW (the channel-blocked layout: ops/conv_blocked.py)
+assert all(vw == DWB_VL for _, _, vw in LANES)
+lanes0 = _make_lanes_tile(*LANES[0], 1)
+lanes1 = _make_lanes_tile(*LANES[1], 1)
+lanes2 = _make_lanes_tile(*LANES[2], 1)
+lanes3 = _make_lanes_tile(*LANES[0], DWB_VL)
+lanes4 = _make_lanes_tile(*LANES[1], DWB_VL)
+lanes5 = _make_lanes_tile(*LANES[2], DWB_VL)
 LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
 LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
 LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
@@ -789,58 +801,67 @@ def lanes_dims(variant):
 
 
 @njit
-def _lanes_tile(variant, a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi):
+def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
     if variant == 0:
-        lanes0(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+        lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
     elif variant == 1:
-        lanes1(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+        lanes1(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+    elif variant == 2:
+        lanes2(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+    elif variant == 3:
+        lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+    elif variant == 4:
+        lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
     else:
-        lanes2(a, aoffs, a_off, b, b_off, c, c_off, ldc, bias, bias_off, lo, hi)
+        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
 
 
 @njit
-def gemm_lanes(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo, hi, parallel):
-    """For every pixel block t and channel panel cb: C[c_rows[t] + i, cb*NR + j] = clamp(bias[cb*NR + j]
-    + sum_k a[a_starts[t] + aoffs[k] + i] * B[cb*NR + j, k], lo, hi), i < MR, j < NR; B the
-    panels of pack_lanes, C flat with row stride ldc = (panels)*NR, bias (ldc,). On the pool
-    (parallel) or the calling thread."""
+def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias, lo, hi,
+               parallel):
+    """For every pixel block t, channel panel cb, pixel i < MR and vector j < NV, lane l:
+    C[c_starts[t] + c_panels[cb] + i*ldc + j*c_vstep + l] = clamp(bias[bias_panels[cb] + j*VW + l]
+    + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
+    of pack_lanes; tile `variant` (LANES[variant % 3]) reads pixels at a step of 1 (variants 0-2)
+    or VW (3-5). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
+    c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
+    ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread."""
     if parallel:
-        _gemm_lanes_pool(variant, a, aoffs, a_starts, c_rows, b, c, bias, np.float32(lo), np.float32(hi))
+        _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
+                         np.float32(lo), np.float32(hi))
     else:
-        _gemm_lanes_serial(variant, a, aoffs, a_starts, c_rows, b, c, bias, np.float32(lo), np.float32(hi))
+        _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
+                           np.float32(lo), np.float32(hi))
 
 
 # The serial loop is its own function: compiled inside a parallel=True function (as the branch
 # not taken by prange), the same loop ran 2x slower (measured on the 7x7 lanes product).
 @njit
-def _gemm_lanes_serial(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo32, hi32):
+def _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
+                       lo32, hi32):
     """Channel panels outermost: a panel stays in cache while every pixel block passes."""
-    nr = lanes_dims(variant)[1]
-    n_cb = b.shape[0]
-    ldc = n_cb * nr
-    for cb in range(n_cb):
+    for cb in range(b.shape[0]):
         for r in range(a_starts.shape[0]):
-            _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], 0, c, c_rows[r] * ldc + cb * nr, ldc,
-                        bias, cb * nr, lo32, hi32)
+            _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
+                        bias, bias_panels[cb], lo32, hi32)
 
 
 @njit(parallel=True)
-def _gemm_lanes_pool(variant, a, aoffs, a_starts, c_rows, b, c, bias, lo32, hi32):
-    nr = lanes_dims(variant)[1]
+def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
+                     lo32, hi32):
     n_cb, n_blocks = b.shape[0], a_starts.shape[0]
-    ldc = n_cb * nr
     for t in prange(n_cb * n_blocks):
         cb = t // n_blocks
         r = t - cb * n_blocks
-        _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], 0, c, c_rows[r] * ldc + cb * nr, ldc,
-                    bias, cb * nr, lo32, hi32)
+        _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
+                    bias, bias_panels[cb], lo32, hi32)
 
 
-def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf) -> np.ndarray:
+def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:
     """gemm_lanes' blocks (len(a_starts) * mr, N) for B (K, N) unpacked, in float64 accumulation,
     row t*mr + i for pixel i of block t."""
     idx = (np.asarray(a_starts)[:, None, None] + np.asarray(aoffs)[None, None, :]
-           + np.arange(mr)[None, :, None]).reshape(-1, len(aoffs))        # (blocks*mr, K)
+           + a_step * np.arange(mr)[None, :, None]).reshape(-1, len(aoffs))        # (blocks*mr, K)
     c = a[idx].astype(np.float64) @ b.astype(np.float64)
     if bias is not None:
         c += np.asarray(bias, np.float64)[None, :]

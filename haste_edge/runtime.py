@@ -111,6 +111,38 @@ def _fuse_residuals(graph: Graph, shapes: dict) -> list[Node]:
     return [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
 
 
+def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str, tuple]:
+    """Tensors kept channel-blocked (ops.conv_blocked) -> their physical shape: those a conv that
+    runs on that layout writes (ops.conv.blocked_output) and only such convs read, as their input
+    or residual; a fused residual has its conv output's layout."""
+    from .ops.conv import blocked_output
+    from .ops.conv_blocked import VL
+    capable = {}
+    for n in nodes:
+        if n.op == "Conv" and len(n.inputs) > 1 and n.inputs[1] in graph.weights:
+            nb = blocked_output(n.attrs, shapes[n.inputs[0]], shapes[n.inputs[1]])
+            if nb:
+                capable[n.outputs[0]] = nb
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i, x in enumerate(n.inputs):
+            if x:
+                readers.setdefault(x, []).append((n, i))
+    outputs = set(graph.outputs)
+    blocked = {t for t in capable if t not in outputs and all(
+        r.op == "Conv" and r.outputs[0] in capable and i in (0, 3) for r, i in readers.get(t, []))}
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.op == "Conv" and len(n.inputs) > 3 and n.inputs[3]:
+                r, y = n.inputs[3], n.outputs[0]
+                if (r in blocked) != (y in blocked):
+                    blocked -= {r, y}
+                    changed = True
+    return {t: (shapes[t][0], capable[t], shapes[t][2], shapes[t][3], VL) for t in blocked}
+
+
 def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
     """Index of the last node reading each tensor, following views back to the buffer they alias."""
     base = {}
@@ -128,7 +160,9 @@ def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
     return last, base
 
 
-def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
+def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = True) -> Plan:
+    """The plan for these input shapes; blocked: keep tensors between convs channel-blocked where
+    they can be (_blocked_tensors; HASTE's convs read NCHW, so plans for them are made without)."""
     shapes = _infer_shapes(graph, input_shapes)
     slots: dict[str, int] = {}
     env: list = []
@@ -145,6 +179,7 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
         slot_of(name)
 
     nodes = _fuse_residuals(graph, shapes) if FUSE_RESIDUALS else list(graph.nodes)
+    physical = _blocked_tensors(nodes, graph, shapes) if blocked else {}
     last, base = _last_uses(nodes, graph.outputs)
     free: list[np.ndarray] = []       # flat float32 buffers no tensor holds now
     held: dict[str, np.ndarray] = {}  # tensor -> flat buffer
@@ -156,7 +191,8 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
         if not spec.view:
             buffers = []
             for o in n.outputs:
-                size = max(1, int(np.prod(shapes[o])))
+                shape = physical.get(o, shapes[o])
+                size = max(1, int(np.prod(shape)))
                 # best fit among free buffers, else a new one
                 fits = [b for b in free if b.size >= size]
                 if fits:
@@ -168,7 +204,7 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple]) -> Plan:
                     flat = np.empty(size, dtype=np.float32)
                     arena += flat.nbytes
                 held[o] = flat
-                buffers.append(flat[:int(np.prod(shapes[o]))].reshape(shapes[o]))
+                buffers.append(flat[:int(np.prod(shape))].reshape(shape))
         in_shapes = [shapes[x] if x else None for x in n.inputs]
         macs = int(spec.macs(in_shapes, [shapes[o] for o in n.outputs], n.attrs)) if spec.macs else 0
         steps.append(Step(n.name, n.op, spec.kernel, ops.registry.StepAttrs(n.attrs), [slot_of(x) if x else -1 for x in n.inputs],
@@ -274,11 +310,12 @@ class Model:
     def plan(self, input_shapes: dict[str, tuple]) -> Plan:
         """This thread's plan for these input shapes, its steps set to the current HASTE layers."""
         plans = self._local.__dict__.setdefault("plans", {})
-        key = tuple(sorted((k, tuple(v)) for k, v in input_shapes.items()))
+        layers = self.haste_layers               # one read: set_haste may replace it meanwhile
+        dense = not layers                       # HASTE plans keep NCHW (build_plan)
+        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), dense)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = build_plan(self.graph, dict(input_shapes))
-        layers = self.haste_layers               # one read: set_haste may replace it meanwhile
+            plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=dense)
         if plan.haste_layers is not layers:
             for st in plan.steps:
                 st.haste = layers.get(st.node_name)

@@ -85,27 +85,43 @@ def test_transpose_matches_reference():
     np.testing.assert_array_equal(got, want)
 
 
-def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf):
-    """gemm_lanes on random blocks anywhere in A (overlapping too), against its reference."""
+def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf, a_step=1, blocked=False):
+    """gemm_lanes on random blocks anywhere in A (overlapping too), against its reference; C
+    pixel-major (rows of ldc) or, blocked, (panels*NV, pixels, VW) as the blocked layout stores it.
+    Returns C as (pixels + 1 spare row, channels), the reference and m."""
     mr, nr = mk.lanes_dims_py(variant)
-    a = RNG.standard_normal(5 * k + 200).astype(np.float32)
+    vw = mk.LANES[variant][2]
+    a = RNG.standard_normal(5 * k + 200 + mr * a_step).astype(np.float32)
     aoffs = np.sort(RNG.choice(4 * k, size=k, replace=False)).astype(np.int64)
     a_starts = RNG.integers(0, 150, n_blocks).astype(np.int64)
     w = RNG.standard_normal((m, k)).astype(np.float32)
     panels = mk.pack_lanes(w, nr)
-    ldc = panels.shape[0] * nr
+    n_pan = panels.shape[0]
+    ldc = n_pan * nr
     bias = mk.pad_rows(RNG.standard_normal(m).astype(np.float32), ldc)
-    c = np.full((n_blocks * mr + 1) * ldc, np.nan, np.float32)
-    mk.gemm_lanes(variant, a, aoffs, a_starts, np.arange(n_blocks) * mr, panels, c, bias, lo, hi, parallel)
-    want = mk.gemm_lanes_reference(a, aoffs, a_starts, mr, w.T, bias[:m], lo, hi)
-    return c.reshape(-1, ldc), want, m
+    pixels = n_blocks * mr
+    starts = np.arange(n_pan, dtype=np.int64) * nr
+    if blocked:
+        c = np.full(ldc * (pixels + 1), np.nan, np.float32)
+        mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * vw, vw,
+                      (pixels + 1) * vw, starts // vw * (pixels + 1) * vw, starts, bias, lo, hi, parallel)
+        c = c.reshape(ldc // vw, pixels + 1, vw).transpose(1, 0, 2).reshape(pixels + 1, ldc)
+    else:
+        c = np.full((pixels + 1) * ldc, np.nan, np.float32)
+        mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * ldc, ldc, vw,
+                      starts, starts, bias, lo, hi, parallel)
+        c = c.reshape(-1, ldc)
+    want = mk.gemm_lanes_reference(a, aoffs, a_starts, mr, w.T, bias[:m], lo, hi, a_step=a_step)
+    return c, want, m
 
 
 @pytest.mark.parametrize("variant", range(len(mk.LANES)))
 @pytest.mark.parametrize("m,k,n_blocks", [(1, 1, 1), (5, 9, 3), (70, 288, 7), (128, 40, 2)])
 @pytest.mark.parametrize("parallel", [False, True])
-def test_lanes_product_matches_reference(variant, m, k, n_blocks, parallel):
-    c, want, m = _lanes_product(variant, m, k, n_blocks, parallel, lo=-2.0, hi=3.0)
+@pytest.mark.parametrize("a_step,blocked", [(1, False), (mk.DWB_VL, True), (mk.DWB_VL, False)])
+def test_lanes_product_matches_reference(variant, m, k, n_blocks, parallel, a_step, blocked):
+    c, want, m = _lanes_product(variant, m, k, n_blocks, parallel, lo=-2.0, hi=3.0, a_step=a_step,
+                                blocked=blocked)
     got = c[:len(want), :m]
     assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1.0) * np.sqrt(k)
     assert np.isfinite(c[:len(want)]).all()            # padding channels are written too

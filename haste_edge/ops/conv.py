@@ -30,6 +30,8 @@ import numpy as np
 from haste_edge import limits
 from haste_edge.errors import InputError
 from haste_edge.jit import env_choice, njit, prange
+from haste_edge.ops import conv_blocked
+from haste_edge.ops.conv_blocked import BlockedConv
 from haste_edge.ops.conv_depthwise_blocked import BlockedDepthwiseConv
 from haste_edge.ops.conv_depthwise_blocked import block_bytes as depthwise_block_bytes
 from haste_edge.ops.conv_direct import DirectConv, use_lanes
@@ -421,9 +423,12 @@ class _Plan:
     """Everything conv() derives from the attrs and shapes, computed once per node: the Python
     work per call is then a few attribute reads, which matters on 4x4 and 7x7 layers."""
 
-    def __init__(self, attrs, x_shape, w_shape):
+    def __init__(self, attrs, x_shape, w_shape, in_blocked=False, out_blocked=False):
+        """x_shape the logical (NCHW) input shape; in_blocked / out_blocked: the input / output is
+        channel-blocked (conv_blocked; the runtime chose it by blocked_output)."""
         self.attrs = dict(attrs)       # snapshot, compared on lookup
         self.shapes = (x_shape, w_shape)
+        self.layouts = self.in_blocked, self.out_blocked = in_blocked, out_blocked
         self.threads = numba.get_num_threads()     # the path may depend on it: made afresh if it changes
         (n, c_out, ho, wo), = conv_infer([x_shape, w_shape], attrs)
         self.out_shape = (n, c_out, ho, wo)
@@ -451,7 +456,9 @@ class _Plan:
         # taken by the one-thread rule on more threads (then on the calling thread)
         self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
         self.micro = None      # the prepared paths' state (_PREPARED), made on the first call with W
-        if group > 1 and w_shape[1] == 1:
+        if in_blocked or out_blocked:                # blocked_output said yes
+            self.path = "depthwise_blocked" if group > 1 else "blocked"
+        elif group > 1 and w_shape[1] == 1:
             blocked = _DW_BLOCKED and depthwise_block_bytes(self) <= _DW_BLOCK_MAX_BYTES
             self.path = "depthwise_blocked" if blocked else "depthwise"
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
@@ -483,10 +490,35 @@ class _Plan:
             self.wide = self.length != ho * wo
 
 
+# Convs the plan keeps channel-blocked tensors around (runtime.py, conv_blocked): depthwise ones
+# (multiplier 1) and group-1 ones the microkernel would run, whose output rows a lanes tile divides.
+BLOCKED_LAYOUT = True      # read when a plan is made (benchmarks and tests compare both)
+
+
+def blocked_output(attrs, x_shape, w_shape) -> int | None:
+    """The blocks of VL channels this conv's output has when channel-blocked, None if the conv
+    does not run on that layout (then its input and output stay NCHW). Any thread count: the
+    runtime's layout must not depend on it."""
+    if not BLOCKED_LAYOUT or len(x_shape) != 4 or len(w_shape) != 4:
+        return None
+    plan = _Plan(attrs, x_shape, w_shape)
+    c_out = plan.out_shape[1]
+    if plan.group > 1:
+        depthwise = w_shape[1] == 1 and plan.group == x_shape[1] == c_out
+        if depthwise and plan.path == "depthwise_blocked":
+            return conv_blocked.blocks(c_out)
+        return None
+    if winograd_applicable(attrs, 1) and (plan.out_shape[2] * plan.out_shape[3] >= _WINOGRAD4_MIN_PIXELS
+                                          and plan.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
+        return None                                  # Winograd's rule on any thread count
+    v = conv_blocked.lanes_variant(plan)
+    return None if v is None else conv_blocked.out_blocks(c_out, v)
+
+
 _plans: dict = {}
 
 
-def _get_plan(attrs, x_shape, w_shape):
+def _get_plan(attrs, x_shape, w_shape, layouts=(False, False)):
     """The node's _Plan for these shapes: kept on the plan step (StepAttrs.state) when called
     from a model, so it lives and dies with the model; else in a bounded module cache keyed by
     the attrs object, where the snapshot and shape checks make a recycled id or an edited dict
@@ -494,16 +526,17 @@ def _get_plan(attrs, x_shape, w_shape):
     state = step_state(attrs)
     if state is not None:
         plan = state.get("conv")
-        if plan is None or plan.shapes != (x_shape, w_shape) or plan.threads != numba.get_num_threads():
-            plan = state["conv"] = _Plan(attrs, x_shape, w_shape)
+        if (plan is None or plan.shapes != (x_shape, w_shape) or plan.layouts != layouts
+                or plan.threads != numba.get_num_threads()):
+            plan = state["conv"] = _Plan(attrs, x_shape, w_shape, *layouts)
         return plan
     entry = _plans.get(id(attrs))
     if (entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs
-            and entry.threads == numba.get_num_threads()):
+            and entry.layouts == layouts and entry.threads == numba.get_num_threads()):
         return entry
     if len(_plans) > 64:       # many throwaway attrs dicts (tests): don't grow
         _plans.clear()
-    plan = _plans[id(attrs)] = _Plan(attrs, x_shape, w_shape)
+    plan = _plans[id(attrs)] = _Plan(attrs, x_shape, w_shape, *layouts)
     return plan
 
 
@@ -524,17 +557,22 @@ def _packed_weights(plan, w):
 
 # paths whose per-node state (packed weights, offsets) is made from W on the first call
 _PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "winograd4": Winograd4Conv,
-             "depthwise_blocked": BlockedDepthwiseConv}
+             "depthwise_blocked": BlockedDepthwiseConv, "blocked": BlockedConv}
 
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 
 
 @register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS)
 def conv(inputs, attrs, outs=None):
-    """The Conv kernel; a 4th input is a residual the runtime fused in (add_residual)."""
+    """The Conv kernel; a 4th input is a residual the runtime fused in (add_residual). The input,
+    the output buffer (outs) and the residual may be channel-blocked (5-D: conv_blocked)."""
     outs = _conv(inputs[:3], attrs, outs)
     if len(inputs) > 3 and inputs[3] is not None:
-        add_residual(outs[0], inputs[3], attrs)
+        if outs[0].ndim == 5:
+            lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
+            conv_blocked.add_residual_blocked(outs[0], inputs[3], inputs[1].shape[0], lo)
+        else:
+            add_residual(outs[0], inputs[3], attrs)
     return outs
 
 
@@ -542,7 +580,9 @@ def _conv(inputs, attrs, outs):
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
     w = np.ascontiguousarray(inputs[1], dtype=np.float32)
     b = inputs[2] if len(inputs) > 2 else None
-    pl_ = _get_plan(attrs, x.shape, w.shape)
+    layouts = (x.ndim == 5, outs is not None and outs[0].ndim == 5)
+    x_shape = (x.shape[0], w.shape[1] * int(attrs["group"]), x.shape[2], x.shape[3]) if layouts[0] else x.shape
+    pl_ = _get_plan(attrs, x_shape, w.shape, layouts)
     if outs is None:
         outs = [np.empty(pl_.out_shape, dtype=np.float32)]
     y = outs[0]

@@ -20,6 +20,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
+from haste_edge.ops.window import copy_run
 from haste_edge.scratch import aligned_empty, scratch
 
 VL, MR = mk.DWB_VL, mk.DWB_MR
@@ -74,8 +75,10 @@ class BlockedDepthwiseConv:
         self.row_in = ((out_ch // mult) * h * wd).astype(np.int64).reshape(n_cb, VL)
         self.row_res = (np.arange(VL) * VL).astype(np.int64)
         self.row_out = (np.arange(VL) * ho * wo).astype(np.int64)
+        self.dims = np.array([c, h, wd, ho, wo, pt, pl, self.hp], np.int64)
 
     def run(self, x, y, bias, plan):
+        """y = the conv of x, each NCHW or channel-blocked (conv_blocked) as its ndim says."""
         sh, sw = plan.geo[2], plan.geo[3]
         tasks = y.shape[0] * self.n_cb
         serial = numba.get_num_threads() == 1 or plan.micro_serial
@@ -85,7 +88,7 @@ class BlockedDepthwiseConv:
         results = scratch("dwb_out", slots * self.out_size).reshape(slots, self.out_size)
         if self.bias[0] is not bias:                        # kept while the same array comes in
             self.bias = (bias, mk.pad_rows(bias, self.n_cb * VL))
-        args = (x, y, self.w, self.toffs, self.bias[1], self.dpos, self.row_in, self.row_res, self.row_out,
+        args = (x, y, self.dims, self.w, self.toffs, self.bias[1], self.dpos, self.row_in, self.row_res, self.row_out,
                 blocks, results, sh, sw, self.wp, np.float32(plan.lo), np.float32(plan.hi))
         if serial:
             _blocks_serial(*args)
@@ -94,28 +97,44 @@ class BlockedDepthwiseConv:
 
 
 @njit
-def _block(x, y, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blk, res, sh, sw, wp, lo, hi):
-    """Image n, channels cb*VL.. of y: the module docstring's three steps."""
-    c = y.shape[1]
-    hw = x.shape[2] * x.shape[3]
-    ho, wo = y.shape[2], y.shape[3]
+def _block(x, y, dims, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blk, res, sh, sw, wp, lo, hi):
+    """Image n, channels cb*VL.. of y: the module docstring's three steps; x and y NCHW or
+    blocked (5-D: steps 1 and 3 are then row copies, or none when the tiles write y in place)."""
+    c, h, wd, ho, wo, pt, pl = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    hw = h * wd
     hwo = ho * wo
     c0 = cb * VL
     nc = min(VL, c - c0)
     xf, yf = x.reshape(-1), y.reshape(-1)
-    rows = row_in[cb]
-    base = n * x.shape[1] * hw
-    whole = (hw // VL) * VL
-    for t0 in range(0, whole, VL):
-        mk.transpose(xf, rows, base + t0, blk, dpos, t0, 0)
-    for lane in range(VL):
-        for p in range(whole, hw):
-            blk[dpos[p] + lane] = xf[base + rows[lane] + p]
+    if x.ndim == 5:
+        hp = dims[7]
+        q_hi = min(wd, wp - pl)
+        src = (n * x.shape[1] + cb) * hw * VL
+        for r in range(max(0, -pt), min(h, hp - pt)):
+            copy_run(xf, src + r * wd * VL, blk, ((r + pt) * wp + pl) * VL, q_hi * VL)
+    else:
+        rows = row_in[cb]
+        base = n * x.shape[1] * hw
+        whole = (hw // VL) * VL
+        for t0 in range(0, whole, VL):
+            mk.transpose(xf, rows, base + t0, blk, dpos, t0, 0)
+        for lane in range(VL):
+            for p in range(whole, hw):
+                blk[dpos[p] + lane] = xf[base + rows[lane] + p]
     w_off = cb * toffs.shape[0] * VL
+    # blocked y: tiles write in place unless a row's last tile would run past it
+    in_place = y.ndim == 5 and wo % MR == 0
+    dst = yf if in_place else res
+    d0 = (n * y.shape[1] + cb) * hwo * VL if in_place else 0
     for p in range(ho):
         for q0 in range(0, wo, MR):
-            mk.dwb_tile(blk, (p * sh * wp + q0 * sw) * VL, sw * VL, toffs, w, w_off, res, (p * wo + q0) * VL,
+            mk.dwb_tile(blk, (p * sh * wp + q0 * sw) * VL, sw * VL, toffs, w, w_off, dst, d0 + (p * wo + q0) * VL,
                         bias_b, c0, lo, hi)
+    if in_place:
+        return
+    if y.ndim == 5:
+        copy_run(res, 0, yf, (n * y.shape[1] + cb) * hwo * VL, hwo * VL)
+        return
     base = (n * c + c0) * hwo
     whole = (hwo // VL) * VL if nc == VL else 0
     for t0 in range(0, whole, VL):
@@ -128,21 +147,21 @@ def _block(x, y, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blk, r
 # serial and pool loops are separate functions (a serial loop compiled inside a parallel=True
 # function ran 2x slower: microkernel._gemm_lanes_serial)
 @njit
-def _blocks_serial(x, y, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
+def _blocks_serial(x, y, dims, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
     n_cb = bias_b.shape[0] // VL
     for n in range(y.shape[0]):
         for cb in range(n_cb):
-            _block(x, y, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[0], ress[0], sh, sw,
-                   wp, lo, hi)
+            _block(x, y, dims, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[0], ress[0], sh,
+                   sw, wp, lo, hi)
 
 
 @njit(parallel=True)
-def _blocks_pool(x, y, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
+def _blocks_pool(x, y, dims, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
     n_cb = bias_b.shape[0] // VL
     tasks = y.shape[0] * n_cb
     slots = blks.shape[0]
     per = (tasks + slots - 1) // slots
     for s in prange(slots):
         for t in range(s * per, min(tasks, (s + 1) * per)):
-            _block(x, y, t // n_cb, t % n_cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[s],
+            _block(x, y, dims, t // n_cb, t % n_cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[s],
                    ress[s], sh, sw, wp, lo, hi)

@@ -35,6 +35,7 @@ from haste_edge.scratch import aligned_empty, scratch
 
 # Junk columns per output row (wq - wo) relative to wq above which the exact layout is used.
 _WIDE_MAX_JUNK = 0.15
+VW = mk.DWB_VL       # the lanes tiles' vector width
 _TAIL = 64          # floats past the end of B a tile may read: at least every variant's NR
 
 
@@ -140,6 +141,8 @@ class DirectConv:
             self.a_starts = (p * plan.wq + q0).reshape(-1).astype(np.int64)
             self.c_rows = (p * self.pitch + q0).reshape(-1).astype(np.int64)
             self.aoffs = self.taps
+        self.c_starts = (self.c_rows * self.ldb).astype(np.int64)
+        self.panel_starts = (np.arange(n_cb) * nr).astype(np.int64)     # in C and in the bias
 
     def padded_bias(self, bias) -> np.ndarray:
         """(group, rows): the bias per group padded to the panels' rows, kept while the same array
@@ -160,7 +163,7 @@ class DirectConv:
             ph = scratch("phases", (0 if self.pointwise else self.group_phases) + _TAIL)
             ct = scratch("wide", ho * self.pitch * self.ldb)
             kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
-            _lanes_images(x, y, ph, self.aoffs, self.a_starts, self.c_rows, self.wt, self.ldb,
+            _lanes_images(x, y, ph, self.aoffs, self.a_starts, self.c_starts, self.panel_starts, self.wt, self.ldb,
                           self.padded_bias(bias), ct, self.pitch, self.variant, self.pointwise, sh, sw, pt,
                           pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial)
             return
@@ -204,7 +207,7 @@ def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact
 
 
 @njit
-def _lanes_images(x, y, ph, aoffs, a_starts, c_rows, wt, ldb, biases, ct, pitch, variant, pointwise,
+def _lanes_images(x, y, ph, aoffs, a_starts, c_starts, panel_starts, wt, ldb, biases, ct, pitch, variant, pointwise,
                   sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial):
     """DirectConv.run for the lanes layout: per image and group, phases (unless pointwise), the
     lanes product into ct (pixel (p, q) at row p*pitch + q), ct transposed into y."""
@@ -213,11 +216,12 @@ def _lanes_images(x, y, ph, aoffs, a_starts, c_rows, wt, ldb, biases, ct, pitch,
     for n in range(n_img):
         for g in range(group):
             if pointwise:
-                mk.gemm_lanes(variant, x[n, g * cig:(g + 1) * cig].reshape(-1), aoffs, a_starts, c_rows, wt[g],
-                              ct, biases[g], lo, hi, not serial)
+                mk.gemm_lanes(variant, x[n, g * cig:(g + 1) * cig].reshape(-1), aoffs, a_starts, wt[g], ct,
+                              c_starts, ldb, VW, panel_starts, panel_starts, biases[g], lo, hi, not serial)
             else:
                 group_phases(x[n], g * cig, cig, ph, sh, sw, pt, pl, hq, wq, na, nb)
-                mk.gemm_lanes(variant, ph, aoffs, a_starts, c_rows, wt[g], ct, biases[g], lo, hi, not serial)
+                mk.gemm_lanes(variant, ph, aoffs, a_starts, wt[g], ct, c_starts, ldb, VW, panel_starts,
+                              panel_starts, biases[g], lo, hi, not serial)
             lanes_to_out(ct, ldb, pitch, y[n, g * cog:(g + 1) * cog])
 
 

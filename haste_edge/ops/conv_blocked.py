@@ -1,0 +1,218 @@
+"""The channel-blocked activation layout and the convs that read or write it.
+
+A blocked tensor of logical shape (N, C, H, W) is stored (N, CB, H, W, VL): channel c of pixel
+(p, q) at [n, c // VL, p, q, c % VL], VL = the vector width (16 AVX-512, 8 AVX2, 4 NEON), CB at
+least ceil(C / VL). Lanes past C in the last block hold zeros (their weights and bias are zero),
+blocks past ceil(C / VL) are never read. Between two convs that both run on the microkernel the
+plan keeps tensors this way (runtime.py): a depthwise conv then needs no transposes, a lanes
+product reads its input and writes its output where they lie, and nothing converts the layout
+in between. The graph's inputs and outputs, and every other op, see NCHW only.
+
+BlockedConv runs a group-1 conv on the lanes product (microkernel.gemm_lanes, output channels in
+the vector lanes, MR pixels of an output row per tile), NCHW or blocked in, NCHW or blocked out:
+- NCHW in: the stride phases of conv_direct (the lanes tile reads pixel i at + i);
+- blocked in: the image itself (stride 1, no tap reading padding), else its zero-padded stride
+  phases, blocked; the lanes tile reads pixel i at + i*VL (a tile variant whose step is a
+  constant), tap (c, i, j) at its block, phase, row, column and lane;
+- blocked out: tiles store VL-lane vectors straight into the output's blocks. The channel panels
+  of NR = NV*VL channels start at block min(cb*NV, CB - NV): the last one overlaps its neighbour
+  rather than running past the array (CB >= NV: out_blocks);
+- NCHW out: pixel-major into a scratch, transposed into the output (conv_direct.lanes_to_out).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit
+from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out
+from haste_edge.ops.window import copy_run, valid_range, zero_run
+from haste_edge.scratch import aligned_empty, scratch
+
+VL = mk.DWB_VL
+
+
+def blocks(c: int) -> int:
+    """Blocks of VL channels holding c channels."""
+    return -(-c // VL)
+
+
+def lanes_variant(plan) -> int | None:
+    """The lanes tile of a group-1 conv, None if no tile's MR divides its output rows (pointwise
+    stride-1 unpadded convs: the whole map, one long row)."""
+    ho, wo, c_out = plan.out_shape[2], plan.out_shape[3], plan.out_shape[1]
+    return mk.choose_lanes(ho * wo if plan.pointwise else wo, c_out, divides=True)
+
+
+def out_blocks(c_out: int, variant: int) -> int:
+    """Blocks a BlockedConv's blocked output has: at least one panel's NV."""
+    return max(blocks(c_out), mk.LANES[variant][1])
+
+
+def to_blocked(x: np.ndarray, cb: int | None = None) -> np.ndarray:
+    """NCHW -> blocked (N, cb, H, W, VL), spare lanes and blocks zero (the reference layout)."""
+    n, c, h, w = x.shape
+    cb = cb or blocks(c)
+    out = np.zeros((n, cb * VL, h, w), np.float32)
+    out[:, :c] = x
+    return np.ascontiguousarray(out.reshape(n, cb, VL, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_blocked(xb: np.ndarray, c: int) -> np.ndarray:
+    """Blocked (N, CB, H, W, VL) -> NCHW with c channels."""
+    n, cb, h, w, vl = xb.shape
+    return np.ascontiguousarray(xb.transpose(0, 1, 4, 2, 3).reshape(n, cb * vl, h, w)[:, :c])
+
+
+def add_residual_blocked(y, r, c, lo):
+    """y += r, then max(., lo), over the first blocks(c) blocks of each image (both blocked; their
+    block counts may differ past that)."""
+    _add_blocks(y.reshape(y.shape[0], -1), r.reshape(r.shape[0], -1), blocks(c) * y[0, 0].size, np.float32(lo))
+
+
+@njit
+def _add_blocks(y, r, size, lo):
+    for n in range(y.shape[0]):
+        for i in range(size):
+            v = y[n, i] + r[n, i]
+            y[n, i] = lo if v < lo else v
+
+
+class BlockedConv:
+    """A group-1 conv's prepared state for the layouts above: panels, tap offsets, block starts."""
+
+    def __init__(self, w: np.ndarray, plan):
+        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
+        n_img, c_out, ho, wo = plan.out_shape
+        c_in, h, wd = plan.shapes[0][1], plan.shapes[0][2], plan.shapes[0][3]
+        self.w_src = w
+        self.variant = v = lanes_variant(plan)
+        mr, nv = mk.LANES[v][0], mk.LANES[v][1]
+        nr = nv * VL
+        self.in_blocked, self.out_blocked = plan.in_blocked, plan.out_blocked
+        k = c_in * kh * kw
+        # channel panels (module docstring): their first channels
+        if self.out_blocked:
+            cbo = out_blocks(c_out, v)
+            starts = np.minimum(np.arange(-(-blocks(c_out) // nv)) * nv, cbo - nv) * VL
+        else:
+            starts = np.arange(-(-c_out // nr)) * nr
+        rows = np.zeros((int(starts[-1]) + nr, k), np.float32)
+        rows[:c_out] = w.reshape(c_out, k)
+        self.wt = aligned_empty(len(starts) * k * nr).reshape(len(starts), k * nr)
+        for i, s in enumerate(starts):
+            self.wt[i] = mk.pack_lanes(rows[s:s + nr], nr)[0]
+        self.bias_panels = starts.astype(np.int64)
+        self.bias_len = len(rows)
+        self.bias = (None, None)
+        # pixel blocks along each output row (pointwise: along the flat map)
+        width = ho * wo if plan.pointwise else wo
+        p, q0 = np.meshgrid(np.arange(ho * wo // width), np.arange(0, width, mr), indexing="ij")
+        first = (p * wo + q0).reshape(-1)                      # each block's first output pixel
+        if self.in_blocked:
+            hp = (ho - 1) * sh + (kh - 1) * dh + 1             # the rows and columns taps read
+            wp = (wo - 1) * sw + (kw - 1) * dw + 1
+            # the image itself when stride 1 and no tap reads padding, else its stride phases
+            self.copied = not (sh == sw == 1 and pt == pl == 0 and hp <= h and wp <= wd)
+            na, nb, hq, wq = (plan.na, plan.nb, plan.hq, plan.wq) if self.copied else (1, 1, h, wd)
+            c, i, j = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
+            phase = (c // VL * na + i * dh % sh) * nb + j * dw % sw
+            self.aoffs = (phase * hq * wq + (i * dh // sh) * wq + j * dw // sw) * VL + c % VL
+            pp, qq = np.divmod(first, wo)
+            self.a_starts = (pp * wq + qq) * VL
+            self.variant = v + 3                               # the tile reading pixels VL apart
+            self.buf_size = blocks(c_in) * na * nb * hq * wq * VL if self.copied else 0
+        else:                                                 # conv_direct's phases
+            self.copied = False
+            c, i, j = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
+            plane = plan.hq * plan.wq
+            self.aoffs = ((c * sh * sw + (i * dh % sh) * sw + (j * dw % sw)) * plane
+                          + (i * dh // sh) * plan.wq + (j * dw // sw))
+            pp, qq = np.divmod(first, wo)
+            self.a_starts = pp * plan.wq + qq
+            self.buf_size = c_in * sh * sw * plane + _TAIL
+            if plan.pointwise:
+                self.a_starts, self.buf_size = first, 0
+        self.aoffs = self.aoffs.reshape(-1).astype(np.int64)
+        self.a_starts = self.a_starts.astype(np.int64)
+        if self.out_blocked:
+            self.c_starts = (first * VL).astype(np.int64)
+            self.ldc, self.c_vstep = VL, ho * wo * VL
+            self.c_panels = (starts // VL * ho * wo * VL).astype(np.int64)
+            self.ct_size = 0
+        else:                                                 # pixel-major scratch, row pitch ldb
+            self.ldb = len(starts) * nr
+            self.c_starts = (first * self.ldb).astype(np.int64)
+            self.ldc, self.c_vstep = self.ldb, VL
+            self.c_panels = starts.astype(np.int64)
+            self.ct_size = ho * wo * self.ldb
+
+    def run(self, x, y, bias, plan):
+        """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included."""
+        serial = numba.get_num_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
+        if self.bias[0] is not bias:                        # kept while the same array comes in
+            self.bias = (bias, mk.pad_rows(bias, self.bias_len))
+        buf = scratch("phases", max(self.buf_size, 1))
+        ct = scratch("wide", max(self.ct_size, 1))
+        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
+        mode = (2 if self.copied else 1) if self.in_blocked else (0 if plan.pointwise else 3)
+        n_img, c_out, ho, wo = plan.out_shape
+        c_in, h, wd = plan.shapes[0][1:]
+        # flat arrays: one compiled function serves every mix of layouts
+        _blocked_images(x.reshape(n_img, -1), y.reshape(n_img, -1), buf, ct, mode, self.out_blocked, self.variant,
+                        self.aoffs, self.a_starts, self.wt, self.c_starts, self.ldc, self.c_vstep, self.c_panels,
+                        self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial, c_in, h, wd, c_out, ho, wo,
+                        sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb)
+
+
+@njit
+def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, wt, c_starts, ldc, c_vstep,
+                    c_panels, bias_panels, bias, lo, hi, parallel, c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl,
+                    hq, wq, na, nb):
+    """BlockedConv.run per image (x, y: one flat row per image). mode: 0 NCHW pointwise (the
+    image is A), 1 blocked read in place, 2 blocked through its stride phases, 3 NCHW through
+    its stride phases."""
+    for n in range(x.shape[0]):
+        if mode == 0 or mode == 1:
+            a = x[n]
+        elif mode == 2:
+            blocked_phases(x[n].reshape(-1, h, wd, VL), buf, sh, sw, pt, pl, hq, wq, na, nb)
+            a = buf
+        else:
+            group_phases(x[n].reshape(c_in, h, wd), 0, c_in, buf, sh, sw, pt, pl, hq, wq, na, nb)
+            a = buf
+        c = y[n] if out_blocked else ct
+        mk.gemm_lanes(variant, a, aoffs, a_starts, wt, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
+                      lo, hi, parallel)
+        if not out_blocked:
+            lanes_to_out(ct, ldc, wo, y[n].reshape(c_out, ho, wo))
+
+
+@njit
+def blocked_phases(x, buf, sh, sw, pt, pl, hq, wq, na, nb):
+    """buf (CB, na, nb, hq, wq, VL) = the stride phases of the zero-padded blocked image x
+    (CB', H, W, VL): buf[cb, a, b, u, v] = xpad[cb, u*sh + a, v*sw + b] (pt rows, pl columns of
+    zeros before), CB = buf's blocks; every float written once."""
+    h, w, vl = x.shape[1], x.shape[2], x.shape[3]
+    n_cb = buf.shape[0] // (na * nb * hq * wq * vl)
+    xf = x.reshape(-1)
+    for cb in range(n_cb):
+        for a in range(na):
+            for b in range(nb):
+                v_lo, v_hi = valid_range(wq, b - pl, sw, w)
+                v_hi = max(v_lo, v_hi)
+                for u in range(hq):
+                    d = ((((cb * na) + a) * nb + b) * hq + u) * wq * vl
+                    r = u * sh + a - pt
+                    if r < 0 or r >= h or v_hi == v_lo:
+                        zero_run(buf, d, wq * vl)
+                        continue
+                    zero_run(buf, d, v_lo * vl)
+                    src = ((cb * h + r) * w + v_lo * sw + b - pl) * vl
+                    if sw == 1:
+                        copy_run(xf, src, buf, d + v_lo * vl, (v_hi - v_lo) * vl)
+                    else:
+                        for v in range(v_hi - v_lo):
+                            copy_run(xf, src + v * sw * vl, buf, d + (v_lo + v) * vl, vl)
+                    zero_run(buf, d + v_hi * vl, (wq - v_hi) * vl)
