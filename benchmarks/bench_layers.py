@@ -32,7 +32,7 @@ from haste_edge.preprocess import load_batch
 def conv_inputs(model, x):
     """[(node name, x, w, b, attrs)] of every Conv, x its real input."""
     feeds = runtime.check_feeds(model.graph, {model.input_names[0]: x})
-    plan = model.plan({k: v.shape for k, v in feeds.items()})
+    plan = model.plan({k: v.shape for k, v in feeds.items()}, blocked=False)
     caps = []
 
     def capture(st, args, counters):

@@ -38,7 +38,7 @@ def capture(model, xs) -> list[tuple]:
 
     for x in xs:
         feeds = check_feeds(model.graph, {name: x})
-        execute(model.plan({k: v.shape for k, v in feeds.items()}), feeds, run_step=hook)
+        execute(model.plan({k: v.shape for k, v in feeds.items()}, blocked=False), feeds, run_step=hook)
     return calls
 
 

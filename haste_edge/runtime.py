@@ -307,15 +307,17 @@ class Model:
         shape = self.graph.inputs[name or self.input_names[0]]
         return tuple(batch if d is None else d for d in shape)
 
-    def plan(self, input_shapes: dict[str, tuple]) -> Plan:
-        """This thread's plan for these input shapes, its steps set to the current HASTE layers."""
+    def plan(self, input_shapes: dict[str, tuple], blocked: bool | None = None) -> Plan:
+        """This thread's plan for these input shapes, its steps set to the current HASTE layers.
+        blocked (build_plan): None = when no HASTE layer is set (HASTE's convs read NCHW);
+        False for tools that read the tensors between steps."""
         plans = self._local.__dict__.setdefault("plans", {})
         layers = self.haste_layers               # one read: set_haste may replace it meanwhile
-        dense = not layers                       # HASTE plans keep NCHW (build_plan)
-        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), dense)
+        blocked = not layers if blocked is None else blocked and not layers
+        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=dense)
+            plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked)
         if plan.haste_layers is not layers:
             for st in plan.steps:
                 st.haste = layers.get(st.node_name)

@@ -79,7 +79,7 @@ def _haste_layer_inputs(model, x, spec):
     layers = model.set_haste(spec)
     model.set_haste(None)
     feeds = runtime.check_feeds(model.graph, {model.input_names[0]: x})
-    plan = model.plan({k: v.shape for k, v in feeds.items()})
+    plan = model.plan({k: v.shape for k, v in feeds.items()}, blocked=False)
     caps = {}
 
     def capture(st, args, counters):
