@@ -107,9 +107,12 @@ else:
     # Must be in the environment before numba is first imported (numba reads it then, and again
     # whenever the environment changes); also replaces a NUMBA_CACHE_DIR that is not writable.
     os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
-# Idle OpenMP workers sleep instead of spinning: they would otherwise steal the cores that
-# BLAS (called between parallel loops) and other processes on a small board need.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP workers spin a bounded while (libgomp: 100,000 spins, about a millisecond here),
+# then sleep: a conv's parallel loop follows the last one within microseconds, and a sleeping
+# worker took 29-67 us to wake (README "Performance"), more than a small conv's whole product;
+# after a run they sleep and leave the cores to other processes. OMP_WAIT_POLICY, if set, rules.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 # The OpenMP layer first, whatever else is installed: the idle policy above and the thread rules
 # (ops/conv.py) were measured on it; Numba would prefer TBB if the tbb package is present (its
 # workers spin after a loop, then sleep: other wake-up costs), and falls back to the next here.

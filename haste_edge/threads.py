@@ -58,7 +58,8 @@ def _set_blas(k: int) -> None:
 
 def _adapt_blas() -> None:
     """BLAS threads for the next run: all of the engine's while the others are idle, else one."""
-    if _blas_fixed is not None or _wanted == 1:
+    from .ops.conv import ONE_POOL
+    if _blas_fixed is not None or _wanted == 1 or ONE_POOL:     # one pool: the BLAS keeps 1 thread
         return
     others = _load.cores()
     _set_blas(_wanted if others is not None and others < BUSY_CORES else 1)

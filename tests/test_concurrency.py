@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import haste_edge
+from haste_edge.ops import conv as conv_mod
 from haste_edge import threads
 from haste_edge.preprocess import load_batch
 
@@ -151,6 +152,11 @@ def test_blas_threads_follow_the_other_processes_load(monkeypatch):
     feeds = {"input": np.zeros((1, 1, 28, 28), np.float32)}
     n = haste_edge.set_threads(None)
     try:
+        # one pool (the default): the BLAS stays on one thread whatever the load
+        monkeypatch.setattr(threads._load, "cores", lambda: 0.0)
+        model.run(feeds)
+        assert threads.blas_threads() == 1 and _numpy_blas_threads() == [1]
+        monkeypatch.setattr(conv_mod, "ONE_POOL", False)
         for others, want in ((1.0, 1), (0.0, n), (0.7, 1), (0.1, n)):
             monkeypatch.setattr(threads._load, "cores", lambda v=others: v)
             model.run(feeds)

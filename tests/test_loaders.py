@@ -14,6 +14,7 @@ from onnx import TensorProto as TP
 from onnx import external_data_helper, helper, numpy_helper
 
 import haste_edge
+from haste_edge.ops import conv as conv_mod
 from converters.onnx_import import import_onnx
 from haste_edge import InputError, ModelFileError, UnsupportedOpError, limits, modelfile
 
@@ -235,8 +236,12 @@ def test_plan_over_the_limit_is_refused(haste_file):
         limits.set_max_bytes(None)
 
 
-def test_kernel_scratch_over_the_limit_is_refused(tmp_path):
+def test_kernel_scratch_over_the_limit_is_refused(tmp_path, monkeypatch):
     # the im2col columns of an 11x11 conv over 64 channels need ~127 MB; every tensor is under 2 MiB
+    # (the OpenBLAS path: the microkernel's implicit GEMM needs no columns)
+    monkeypatch.setattr(conv_mod, "_CONV_PATH", "blas")
+    monkeypatch.setattr(conv_mod, "_AUTO", False)
+    monkeypatch.setattr(conv_mod, "BLOCKED_LAYOUT", False)
     w = np.ones((4, 64, 11, 11), np.float32)
     model = _onnx([helper.make_node("Conv", ["x", "w"], ["y"], name="n", pads=[5, 5, 5, 5])], {"w": w},
                   x_shape=(1, 64, 64, 64))

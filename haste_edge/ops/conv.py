@@ -412,6 +412,14 @@ _SERIAL_SMALL_MACS = 16_000_000
 # benchmarks/results/conv_rule_pointwise-small-blas_x86_64.md holds the second)
 _SERIAL_SMALL_POINTWISE = True
 
+# One pool (default): on every thread count each conv takes the path it takes on one thread (the
+# microkernel, but for a few small pointwise convs and the HASTE-free OpenBLAS paths under
+# HASTE_EDGE_CONV=blas), parallel on Numba's pool from _MICRO_SERIAL_MACS up, the workers spinning
+# briefly between loops (jit.py) and the BLAS on one thread (threads.py): the pools no longer fight
+# over the cores. False: the two-pool rule above (small convs on the calling thread, large ones on
+# OpenBLAS's threads), measured with sleeping workers.
+ONE_POOL = True
+
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
 # was as fast or faster on one thread (idle OpenMP workers sleep, see jit.py, and waking one
@@ -449,12 +457,16 @@ class _Plan:
         # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
         self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
         self.lanes = use_lanes(self, self.c_out_g)    # conv_direct's layout, if that path runs
-        # small convs take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
-        one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS
-                                                and (_SERIAL_SMALL_POINTWISE or not self.pointwise))
-        # the microkernel paths have no BLAS to give the threads to: parallel unless tiny, or
-        # taken by the one-thread rule on more threads (then on the calling thread)
-        self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
+        if ONE_POOL:                 # one thread's paths, parallel on Numba's pool unless tiny
+            one_thread_rule = True
+            self.micro_serial = macs < _MICRO_SERIAL_MACS
+        else:
+            # small convs take the one-thread rule on any thread count (_SERIAL_SMALL_MACS)
+            one_thread_rule = self.threads == 1 or (macs < _SERIAL_SMALL_MACS
+                                                    and (_SERIAL_SMALL_POINTWISE or not self.pointwise))
+            # the microkernel paths have no BLAS to give the threads to: parallel unless tiny, or
+            # taken by the one-thread rule on more threads (then on the calling thread)
+            self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
         self.micro = None      # the prepared paths' state (_PREPARED), made on the first call with W
         if in_blocked or out_blocked:                # blocked_output said yes
             self.path = "depthwise_blocked" if group > 1 else "blocked"
