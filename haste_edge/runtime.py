@@ -113,8 +113,8 @@ def _fuse_residuals(graph: Graph, shapes: dict) -> list[Node]:
 
 def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str, tuple]:
     """Tensors kept channel-blocked (ops.conv_blocked) -> their physical shape: those a conv that
-    runs on that layout writes (ops.conv.blocked_output) and only such convs read, as their input
-    or residual; a fused residual has its conv output's layout."""
+    runs on that layout writes (ops.conv.blocked_output) and only such convs (as their input or
+    residual) and GlobalAveragePool read; a fused residual has its conv output's layout."""
     from .ops.conv import blocked_output
     from .ops.conv_blocked import VL
     capable = {}
@@ -129,8 +129,9 @@ def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str,
             if x:
                 readers.setdefault(x, []).append((n, i))
     outputs = set(graph.outputs)
-    blocked = {t for t in capable if t not in outputs and all(
-        r.op == "Conv" and r.outputs[0] in capable and i in (0, 3) for r, i in readers.get(t, []))}
+    def reads_blocked(r, i):
+        return (r.op == "Conv" and r.outputs[0] in capable and i in (0, 3)) or r.op == "GlobalAveragePool"
+    blocked = {t for t in capable if t not in outputs and all(reads_blocked(r, i) for r, i in readers.get(t, []))}
     changed = True
     while changed:
         changed = False

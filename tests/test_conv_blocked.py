@@ -84,3 +84,11 @@ def test_no_blocked_layout_where_the_rule_says_no():
     assert conv_mod.blocked_output(attrs, inputs[0].shape, inputs[1].shape) is None
     inputs, attrs = make((1, 8, 9, 9, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, ""))
     assert conv_mod.blocked_output(attrs, inputs[0].shape, inputs[1].shape) is None
+
+
+def test_global_average_pool_on_blocked_input():
+    from haste_edge.ops.pool import global_avgpool, global_avgpool_reference
+    x = np.random.default_rng(3).standard_normal((2, 20, 5, 7)).astype(np.float32)
+    y = np.full((2, 20, 1, 1), np.nan, np.float32)
+    global_avgpool([to_blocked(x, blocks(20) + 1)], {}, [y])
+    np.testing.assert_allclose(y, global_avgpool_reference([x], {})[0], rtol=1e-6, atol=1e-7)

@@ -6,7 +6,8 @@ least ceil(C / VL). Lanes past C in the last block hold zeros (their weights and
 blocks past ceil(C / VL) are never read. Between two convs that both run on the microkernel the
 plan keeps tensors this way (runtime.py): a depthwise conv then needs no transposes, a lanes
 product reads its input and writes its output where they lie, and nothing converts the layout
-in between. The graph's inputs and outputs, and every other op, see NCHW only.
+in between. GlobalAveragePool reads it too (global_means_blocked); the graph's inputs and
+outputs, and every other op, see NCHW only.
 
 BlockedConv runs a group-1 conv on the lanes product (microkernel.gemm_lanes, output channels in
 the vector lanes, MR pixels of an output row per tile), NCHW or blocked in, NCHW or blocked out:
@@ -77,6 +78,28 @@ def _add_blocks(y, r, size, lo):
         for i in range(size):
             v = y[n, i] + r[n, i]
             y[n, i] = lo if v < lo else v
+
+
+def global_means_blocked(x, y):
+    """y (N, C, 1, 1) = the mean over pixels of blocked x (N, CB, H, W, VL) (GlobalAveragePool on
+    a blocked tensor), accumulated in float64 as the NCHW kernel does."""
+    n, c = y.shape[0], y.shape[1]
+    _means(x.reshape(n, x.shape[1], -1, VL), y.reshape(n, c))
+
+
+@njit
+def _means(x, y):
+    n_img, c = y.shape
+    hw = x.shape[2]
+    acc = np.zeros(VL)
+    for n in range(n_img):
+        for cb in range(-(-c // VL)):
+            acc[:] = 0.0
+            for p in range(hw):
+                for lane in range(VL):
+                    acc[lane] += x[n, cb, p, lane]
+            for lane in range(min(VL, c - cb * VL)):
+                y[n, cb * VL + lane] = acc[lane] / hw
 
 
 class BlockedConv:

@@ -14,6 +14,7 @@ import numpy as np
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import valid_range
 from haste_edge.ops.reduce import row_means as row_means_serial
+from haste_edge.ops.conv_blocked import global_means_blocked
 from haste_edge.ops.registry import register
 
 MAXPOOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
@@ -222,7 +223,11 @@ def avgpool(inputs, attrs, outs=None):
 
 @register("GlobalAveragePool", infer=global_avgpool_infer, reference=global_avgpool_reference, attrs=())
 def global_avgpool(inputs, attrs, outs=None):
+    """A channel-blocked input (5-D, ops/conv_blocked.py) comes with its NCHW output buffer."""
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    if x.ndim == 5:
+        global_means_blocked(x, outs[0])
+        return outs
     outs = _out(outs, global_avgpool_infer([x.shape], attrs)[0])
     n, c = x.shape[:2]
     # parallel only when there is work to share: waking the pool's sleeping workers cost 0.26-0.31
