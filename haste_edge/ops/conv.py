@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from haste_edge import limits
+from haste_edge import microkernel as mk
 from haste_edge.errors import InputError
 from haste_edge.jit import env_choice, njit, prange
 from haste_edge.ops import conv_blocked
@@ -505,6 +506,10 @@ class _Plan:
 # Convs the plan keeps channel-blocked tensors around (runtime.py, conv_blocked): depthwise ones
 # (multiplier 1) and group-1 ones the microkernel would run, whose output rows a lanes tile divides.
 BLOCKED_LAYOUT = True      # read when a plan is made (benchmarks and tests compare both)
+# ... and whose weight panel (K x NR floats, streamed once per pixel block) stays in the L2 cache:
+# with ResNet-18's 256- and 512-channel 3x3 convs blocked too (K = 2304 and 4608: 0.56 and 1.1 MiB
+# panels) the whole net took 1.12x the time on 1 thread (benchmarks/results/versions_57745ef_x86_64.md)
+_BLOCKED_MAX_PANEL_BYTES = 512 << 10
 
 
 def blocked_output(attrs, x_shape, w_shape) -> int | None:
@@ -524,7 +529,9 @@ def blocked_output(attrs, x_shape, w_shape) -> int | None:
                                           and plan.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
         return None                                  # Winograd's rule on any thread count
     v = conv_blocked.lanes_variant(plan)
-    return None if v is None else conv_blocked.out_blocks(c_out, v)
+    if v is None or 4 * plan.k * mk.lanes_dims_py(v)[1] > _BLOCKED_MAX_PANEL_BYTES:
+        return None
+    return conv_blocked.out_blocks(c_out, v)
 
 
 _plans: dict = {}
