@@ -27,7 +27,7 @@ def ort_session(path, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     # Its idle workers would otherwise spin after every run and steal the core our next run needs
-    # (interleaved timing); haste-edge's workers sleep when idle too (OMP_WAIT_POLICY=PASSIVE).
+    # (interleaved timing); haste-edge's spin a bounded while (jit.py: GOMP_SPINCOUNT), then sleep.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
