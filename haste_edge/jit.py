@@ -107,8 +107,8 @@ else:
     # Must be in the environment before numba is first imported (numba reads it then, and again
     # whenever the environment changes); also replaces a NUMBA_CACHE_DIR that is not writable.
     os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
-# Idle OpenMP workers spin a bounded while (libgomp: 100,000 spins, about a millisecond here),
-# then sleep: a conv's parallel loop follows the last one within microseconds, and a sleeping
+# Idle OpenMP workers spin a bounded while (libgomp: 100,000 spins; at most one 10 ms CPU tick of
+# worker time in the 50 ms after a run, measured on the bundled model), then sleep: a conv's parallel loop follows the last one within microseconds, and a sleeping
 # worker took 29-67 us to wake (README "Performance"), more than a small conv's whole product;
 # after a run they sleep and leave the cores to other processes. OMP_WAIT_POLICY, if set, rules.
 if "OMP_WAIT_POLICY" not in os.environ:

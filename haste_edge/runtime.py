@@ -129,6 +129,7 @@ def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str,
             if x:
                 readers.setdefault(x, []).append((n, i))
     outputs = set(graph.outputs)
+
     def reads_blocked(r, i):
         return (r.op == "Conv" and r.outputs[0] in capable and i in (0, 3)) or r.op == "GlobalAveragePool"
     blocked = {t for t in capable if t not in outputs and all(reads_blocked(r, i) for r, i in readers.get(t, []))}

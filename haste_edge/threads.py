@@ -1,13 +1,13 @@
 """One switch for every thread pool the engine uses: Numba's parallel loops and the BLAS in NumPy.
 
-The engine's parallel kernels run on Numba's pool, whose idle workers sleep (OMP_WAIT_POLICY=
-PASSIVE): a worker woken for a parallel loop gets a busy core back at once. The BLAS (OpenBLAS in
-NumPy) is different: its workers spin and yield while they wait, and every matrix product waits for
-all of them, so when another process holds a core each product waits for it: with one busy
-process next to the bundled model, p99 went from milliseconds to over 100 ms with the BLAS on 2
-threads (benchmarks/results/under_load.md, README "Threads"). So by
-default the BLAS gets all the engine's threads only while other processes leave the cores idle
-(cpuload.OtherLoad, checked at most every 0.1 s at the start of a run), and one thread otherwise.
+The engine's parallel kernels run on Numba's pool, whose idle workers spin briefly, then sleep
+(jit.py). With one pool (ops.conv.ONE_POOL, the default) every conv runs there and the BLAS
+(OpenBLAS in NumPy) keeps one thread unless set_threads(blas=k) says otherwise: two pools fought
+over the cores. Under the two-pool rule the BLAS gets all the engine's threads only while other
+processes leave the cores idle (cpuload.OtherLoad, checked at most every 0.1 s at the start of a
+run), and one thread otherwise: its workers spin and yield while they wait, and every product waits
+for all of them, so with one busy process next to the bundled model p99 went from milliseconds to
+over 100 ms with the BLAS on 2 threads (benchmarks/results/under_load.md, README "Threads").
 """
 from __future__ import annotations
 

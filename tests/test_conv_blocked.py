@@ -50,16 +50,17 @@ def test_blocked_conv_matches_reference(name, in_blocked, out_blocked):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_blocked_residual(relu):
-    """The fused residual Add on blocked tensors whose block counts differ past the real ones."""
+@pytest.mark.parametrize("relu,spare", [(False, 2), (True, 2), (True, 0)])
+def test_blocked_residual(relu, spare):
+    """The fused residual Add on blocked tensors whose block counts differ past the real ones
+    (the residual with more blocks than the output, or none spare, fewer than the output's NV)."""
     inputs, attrs = make(CASES["3x3-s1"])
     attrs["activation"] = ""
     attrs["residual_activation"] = "Relu" if relu else ""
     (n, c_out, ho, wo), = conv_mod.conv_infer([inputs[0].shape, inputs[1].shape], attrs)
     r = np.random.default_rng(1).standard_normal((n, c_out, ho, wo)).astype(np.float32)
     want = conv_mod.conv_reference(inputs + [r], attrs)[0]
-    got = _run(inputs + [to_blocked(r, blocks(c_out) + 2)], attrs, True, True)
+    got = _run(inputs + [to_blocked(r, blocks(c_out) + spare)], attrs, True, True)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 

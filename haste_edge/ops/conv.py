@@ -148,8 +148,12 @@ def conv_reference(inputs, attrs):
 
 def add_residual(y, r, attrs):
     """y = y + r, then Relu if attrs' residual_activation says so: the Add (and Relu) after a Conv
-    that the runtime runs in the conv's step, while y is in cache. NaN stays NaN, as in Relu."""
+    that the runtime runs in the conv's step, while y is in cache. NaN stays NaN, as in Relu.
+    y and r both NCHW or both channel-blocked (5-D)."""
     lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
+    if y.ndim == 5:
+        conv_blocked.add_residual_blocked(y, r, lo)
+        return
     _add_clamped(y.reshape(-1), np.ascontiguousarray(r, dtype=np.float32).reshape(-1), np.float32(lo))
 
 
@@ -587,11 +591,7 @@ def conv(inputs, attrs, outs=None):
     the output buffer (outs) and the residual may be channel-blocked (5-D: conv_blocked)."""
     outs = _conv(inputs[:3], attrs, outs)
     if len(inputs) > 3 and inputs[3] is not None:
-        if outs[0].ndim == 5:
-            lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
-            conv_blocked.add_residual_blocked(outs[0], inputs[3], inputs[1].shape[0], lo)
-        else:
-            add_residual(outs[0], inputs[3], attrs)
+        add_residual(outs[0], inputs[3], attrs)
     return outs
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit
-from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out
+from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out, phase_taps
 from haste_edge.ops.window import copy_run, valid_range, zero_run
 from haste_edge.scratch import aligned_empty, scratch
 
@@ -66,10 +66,11 @@ def from_blocked(xb: np.ndarray, c: int) -> np.ndarray:
     return np.ascontiguousarray(xb.transpose(0, 1, 4, 2, 3).reshape(n, cb * vl, h, w)[:, :c])
 
 
-def add_residual_blocked(y, r, c, lo):
-    """y += r, then max(., lo), over the first blocks(c) blocks of each image (both blocked; their
-    block counts may differ past that)."""
-    _add_blocks(y.reshape(y.shape[0], -1), r.reshape(r.shape[0], -1), blocks(c) * y[0, 0].size, np.float32(lo))
+def add_residual_blocked(y, r, lo):
+    """y += r, then max(., lo), both blocked, over the blocks both have (at least the real ones;
+    past them, blocks are never read)."""
+    cb = min(y.shape[1], r.shape[1])
+    _add_blocks(y.reshape(y.shape[0], -1), r.reshape(r.shape[0], -1), cb * y[0, 0].size, np.float32(lo))
 
 
 @njit
@@ -133,31 +134,31 @@ class BlockedConv:
         width = ho * wo if plan.pointwise else wo
         p, q0 = np.meshgrid(np.arange(ho * wo // width), np.arange(0, width, mr), indexing="ij")
         first = (p * wo + q0).reshape(-1)                      # each block's first output pixel
+        pp, qq = np.divmod(first, wo)
+        self.buf_size = 0
         if self.in_blocked:
             hp = (ho - 1) * sh + (kh - 1) * dh + 1             # the rows and columns taps read
             wp = (wo - 1) * sw + (kw - 1) * dw + 1
-            # the image itself when stride 1 and no tap reads padding, else its stride phases
-            self.copied = not (sh == sw == 1 and pt == pl == 0 and hp <= h and wp <= wd)
-            na, nb, hq, wq = (plan.na, plan.nb, plan.hq, plan.wq) if self.copied else (1, 1, h, wd)
+            # the image itself when stride 1 and no tap reads padding (mode 1), else its stride
+            # phases (mode 2)
+            copied = not (sh == sw == 1 and pt == pl == 0 and hp <= h and wp <= wd)
+            na, nb, hq, wq = (plan.na, plan.nb, plan.hq, plan.wq) if copied else (1, 1, h, wd)
             c, i, j = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
             phase = (c // VL * na + i * dh % sh) * nb + j * dw % sw
-            self.aoffs = (phase * hq * wq + (i * dh // sh) * wq + j * dw // sw) * VL + c % VL
-            pp, qq = np.divmod(first, wo)
+            self.aoffs = ((phase * hq * wq + (i * dh // sh) * wq + j * dw // sw) * VL + c % VL).reshape(-1)
             self.a_starts = (pp * wq + qq) * VL
             self.variant = v + 3                               # the tile reading pixels VL apart
-            self.buf_size = blocks(c_in) * na * nb * hq * wq * VL if self.copied else 0
-        else:                                                 # conv_direct's phases
-            self.copied = False
-            c, i, j = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
-            plane = plan.hq * plan.wq
-            self.aoffs = ((c * sh * sw + (i * dh % sh) * sw + (j * dw % sw)) * plane
-                          + (i * dh // sh) * plan.wq + (j * dw // sw))
-            pp, qq = np.divmod(first, wo)
-            self.a_starts = pp * plan.wq + qq
-            self.buf_size = c_in * sh * sw * plane + _TAIL
-            if plan.pointwise:
-                self.a_starts, self.buf_size = first, 0
-        self.aoffs = self.aoffs.reshape(-1).astype(np.int64)
+            self.mode = 2 if copied else 1
+            if copied:
+                self.buf_size = blocks(c_in) * na * nb * hq * wq * VL
+        elif plan.pointwise:                                  # the NCHW image itself (mode 0)
+            self.aoffs = np.arange(c_in) * h * wd
+            self.a_starts, self.mode = first, 0
+        else:                                                 # conv_direct's phases (mode 3)
+            self.aoffs = phase_taps(plan, c_in)
+            self.a_starts, self.mode = pp * plan.wq + qq, 3
+            self.buf_size = c_in * sh * sw * plan.hq * plan.wq + _TAIL
+        self.aoffs = self.aoffs.astype(np.int64)
         self.a_starts = self.a_starts.astype(np.int64)
         if self.out_blocked:
             self.c_starts = (first * VL).astype(np.int64)
@@ -178,12 +179,11 @@ class BlockedConv:
             self.bias = (bias, mk.pad_rows(bias, self.bias_len))
         buf = scratch("phases", max(self.buf_size, 1))
         ct = scratch("wide", max(self.ct_size, 1))
-        kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
-        mode = (2 if self.copied else 1) if self.in_blocked else (0 if plan.pointwise else 3)
+        sh, sw, _, _, pt, pl = plan.geo[2:8]
         n_img, c_out, ho, wo = plan.out_shape
         c_in, h, wd = plan.shapes[0][1:]
         # flat arrays: one compiled function serves every mix of layouts
-        _blocked_images(x.reshape(n_img, -1), y.reshape(n_img, -1), buf, ct, mode, self.out_blocked, self.variant,
+        _blocked_images(x.reshape(n_img, -1), y.reshape(n_img, -1), buf, ct, self.mode, self.out_blocked, self.variant,
                         self.aoffs, self.a_starts, self.wt, self.c_starts, self.ldc, self.c_vstep, self.c_panels,
                         self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial, c_in, h, wd, c_out, ho, wo,
                         sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb)

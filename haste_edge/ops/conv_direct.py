@@ -77,6 +77,16 @@ def use_lanes(plan, cog) -> bool:
     return pixel_work > LANES_MIN_GAIN * lanes_work
 
 
+def phase_taps(plan, c_in) -> np.ndarray:
+    """Where tap k = (c, i, j) (c < c_in) starts in the stride phases of group_phases: the module
+    docstring's offs[k], int64."""
+    kh, kw, sh, sw, dh, dw = plan.geo[:6]
+    c, i, j = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
+    phase = (i * dh % sh) * sw + (j * dw % sw)
+    return ((c * sh * sw + phase) * plan.hq * plan.wq + (i * dh // sh) * plan.wq
+            + (j * dw // sw)).reshape(-1).astype(np.int64)
+
+
 class DirectConv:
     """What the GEMM needs for one conv node, computed once: layout, tile shape, packed weights
     per group, tap offsets."""
@@ -94,10 +104,7 @@ class DirectConv:
         self.pointwise = plan.pointwise
         self.plane = hq * wq
         self.group_phases = cig * sh * sw * self.plane      # one group's phase floats
-        c, i, j = np.meshgrid(np.arange(cig), np.arange(kh), np.arange(kw), indexing="ij")
-        phase = (i * dh % sh) * sw + (j * dw % sw)
-        self.taps = ((c * sh * sw + phase) * self.plane + (i * dh // sh) * wq
-                     + (j * dw // sw)).reshape(-1).astype(np.int64)       # tap starts in the phases
+        self.taps = phase_taps(plan, cig)                    # tap starts in the phases
         self.bias = (None, None)                            # (source b, padded per group)
         self.group = group
         self.lanes = plan.lanes
