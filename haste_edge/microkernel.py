@@ -91,6 +91,10 @@ LANES = TARGET["lanes"]                        # index = lanes tile variant
 # k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled
 # ResNet: benchmarks/results/prefetch_x86_64.md); past the panel's end it is a harmless hint
 PREFETCH_K = env_int("HASTE_EDGE_PREFETCH_K", 64, 0, 4096)
+# k steps ahead the lanes tile prefetches B (its weights: NR floats per k, from memory on a
+# panel's first pixel block), 0 = not at all; read when a conv is prepared. Whole models took
+# 0.93-0.98x the time with it (benchmarks/results/conv_rule_no-lanes-prefetch_x86_64.md)
+LANES_PREFETCH_K = 16
 
 
 def describe() -> str:
@@ -184,16 +188,17 @@ class _IR:
         for a in acc:
             a.add_incoming(self.zero, entry)
         new = body(t, acc)
+        latch = b.block                   # the body may have branched
         t_next = b.add(t, i64(1))
-        t.add_incoming(t_next, loop)
+        t.add_incoming(t_next, latch)
         for a, v in zip(acc, new):
-            a.add_incoming(v, loop)
+            a.add_incoming(v, latch)
         b.cbranch(b.icmp_signed("<", t_next, n), loop, done)
         b.position_at_end(done)
         outs = [b.phi(self.vt) for _ in range(n_acc)]
         for o, v in zip(outs, new):
             o.add_incoming(self.zero, entry)
-            o.add_incoming(v, loop)
+            o.add_incoming(v, latch)
         return outs
 
     def store_clamped(self, v, bias_s, lo_s, hi_s, base, index):
@@ -272,13 +277,13 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
     nr = nv * vw
 
     @intrinsic
-    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
+    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
         sig = types.void(a, aoffs, types.int64, b, types.int64, c, types.int64, types.int64,
-                         types.int64, bias, types.int64, types.float32, types.float32)
+                         types.int64, bias, types.int64, types.float32, types.float32, types.int64)
 
         def codegen(context, builder, signature, args):
             (a_v, o_v, a_off_v, b_v, b_off_v, c_v, c_off_v, ldc_v, vstep_v, bias_v, bias_off_v,
-             lo_v, hi_v) = args
+             lo_v, hi_v, pf_v) = args
             at, ot, _, bt, _, ct, _, _, _, biast = signature.args[:10]
             ap, op = _data(context, builder, at, a_v), _data(context, builder, ot, o_v)
             bp, cp = _data(context, builder, bt, b_v), _data(context, builder, ct, c_v)
@@ -286,12 +291,16 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
             k_len = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
             x = _IR(builder, vw)
             i64 = x.i64
+            prefetching = builder.icmp_signed("!=", pf_v, i64(0))
             # the pixel step is a constant: as a run-time value its multiples, one register per
             # pixel, spilled the 14-pixel tile to half speed
 
             def step(k, acc):                   # acc[i*nv + j]: pixel i, vector j
                 a_base = builder.add(a_off_v, builder.load(builder.gep(op, [k])))
                 b_base = builder.add(b_off_v, builder.mul(k, i64(nr)))
+                with builder.if_then(prefetching, likely=True):
+                    for line in range(0, nr, 16):       # every 64-byte line of this k's weights
+                        x.prefetch(bp, builder.add(b_base, builder.add(pf_v, i64(line))))
                 bvec = [x.load(bp, builder.add(b_base, i64(j * vw))) for j in range(nv)]
                 new = []
                 for i in range(mr):
@@ -316,7 +325,7 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
 
 def _make_scalar_lanes_tile(mr: int, nr: int, vw: int, a_step: int):
     @njit
-    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
+    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
         acc = np.zeros((mr, nr), dtype=np.float32)
         for k in range(aoffs.shape[0]):
             base = a_off + aoffs[k]
@@ -801,60 +810,62 @@ def lanes_dims(variant):
 
 
 @njit
-def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi):
+def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
     if variant == 0:
-        lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 1:
-        lanes1(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes1(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 2:
-        lanes2(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes2(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 3:
-        lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 4:
-        lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     else:
-        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi)
+        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
 
 
 @njit
 def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias, lo, hi,
-               parallel):
+               parallel, pf):
     """For every pixel block t, channel panel cb, pixel i < MR and vector j < NV, lane l:
     C[c_starts[t] + c_panels[cb] + i*ldc + j*c_vstep + l] = clamp(bias[bias_panels[cb] + j*VW + l]
     + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
     of pack_lanes; tile `variant` (LANES[variant % 3]) reads pixels at a step of 1 (variants 0-2)
     or VW (3-5). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
     c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
-    ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread."""
+    ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
+    prefetch B pf k-steps ahead (LANES_PREFETCH_K)."""
+    b_pf = pf * b.shape[1] // max(1, aoffs.shape[0])
     if parallel:
         _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                         np.float32(lo), np.float32(hi))
+                         np.float32(lo), np.float32(hi), b_pf)
     else:
         _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                           np.float32(lo), np.float32(hi))
+                           np.float32(lo), np.float32(hi), b_pf)
 
 
 # The serial loop is its own function: compiled inside a parallel=True function (as the branch
 # not taken by prange), the same loop ran 2x slower (measured on the 7x7 lanes product).
 @njit
 def _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                       lo32, hi32):
+                       lo32, hi32, b_pf):
     """Channel panels outermost: a panel stays in cache while every pixel block passes."""
     for cb in range(b.shape[0]):
         for r in range(a_starts.shape[0]):
             _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
-                        bias, bias_panels[cb], lo32, hi32)
+                        bias, bias_panels[cb], lo32, hi32, b_pf)
 
 
 @njit(parallel=True)
 def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                     lo32, hi32):
+                     lo32, hi32, b_pf):
     n_cb, n_blocks = b.shape[0], a_starts.shape[0]
     for t in prange(n_cb * n_blocks):
         cb = t // n_blocks
         r = t - cb * n_blocks
         _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
-                    bias, bias_panels[cb], lo32, hi32)
+                    bias, bias_panels[cb], lo32, hi32, b_pf)
 
 
 def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:

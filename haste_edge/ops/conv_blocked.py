@@ -130,6 +130,7 @@ class BlockedConv:
         self.bias_panels = starts.astype(np.int64)
         self.bias_len = len(rows)
         self.bias = (None, None)
+        self.pf = mk.LANES_PREFETCH_K
         # pixel blocks along each output row (pointwise: along the flat map)
         width = ho * wo if plan.pointwise else wo
         p, q0 = np.meshgrid(np.arange(ho * wo // width), np.arange(0, width, mr), indexing="ij")
@@ -186,13 +187,13 @@ class BlockedConv:
         _blocked_images(x.reshape(n_img, -1), y.reshape(n_img, -1), buf, ct, self.mode, self.out_blocked, self.variant,
                         self.aoffs, self.a_starts, self.wt, self.c_starts, self.ldc, self.c_vstep, self.c_panels,
                         self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial, c_in, h, wd, c_out, ho, wo,
-                        sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb)
+                        sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf)
 
 
 @njit
 def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, wt, c_starts, ldc, c_vstep,
                     c_panels, bias_panels, bias, lo, hi, parallel, c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl,
-                    hq, wq, na, nb):
+                    hq, wq, na, nb, pf):
     """BlockedConv.run per image (x, y: one flat row per image). mode: 0 NCHW pointwise (the
     image is A), 1 blocked read in place, 2 blocked through its stride phases, 3 NCHW through
     its stride phases."""
@@ -207,7 +208,7 @@ def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, 
             a = buf
         c = y[n] if out_blocked else ct
         mk.gemm_lanes(variant, a, aoffs, a_starts, wt, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                      lo, hi, parallel)
+                      lo, hi, parallel, pf)
         if not out_blocked:
             lanes_to_out(ct, ldc, wo, y[n].reshape(c_out, ho, wo))
 

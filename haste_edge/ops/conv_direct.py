@@ -108,6 +108,7 @@ class DirectConv:
         self.bias = (None, None)                            # (source b, padded per group)
         self.group = group
         self.lanes = plan.lanes
+        self.pf = mk.LANES_PREFETCH_K                       # read when prepared (benchmarks compare)
         if self.lanes:
             self._init_lanes(w, plan)
             return
@@ -172,7 +173,7 @@ class DirectConv:
             kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
             _lanes_images(x, y, ph, self.aoffs, self.a_starts, self.c_starts, self.panel_starts, self.wt, self.ldb,
                           self.padded_bias(bias), ct, self.pitch, self.variant, self.pointwise, sh, sw, pt,
-                          pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial)
+                          pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial, self.pf)
             return
         if self.pointwise:
             nr = mk.nr_of(self.variant)
@@ -215,7 +216,7 @@ def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact
 
 @njit
 def _lanes_images(x, y, ph, aoffs, a_starts, c_starts, panel_starts, wt, ldb, biases, ct, pitch, variant, pointwise,
-                  sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial):
+                  sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial, pf):
     """DirectConv.run for the lanes layout: per image and group, phases (unless pointwise), the
     lanes product into ct (pixel (p, q) at row p*pitch + q), ct transposed into y."""
     n_img, group = x.shape[0], wt.shape[0]
@@ -224,11 +225,11 @@ def _lanes_images(x, y, ph, aoffs, a_starts, c_starts, panel_starts, wt, ldb, bi
         for g in range(group):
             if pointwise:
                 mk.gemm_lanes(variant, x[n, g * cig:(g + 1) * cig].reshape(-1), aoffs, a_starts, wt[g], ct,
-                              c_starts, ldb, VW, panel_starts, panel_starts, biases[g], lo, hi, not serial)
+                              c_starts, ldb, VW, panel_starts, panel_starts, biases[g], lo, hi, not serial, pf)
             else:
                 group_phases(x[n], g * cig, cig, ph, sh, sw, pt, pl, hq, wq, na, nb)
                 mk.gemm_lanes(variant, ph, aoffs, a_starts, wt[g], ct, c_starts, ldb, VW, panel_starts,
-                              panel_starts, biases[g], lo, hi, not serial)
+                              panel_starts, biases[g], lo, hi, not serial, pf)
             lanes_to_out(ct, ldb, pitch, y[n, g * cog:(g + 1) * cog])
 
 
