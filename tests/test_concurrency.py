@@ -171,3 +171,21 @@ def test_blas_threads_follow_the_other_processes_load(monkeypatch):
         assert _numpy_blas_threads() == [1]
     finally:
         haste_edge.set_threads(None)
+
+
+def test_kernel_threads_is_numbas_count_where_it_is_held():
+    """kernel_threads() answers without asking Numba inside a run and inside numba_single_thread;
+    it must still be what Numba would say there, and Numba's own count outside."""
+    before = threads._wanted
+    haste_edge.set_threads(2)
+    try:
+        assert threads.kernel_threads() == numba.get_num_threads() == 2
+        with threads.run_context():
+            assert threads.kernel_threads() == numba.get_num_threads() == 2
+            with threads.numba_single_thread():
+                assert threads.kernel_threads() == numba.get_num_threads() == 1
+            assert threads.kernel_threads() == numba.get_num_threads() == 2
+        numba.set_num_threads(1)                  # behind the engine's back: seen outside a run
+        assert threads.kernel_threads() == 1
+    finally:
+        haste_edge.set_threads(before)

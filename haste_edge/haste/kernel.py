@@ -45,7 +45,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numba
 import numpy as np
 
 from haste_edge.haste.config import LayerSetting
@@ -55,6 +54,7 @@ from haste_edge.jit import njit, prange
 from haste_edge.ops.conv import _clip_bounds, _geometry
 from haste_edge.ops.registry import step_state
 from haste_edge.scratch import scratch
+from haste_edge.threads import kernel_threads
 
 # stat columns (see reference.STAT_FIELDS)
 _DENSE, _EXEC, _HASH, _CENTRE, _XMERGE, _WMERGE, _NBUCK, _PATCHES, _CHANNELS = range(N_STATS)
@@ -527,7 +527,7 @@ def _prepare(x, W, b, attrs, setting, y_out):
         raise ValueError(f"HASTE conv: y_out must be C-contiguous float32 {out_shape}, got "
                          f"{y_out.dtype} {y_out.shape}")
     serial = n_img * out_shape[2] * out_shape[3] <= _SERIAL_MAX_PIXELS
-    n_blocks = 1 if serial else max(1, min(n_img * call.tiles, numba.get_num_threads()))
+    n_blocks = 1 if serial else max(1, min(n_img * call.tiles, kernel_threads()))
     layer = call.layer
     pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
     stats = np.empty((n_img, N_STATS), dtype=np.int64)

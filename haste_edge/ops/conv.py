@@ -24,7 +24,6 @@ above _CONV_PATH below):
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import limits
@@ -42,7 +41,7 @@ from haste_edge.ops.conv_winograd4 import Winograd4Conv
 from haste_edge.ops.window import split_phases
 from haste_edge.ops.registry import register, step_state
 from haste_edge.scratch import scratch
-from haste_edge.threads import numba_single_thread
+from haste_edge.threads import kernel_threads, numba_single_thread
 
 CONV_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "group", "activation", "clip_min", "clip_max")
 
@@ -442,7 +441,7 @@ class _Plan:
         self.attrs = dict(attrs)       # snapshot, compared on lookup
         self.shapes = (x_shape, w_shape)
         self.layouts = self.in_blocked, self.out_blocked = in_blocked, out_blocked
-        self.threads = numba.get_num_threads()     # the path may depend on it: made afresh if it changes
+        self.threads = kernel_threads()     # the path may depend on it: made afresh if it changes
         (n, c_out, ho, wo), = conv_infer([x_shape, w_shape], attrs)
         self.out_shape = (n, c_out, ho, wo)
         self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
@@ -550,12 +549,12 @@ def _get_plan(attrs, x_shape, w_shape, layouts=(False, False)):
     if state is not None:
         plan = state.get("conv")
         if (plan is None or plan.shapes != (x_shape, w_shape) or plan.layouts != layouts
-                or plan.threads != numba.get_num_threads()):
+                or plan.threads != kernel_threads()):
             plan = state["conv"] = _Plan(attrs, x_shape, w_shape, *layouts)
         return plan
     entry = _plans.get(id(attrs))
     if (entry is not None and entry.shapes == (x_shape, w_shape) and entry.attrs == attrs
-            and entry.layouts == layouts and entry.threads == numba.get_num_threads()):
+            and entry.layouts == layouts and entry.threads == kernel_threads()):
         return entry
     if len(_plans) > 64:       # many throwaway attrs dicts (tests): don't grow
         _plans.clear()
@@ -613,7 +612,7 @@ def _conv(inputs, attrs, outs):
     if pl_.path == "depthwise":
         # direct kernel, epilogue included; a few blocks of planes per thread balance the load
         # without a scratch allocation per plane (each block allocates its phases and accumulator)
-        n_blocks = min(n_img * c_out, 4 * numba.get_num_threads())
+        n_blocks = min(n_img * c_out, 4 * kernel_threads())
         limits.check(4 * n_blocks * (sh * sw * pl_.hq * pl_.wq + ho * pl_.wq),
                      f"depthwise conv on {x.shape[2]}x{x.shape[3]} planes", InputError)
         _depthwise(x, w.reshape(c_out, kh, kw), bias, y, c_out // x.shape[1], sh, sw, dh, dw, pt, pl,

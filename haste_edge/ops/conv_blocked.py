@@ -22,7 +22,6 @@ the vector lanes, MR pixels of an output row per tile), NCHW or blocked in, NCHW
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
@@ -30,6 +29,7 @@ from haste_edge.jit import njit
 from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out, phase_taps
 from haste_edge.ops.window import copy_run, valid_range, zero_run
 from haste_edge.scratch import aligned_empty, scratch
+from haste_edge.threads import kernel_threads
 
 VL = mk.DWB_VL
 
@@ -175,7 +175,7 @@ class BlockedConv:
 
     def run(self, x, y, bias, plan):
         """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included."""
-        serial = numba.get_num_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
+        serial = kernel_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
         if self.bias[0] is not bias:                        # kept while the same array comes in
             self.bias = (bias, mk.pad_rows(bias, self.bias_len))
         buf = scratch("phases", max(self.buf_size, 1))

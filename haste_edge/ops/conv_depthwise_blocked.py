@@ -15,13 +15,13 @@ writes back only its own channels (scalar). Blocks run in parallel, one scratch 
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import copy_run
 from haste_edge.scratch import aligned_empty, scratch
+from haste_edge.threads import kernel_threads
 
 VL, MR = mk.DWB_VL, mk.DWB_MR
 
@@ -81,8 +81,8 @@ class BlockedDepthwiseConv:
         """y = the conv of x, each NCHW or channel-blocked (conv_blocked) as its ndim says."""
         sh, sw = plan.geo[2], plan.geo[3]
         tasks = y.shape[0] * self.n_cb
-        serial = numba.get_num_threads() == 1 or plan.micro_serial
-        slots = 1 if serial else min(tasks, numba.get_num_threads())
+        serial = kernel_threads() == 1 or plan.micro_serial
+        slots = 1 if serial else min(tasks, kernel_threads())
         blocks = scratch("dwb_in", slots * self.size).reshape(slots, self.size)
         blocks[:] = 0.0                                     # the padding (interiors are overwritten)
         results = scratch("dwb_out", slots * self.out_size).reshape(slots, self.out_size)

@@ -25,13 +25,13 @@ group does all of it (Python-level calls cost microseconds each, a 4x4 layer's w
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit
 from haste_edge.ops.window import copy_every_other, copy_run, split_phases, valid_range, zero_run
 from haste_edge.scratch import aligned_empty, scratch
+from haste_edge.threads import kernel_threads
 
 # Junk columns per output row (wq - wo) relative to wq above which the exact layout is used.
 _WIDE_MAX_JUNK = 0.15
@@ -165,7 +165,7 @@ class DirectConv:
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the product is here, even on its serial branch) crashes the process if
         # the pool was never started: so this call comes first
-        serial = numba.get_num_threads() == 1 or plan.micro_serial
+        serial = kernel_threads() == 1 or plan.micro_serial
         if self.lanes:
             ho = plan.out_shape[2]
             ph = scratch("phases", (0 if self.pointwise else self.group_phases) + _TAIL)

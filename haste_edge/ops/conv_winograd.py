@@ -18,13 +18,13 @@ of the output's scale on the bundled model's layers (tests/test_winograd.py stat
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
+from haste_edge.threads import kernel_threads
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -81,7 +81,7 @@ class WinogradConv:
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the products are here) crashes the process if the pool was never started
-        serial = numba.get_num_threads() == 1 or plan.micro_serial
+        serial = kernel_threads() == 1 or plan.micro_serial
         c_in = x.shape[1]
         # 2x2 phases of the padded input, rows/cols enough for every block (th + 1 per phase)
         hq, wq = self.th + 1, self.tw + 1

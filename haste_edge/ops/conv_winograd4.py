@@ -24,7 +24,6 @@ sqrt(C_in)); tests/test_winograd.py holds it to 5e-6 * sqrt(C_in), ResNet-18 and
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge import microkernel as mk
@@ -32,6 +31,7 @@ from haste_edge.jit import njit, prange
 from haste_edge.ops import conv_winograd
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
+from haste_edge.threads import kernel_threads
 
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
@@ -63,8 +63,8 @@ class Winograd4Conv:
     def run(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.run says why)
-        serial = numba.get_num_threads() == 1 or plan.micro_serial
-        chunks = 1 if serial else numba.get_num_threads()     # channel blocks of the transforms
+        serial = kernel_threads() == 1 or plan.micro_serial
+        chunks = 1 if serial else kernel_threads()     # channel blocks of the transforms
         inputs, outputs = (_inputs_serial, _outputs_serial) if serial else (_inputs_pool, _outputs_pool)
         c_in, c_out = x.shape[1], y.shape[1]
         ho, wo = y.shape[2], y.shape[3]
