@@ -28,6 +28,7 @@ from haste_edge import microkernel as mk
 from haste_edge.jit import njit
 from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out, phase_taps
 from haste_edge.ops.window import copy_run, valid_range, zero_run
+from haste_edge.ops.registry import Held
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
 
@@ -131,6 +132,7 @@ class BlockedConv:
         self.bias_len = len(rows)
         self.bias = (None, None)
         self.pf = mk.LANES_PREFETCH_K
+        self.args = None                                      # run's last arguments (Held)
         # pixel blocks along each output row (pointwise: along the flat map)
         width = ho * wo if plan.pointwise else wo
         p, q0 = np.meshgrid(np.arange(ho * wo // width), np.arange(0, width, mr), indexing="ij")
@@ -176,18 +178,26 @@ class BlockedConv:
     def run(self, x, y, bias, plan):
         """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included."""
         serial = kernel_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
+        args = self.args
+        if args is None or args.items[0] is not x or args.items[1] is not y or args.items[2] is not bias \
+                or args.items[3] != serial:
+            args = self.args = Held(x, y, bias, serial, *self._args(x, y, bias, plan, serial))
+        _, _, _, _, xf, yf, rest = args.items
+        _blocked_images(xf, yf, scratch("phases", max(self.buf_size, 1)), scratch("wide", max(self.ct_size, 1)),
+                        *rest)
+
+    def _args(self, x, y, bias, plan, serial):
+        """run's arguments to _blocked_images but the scratch buffers: (x, y flat per image, the rest)."""
         if self.bias[0] is not bias:                        # kept while the same array comes in
             self.bias = (bias, mk.pad_rows(bias, self.bias_len))
-        buf = scratch("phases", max(self.buf_size, 1))
-        ct = scratch("wide", max(self.ct_size, 1))
         sh, sw, _, _, pt, pl = plan.geo[2:8]
         n_img, c_out, ho, wo = plan.out_shape
         c_in, h, wd = plan.shapes[0][1:]
         # flat arrays: one compiled function serves every mix of layouts
-        _blocked_images(x.reshape(n_img, -1), y.reshape(n_img, -1), buf, ct, self.mode, self.out_blocked, self.variant,
-                        self.aoffs, self.a_starts, self.wt, self.c_starts, self.ldc, self.c_vstep, self.c_panels,
-                        self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial, c_in, h, wd, c_out, ho, wo,
-                        sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf)
+        return (x.reshape(n_img, -1), y.reshape(n_img, -1),
+                (self.mode, self.out_blocked, self.variant, self.aoffs, self.a_starts, self.wt, self.c_starts,
+                 self.ldc, self.c_vstep, self.c_panels, self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial,
+                 c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf))
 
 
 @njit

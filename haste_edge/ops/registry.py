@@ -47,6 +47,16 @@ class StepAttrs(dict):
         self.state = {}
 
 
+class Held:
+    """Arrays a step's state refers to but does not own (the plan's buffers, the graph's weights),
+    kept to recognise them on the next call: Model.kernel_state_bytes does not count them (it
+    walks dicts, lists, tuples and objects with a __dict__; this has none)."""
+    __slots__ = ("items",)
+
+    def __init__(self, *items):
+        self.items = items
+
+
 def step_state(attrs) -> dict | None:
     """The per-step state dict when `attrs` comes from a plan step, else None."""
     return attrs.state if isinstance(attrs, StepAttrs) else None
