@@ -201,18 +201,12 @@ class _IR:
             o.add_incoming(v, latch)
         return outs
 
-    def store_clamped(self, v, bias_s, lo_s, hi_s, base, index, residual=None):
-        """base[index:index+vw] = clamp(v + bias, lo, hi); compare and select keep NaN. residual
-        (added, r, r_lo): where the i1 `added`, then max(that + r, r_lo) (a fused Add [+ Relu])."""
+    def store_clamped(self, v, bias_s, lo_s, hi_s, base, index):
+        """base[index:index+vw] = clamp(v + bias, lo, hi); compare and select keep NaN."""
         b = self.b
         v = b.fadd(v, bias_s)
         v = b.select(b.fcmp_ordered("<", v, lo_s), lo_s, v)
         v = b.select(b.fcmp_ordered(">", v, hi_s), hi_s, v)
-        if residual is not None:
-            added, r, r_lo = residual
-            w = b.fadd(v, r)
-            w = b.select(b.fcmp_ordered("<", w, r_lo), r_lo, w)
-            v = b.select(added, w, v)
         b.store(v, b.bitcast(b.gep(base, [index]), self.vt.as_pointer()), align=4)
 
 
@@ -283,20 +277,17 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
     nr = nv * vw
 
     @intrinsic
-    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf,
-                   r, r_nv, r_lo):
+    def lanes_tile(typingctx, a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
         sig = types.void(a, aoffs, types.int64, b, types.int64, c, types.int64, types.int64,
-                         types.int64, bias, types.int64, types.float32, types.float32, types.int64,
-                         r, types.int64, types.float32)
+                         types.int64, bias, types.int64, types.float32, types.float32, types.int64)
 
         def codegen(context, builder, signature, args):
             (a_v, o_v, a_off_v, b_v, b_off_v, c_v, c_off_v, ldc_v, vstep_v, bias_v, bias_off_v,
-             lo_v, hi_v, pf_v, r_v, r_nv_v, r_lo_v) = args
+             lo_v, hi_v, pf_v) = args
             at, ot, _, bt, _, ct, _, _, _, biast = signature.args[:10]
             ap, op = _data(context, builder, at, a_v), _data(context, builder, ot, o_v)
             bp, cp = _data(context, builder, bt, b_v), _data(context, builder, ct, c_v)
             biasp = _data(context, builder, biast, bias_v)
-            rp = _data(context, builder, signature.args[14], r_v)
             k_len = builder.extract_value(context.make_array(ot)(context, builder, o_v).shape, 0)
             x = _IR(builder, vw)
             i64 = x.i64
@@ -318,17 +309,13 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
                 return new
 
             outs = x.reduction(k_len, mr * nv, step)
-            lo_s, hi_s, r_lo_s = x.splat(lo_v), x.splat(hi_v), x.splat(r_lo_v)
+            lo_s, hi_s = x.splat(lo_v), x.splat(hi_v)
             bias_v = [x.load(biasp, builder.add(bias_off_v, i64(j * vw))) for j in range(nv)]
-            # vector j adds the residual where j < r_nv; the others read r[0:VW] (any r has it)
-            # and keep their value: no branch
-            added = [builder.icmp_signed("<", i64(j), r_nv_v) for j in range(nv)]
             for i in range(mr):
                 row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
                 for j in range(nv):
-                    at_c = builder.add(row_off, builder.mul(vstep_v, i64(j)))
-                    res = x.load(rp, builder.select(added[j], at_c, i64(0)))
-                    x.store_clamped(outs[i * nv + j], bias_v[j], lo_s, hi_s, cp, at_c, (added[j], res, r_lo_s))
+                    x.store_clamped(outs[i * nv + j], bias_v[j], lo_s, hi_s, cp,
+                                    builder.add(row_off, builder.mul(vstep_v, i64(j))))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -338,7 +325,7 @@ def _make_vector_lanes_tile(mr: int, nv: int, vw: int, a_step: int):
 
 def _make_scalar_lanes_tile(mr: int, nr: int, vw: int, a_step: int):
     @njit
-    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo):
+    def lanes_tile(a, aoffs, a_off, b, b_off, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
         acc = np.zeros((mr, nr), dtype=np.float32)
         for k in range(aoffs.shape[0]):
             base = a_off + aoffs[k]
@@ -348,14 +335,9 @@ def _make_scalar_lanes_tile(mr: int, nr: int, vw: int, a_step: int):
                     acc[i, j] += av * b[b_off + k * nr + j]
         for i in range(mr):
             for j in range(nr):
-                at = c_off + i * ldc + (j // vw) * c_vstep + j % vw
                 v = acc[i, j] + bias[bias_off + j]
                 v = lo if v < lo else v
-                v = hi if v > hi else v
-                if j // vw < r_nv:
-                    v = v + r[at]
-                    v = r_lo if v < r_lo else v
-                c[at] = v
+                c[c_off + i * ldc + (j // vw) * c_vstep + j % vw] = hi if v > hi else v
     return lanes_tile
 
 
@@ -828,25 +810,24 @@ def lanes_dims(variant):
 
 
 @njit
-def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv,
-                r_lo):
+def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
     if variant == 0:
-        lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 1:
-        lanes1(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes1(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 2:
-        lanes2(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes2(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 3:
-        lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 4:
-        lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     else:
-        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf, r, r_nv, r_lo)
+        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
 
 
 @njit
 def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias, lo, hi,
-               parallel, pf, r, r_limit, r_lo):
+               parallel, pf):
     """For every pixel block t, channel panel cb, pixel i < MR and vector j < NV, lane l:
     C[c_starts[t] + c_panels[cb] + i*ldc + j*c_vstep + l] = clamp(bias[bias_panels[cb] + j*VW + l]
     + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
@@ -854,53 +835,37 @@ def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_pane
     or VW (3-5). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
     c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
     ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
-    prefetch B pf k-steps ahead (LANES_PREFETCH_K).
-
-    The residual (blocked C only): a vector whose C offset within its pixel block's image,
-    c_panels[cb] + j*c_vstep, is below r_limit becomes max(it + r[same offset], r_lo) (a fused
-    Add [+ Relu]; r_limit = r's blocks * c_vstep); r_limit = 0: none (r unread, r.size >= VW)."""
+    prefetch B pf k-steps ahead (LANES_PREFETCH_K)."""
     b_pf = pf * b.shape[1] // max(1, aoffs.shape[0])
     if parallel:
         _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                         np.float32(lo), np.float32(hi), b_pf, r, r_limit, np.float32(r_lo))
+                         np.float32(lo), np.float32(hi), b_pf)
     else:
         _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                           np.float32(lo), np.float32(hi), b_pf, r, r_limit, np.float32(r_lo))
-
-
-@njit
-def _residual_vectors(r_limit, c_panel, c_vstep, nv):
-    """The vectors of a panel that add the residual (gemm_lanes)."""
-    if r_limit <= c_panel:
-        return 0
-    return min(nv, (r_limit - c_panel + c_vstep - 1) // c_vstep)
+                           np.float32(lo), np.float32(hi), b_pf)
 
 
 # The serial loop is its own function: compiled inside a parallel=True function (as the branch
 # not taken by prange), the same loop ran 2x slower (measured on the 7x7 lanes product).
 @njit
 def _gemm_lanes_serial(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                       lo32, hi32, b_pf, r, r_limit, r_lo):
+                       lo32, hi32, b_pf):
     """Channel panels outermost: a panel stays in cache while every pixel block passes."""
-    nv = b.shape[1] // max(1, aoffs.shape[0]) // DWB_VL
     for cb in range(b.shape[0]):
-        r_nv = _residual_vectors(r_limit, c_panels[cb], c_vstep, nv)
-        for t in range(a_starts.shape[0]):
-            _lanes_tile(variant, a, aoffs, a_starts[t], b[cb], c, c_starts[t] + c_panels[cb], ldc, c_vstep,
-                        bias, bias_panels[cb], lo32, hi32, b_pf, r, r_nv, r_lo)
+        for r in range(a_starts.shape[0]):
+            _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
+                        bias, bias_panels[cb], lo32, hi32, b_pf)
 
 
 @njit(parallel=True)
 def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                     lo32, hi32, b_pf, r, r_limit, r_lo):
+                     lo32, hi32, b_pf):
     n_cb, n_blocks = b.shape[0], a_starts.shape[0]
-    nv = b.shape[1] // max(1, aoffs.shape[0]) // DWB_VL
     for t in prange(n_cb * n_blocks):
         cb = t // n_blocks
-        blk = t - cb * n_blocks
-        _lanes_tile(variant, a, aoffs, a_starts[blk], b[cb], c, c_starts[blk] + c_panels[cb], ldc, c_vstep,
-                    bias, bias_panels[cb], lo32, hi32, b_pf, r, _residual_vectors(r_limit, c_panels[cb], c_vstep, nv),
-                    r_lo)
+        r = t - cb * n_blocks
+        _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
+                    bias, bias_panels[cb], lo32, hi32, b_pf)
 
 
 def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:

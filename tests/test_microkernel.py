@@ -85,13 +85,10 @@ def test_transpose_matches_reference():
     np.testing.assert_array_equal(got, want)
 
 
-def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf, a_step=1, blocked=False, pf=0,
-                   residual=None):
+def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf, a_step=1, blocked=False, pf=0):
     """gemm_lanes on random blocks anywhere in A (overlapping too), against its reference; C
     pixel-major (rows of ldc) or, blocked, (panels*NV, pixels, VW) as the blocked layout stores it.
-    residual (blocked only): (r, r_blocks, r_lo), r laid out as C, its first r_blocks blocks
-    added. Returns C as (pixels + 1 spare row, channels), the reference (without the residual)
-    and m."""
+    Returns C as (pixels + 1 spare row, channels), the reference and m."""
     mr, nr = mk.lanes_dims_py(variant)
     vw = mk.LANES[variant][2]
     a = RNG.standard_normal(5 * k + 200 + mr * a_step).astype(np.float32)
@@ -106,15 +103,13 @@ def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf, a_s
     starts = np.arange(n_pan, dtype=np.int64) * nr
     if blocked:
         c = np.full(ldc * (pixels + 1), np.nan, np.float32)
-        r, r_blocks, r_lo = residual or (np.zeros(vw, np.float32), 0, -np.inf)
         mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * vw, vw,
-                      (pixels + 1) * vw, starts // vw * (pixels + 1) * vw, starts, bias, lo, hi, parallel, pf,
-                      r, r_blocks * (pixels + 1) * vw, r_lo)
+                      (pixels + 1) * vw, starts // vw * (pixels + 1) * vw, starts, bias, lo, hi, parallel, pf)
         c = c.reshape(ldc // vw, pixels + 1, vw).transpose(1, 0, 2).reshape(pixels + 1, ldc)
     else:
         c = np.full((pixels + 1) * ldc, np.nan, np.float32)
         mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * ldc, ldc, vw,
-                      starts, starts, bias, lo, hi, parallel, pf, np.zeros(vw, np.float32), 0, -np.inf)
+                      starts, starts, bias, lo, hi, parallel, pf)
         c = c.reshape(-1, ldc)
     want = mk.gemm_lanes_reference(a, aoffs, a_starts, mr, w.T, bias[:m], lo, hi, a_step=a_step)
     return c, want, m
@@ -133,28 +128,6 @@ def test_lanes_product_matches_reference(variant, m, k, n_blocks, parallel, a_st
     assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1.0) * np.sqrt(k)
     assert np.isfinite(c[:len(want)]).all()            # padding channels are written too
     assert np.isnan(c[len(want):]).all()               # nothing past the blocks' rows
-
-
-@pytest.mark.parametrize("variant", range(len(mk.LANES)))
-@pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("r_lo", [-np.inf, 0.0])
-def test_lanes_product_adds_the_residual(variant, parallel, r_lo):
-    """The fused Add [+ Relu] in the blocked store: the residual's blocks added, the blocks it
-    does not have (an overlapping or padded panel reaches past them) left as the product; r read
-    nowhere past its blocks (its array ends there)."""
-    m, k, n_blocks = 70, 45, 3
-    mr, nr = mk.lanes_dims_py(variant)
-    vw = mk.LANES[variant][2]
-    pixels = n_blocks * mr
-    r_blocks = -(-m // vw) - 1                       # one real block short
-    r = RNG.standard_normal(r_blocks * (pixels + 1) * vw).astype(np.float32)
-    c, want, m = _lanes_product(variant, m, k, n_blocks, parallel, lo=-2.0, hi=3.0, a_step=vw, blocked=True,
-                                residual=(r, r_blocks, r_lo))
-    rr = r.reshape(r_blocks, pixels + 1, vw).transpose(1, 0, 2).reshape(pixels + 1, r_blocks * vw)[:pixels]
-    want = want.copy()
-    want[:, :r_blocks * vw] = np.maximum(want[:, :r_blocks * vw] + rr, r_lo)
-    got = c[:pixels, :m]
-    assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1.0) * np.sqrt(k)
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 7, 7, 128, "3x3"), (2, 96, 7, 7, 40, "3x3"), (1, 64, 7, 7, 96, "1x1"),

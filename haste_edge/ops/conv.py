@@ -447,7 +447,6 @@ class _Plan:
         self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
         self.group = group = int(attrs["group"])
         self.has_act, self.lo, self.hi = _clip_bounds(attrs)
-        self.res_lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf   # after a fused Add
         self.zero_bias = np.zeros(c_out, np.float32)
         c_in = x_shape[1]
         self.c_in_g, self.c_out_g = c_in // group, c_out // group
@@ -589,7 +588,6 @@ _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing 
 def conv(inputs, attrs, outs=None):
     """The Conv kernel; a 4th input is a residual the runtime fused in (add_residual). The input,
     the output buffer (outs) and the residual may be channel-blocked (5-D: conv_blocked)."""
-    r = inputs[3] if len(inputs) > 3 else None
     state = step_state(attrs)
     again = state.get("again") if state is not None else None
     # a plan step's next call on the same arrays (all but a graph input's conv: the plan's buffers
@@ -599,26 +597,17 @@ def conv(inputs, attrs, outs=None):
         x, w, b, o, threads, m, bias, pl_ = again.items
         if (x is inputs[0] and w is inputs[1] and o is outs and threads == kernel_threads()
                 and (len(inputs) < 3 or b is inputs[2])):
-            added = _run_prepared(m, x, o[0], bias, pl_, r)
+            m.run(x, o[0], bias, pl_)
         else:
             again = None
     if again is None:
-        outs, added = _conv(inputs[:3], attrs, outs, r)
-    if r is not None and not added:
-        add_residual(outs[0], r, attrs)
+        outs = _conv(inputs[:3], attrs, outs)
+    if len(inputs) > 3 and inputs[3] is not None:
+        add_residual(outs[0], inputs[3], attrs)
     return outs
 
 
-def _run_prepared(m, x, y, bias, pl_, r) -> bool:
-    """A microkernel path's run; whether it added the residual r too (BlockedConv can)."""
-    if r is not None and type(m) is BlockedConv:
-        return m.run(x, y, bias, pl_, r)
-    m.run(x, y, bias, pl_)
-    return False
-
-
-def _conv(inputs, attrs, outs, r=None):
-    """conv() but the residual r unless its path added it: (outs, whether it did)."""
+def _conv(inputs, attrs, outs):
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
     w = np.ascontiguousarray(inputs[1], dtype=np.float32)
     b = inputs[2] if len(inputs) > 2 else None
@@ -641,23 +630,23 @@ def _conv(inputs, attrs, outs, r=None):
                      f"depthwise conv on {x.shape[2]}x{x.shape[3]} planes", InputError)
         _depthwise(x, w.reshape(c_out, kh, kw), bias, y, c_out // x.shape[1], sh, sw, dh, dw, pt, pl,
                    lo, hi, pl_.na, pl_.nb, n_blocks)
-        return outs, False
+        return outs
 
     prepared = _PREPARED.get(pl_.path)             # the microkernel paths, packed on the first call
     if prepared is not None:
         m = pl_.micro
         if m is None or m.w_src is not w:
             m = pl_.micro = prepared(w, pl_)
-        added = _run_prepared(m, x, y, bias, pl_, r)
+        m.run(x, y, bias, pl_)
         state = step_state(attrs)
         if state is not None and x is inputs[0] and w is inputs[1] and (b is None or bias is b):
             # conv() may call m.run directly while these arrays come in again (same shapes)
             state["again"] = Held(x, w, b, outs, pl_.threads, m, bias, pl_)
-        return outs, added
+        return outs
     if not pl_.serial:
-        return _dense(pl_, x, w, b, bias, y, outs), False
+        return _dense(pl_, x, w, b, bias, y, outs)
     with numba_single_thread():        # small map: threads cost more than they save
-        return _dense(pl_, x, w, b, bias, y, outs), False
+        return _dense(pl_, x, w, b, bias, y, outs)
 
 
 def _dense(pl_, x, w, b, bias, y, outs):

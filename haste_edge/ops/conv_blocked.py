@@ -175,48 +175,38 @@ class BlockedConv:
             self.c_panels = starts.astype(np.int64)
             self.ct_size = ho * wo * self.ldb
 
-    def run(self, x, y, bias, plan, residual=None) -> bool:
-        """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included; with
-        a blocked output and residual, also the residual Add [+ Relu] (plan.res_lo) in the tiles'
-        epilogue. Returns whether it added the residual."""
+    def run(self, x, y, bias, plan):
+        """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included."""
         serial = kernel_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
-        fused = residual is not None and self.out_blocked and residual.ndim == 5
-        r = residual if fused else None
         args = self.args
-        if (args is None or args.items[0] is not x or args.items[1] is not y or args.items[2] is not bias
-                or args.items[3] != serial or args.items[4] is not r):
-            args = self.args = Held(x, y, bias, serial, r, *self._args(x, y, bias, plan, serial, r))
-        _, _, _, _, _, xf, yf, rest = args.items
+        if args is None or args.items[0] is not x or args.items[1] is not y or args.items[2] is not bias \
+                or args.items[3] != serial:
+            args = self.args = Held(x, y, bias, serial, *self._args(x, y, bias, plan, serial))
+        _, _, _, _, xf, yf, rest = args.items
         _blocked_images(xf, yf, scratch("phases", max(self.buf_size, 1)), scratch("wide", max(self.ct_size, 1)),
                         *rest)
-        return fused
 
-    def _args(self, x, y, bias, plan, serial, r):
+    def _args(self, x, y, bias, plan, serial):
         """run's arguments to _blocked_images but the scratch buffers: (x, y flat per image, the rest)."""
         if self.bias[0] is not bias:                        # kept while the same array comes in
             self.bias = (bias, mk.pad_rows(bias, self.bias_len))
         sh, sw, _, _, pt, pl = plan.geo[2:8]
         n_img, c_out, ho, wo = plan.out_shape
         c_in, h, wd = plan.shapes[0][1:]
-        if r is None:
-            rf, r_limit = np.zeros((n_img, VL), np.float32), 0
-        else:
-            rf, r_limit = r.reshape(n_img, -1), r.shape[1] * ho * wo * VL
         # flat arrays: one compiled function serves every mix of layouts
         return (x.reshape(n_img, -1), y.reshape(n_img, -1),
                 (self.mode, self.out_blocked, self.variant, self.aoffs, self.a_starts, self.wt, self.c_starts,
                  self.ldc, self.c_vstep, self.c_panels, self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial,
-                 c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf,
-                 rf, r_limit, plan.res_lo))
+                 c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf))
 
 
 @njit
 def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, wt, c_starts, ldc, c_vstep,
                     c_panels, bias_panels, bias, lo, hi, parallel, c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl,
-                    hq, wq, na, nb, pf, r, r_limit, r_lo):
-    """BlockedConv.run per image (x, y, r: one flat row per image). mode: 0 NCHW pointwise (the
+                    hq, wq, na, nb, pf):
+    """BlockedConv.run per image (x, y: one flat row per image). mode: 0 NCHW pointwise (the
     image is A), 1 blocked read in place, 2 blocked through its stride phases, 3 NCHW through
-    its stride phases. r_limit > 0: the residual r added (microkernel.gemm_lanes)."""
+    its stride phases."""
     for n in range(x.shape[0]):
         if mode == 0 or mode == 1:
             a = x[n]
@@ -228,7 +218,7 @@ def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, 
             a = buf
         c = y[n] if out_blocked else ct
         mk.gemm_lanes(variant, a, aoffs, a_starts, wt, c, c_starts, ldc, c_vstep, c_panels, bias_panels, bias,
-                      lo, hi, parallel, pf, r[n], r_limit, r_lo)
+                      lo, hi, parallel, pf)
         if not out_blocked:
             lanes_to_out(ct, ldc, wo, y[n].reshape(c_out, ho, wo))
 

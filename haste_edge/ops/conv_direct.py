@@ -221,17 +221,15 @@ def _lanes_images(x, y, ph, aoffs, a_starts, c_starts, panel_starts, wt, ldb, bi
     lanes product into ct (pixel (p, q) at row p*pitch + q), ct transposed into y."""
     n_img, group = x.shape[0], wt.shape[0]
     cig, cog = x.shape[1] // group, y.shape[1] // group
-    no_residual = np.zeros(VW, np.float32)
     for n in range(n_img):
         for g in range(group):
             if pointwise:
                 mk.gemm_lanes(variant, x[n, g * cig:(g + 1) * cig].reshape(-1), aoffs, a_starts, wt[g], ct,
-                              c_starts, ldb, VW, panel_starts, panel_starts, biases[g], lo, hi, not serial, pf,
-                              no_residual, 0, -np.inf)
+                              c_starts, ldb, VW, panel_starts, panel_starts, biases[g], lo, hi, not serial, pf)
             else:
                 group_phases(x[n], g * cig, cig, ph, sh, sw, pt, pl, hq, wq, na, nb)
                 mk.gemm_lanes(variant, ph, aoffs, a_starts, wt[g], ct, c_starts, ldb, VW, panel_starts,
-                              panel_starts, biases[g], lo, hi, not serial, pf, no_residual, 0, -np.inf)
+                              panel_starts, biases[g], lo, hi, not serial, pf)
             lanes_to_out(ct, ldb, pitch, y[n, g * cog:(g + 1) * cog])
 
 
