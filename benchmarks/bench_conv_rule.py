@@ -1,6 +1,6 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -18,6 +18,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   gemm-blas       the default, but small-batch Gemms on OpenBLAS, not the row loops (ops/gemm.py)
   pointwise-small-blas  the default, but on more threads small pointwise convs on OpenBLAS's threads
   no-lanes-prefetch  the default, but the lanes tiles prefetch no weights (microkernel.LANES_PREFETCH_K)
+  winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -52,7 +53,9 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "no-winograd4": "no Winograd F(4x4)", "no-residual-fusion": "no residual fusion",
                 "depthwise-per-plane": "depthwise convs per plane", "gemm-blas": "Gemm on OpenBLAS",
                 "pointwise-small-blas": "small pointwise convs on OpenBLAS's threads",
-                "no-lanes-prefetch": "lanes tiles without weight prefetch"}
+                "no-lanes-prefetch": "lanes tiles without weight prefetch",
+                "winograd4-64": "Winograd F(4x4) from 64 input channels",
+                "winograd4-128": "Winograd F(4x4) from 128 input channels"}
 
 
 def _least_padding(rows, cols):
@@ -68,7 +71,7 @@ def alternative(name):
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-             mk.LANES_PREFETCH_K)
+             mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -95,13 +98,15 @@ def alternative(name):
         conv_mod._SERIAL_SMALL_POINTWISE = False
     elif name == "no-lanes-prefetch":
         mk.LANES_PREFETCH_K = 0
+    elif name.startswith("winograd4-"):
+        conv_mod._WINOGRAD4_MIN_CHANNELS = int(name.split("-")[1])
     try:
         yield
     finally:
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-         mk.LANES_PREFETCH_K) = saved
+         mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS) = saved
 
 
 def planned(name, against=None):

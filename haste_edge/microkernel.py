@@ -82,10 +82,22 @@ def _choose() -> dict:
     else:
         lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4))
     kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
-    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "kind": kind}
+    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "kind": kind,
+            "fma512": avx512 and not _cpu_name().startswith("znver")}
+
+
+def _cpu_name() -> str:
+    """The CPU Numba generates code for (its override, else the host's)."""
+    name = numba.config.CPU_NAME or os.environ.get("NUMBA_CPU_NAME")
+    if name and name != "host":
+        return name
+    import llvmlite.binding as llvm
+    return llvm.get_host_cpu_name()
 
 
 TARGET = _choose()
+# TARGET["fma512"]: AVX-512 FMAs at full width (Intel's cores); AMD's Zen 4 and 5 split them
+# into two 256-bit halves, so direct convs reach half the peak there and Winograd pays sooner
 SHAPES = TARGET["shapes"]                      # index = tile variant
 LANES = TARGET["lanes"]                        # index = lanes tile variant
 # k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled

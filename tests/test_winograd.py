@@ -74,7 +74,9 @@ def test_only_3x3_stride1_undilated_group1():
 
 
 def test_rule_takes_winograd4_on_large_maps_with_many_channels():
+    lo = conv_mod._WINOGRAD4_MIN_CHANNELS          # 64, or 128 with full-width AVX-512 FMAs
     with numba_single_thread():
-        for ci, hw, want in ((64, 28, "winograd4"), (128, 56, "winograd4"), (32, 28, "direct"), (64, 14, "direct")):
+        for ci, hw, want in ((lo, 28, "winograd4"), (128, 56, "winograd4"), (lo // 2, 28, "direct"),
+                             (lo, 14, "direct")):
             (x, w, _), attrs = make((1, ci, hw, hw, 8, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu"))
             assert conv_mod._get_plan(dict(attrs), x.shape, w.shape).path == want, (ci, hw)

@@ -397,13 +397,17 @@ _POINTWISE_MICRO_MIN_PIXELS = 100
 _WINOGRAD = _CONV_PATH == "winograd"
 _WINOGRAD_MIN_PIXELS = 49
 # Winograd F(4x4,3x3) ("auto", any thread count): 3x3 stride-1 convs with at least this many
-# output pixels and input channels per group. Per layer against the implicit GEMM, 1 thread
-# (python benchmarks/bench_winograd.py, benchmarks/results/winograd4_layers_x86_64.md): 0.54-0.82x
-# the time from 28x28 maps with 64+ input channels; 1.05-1.31x on 14x14 and 7x7 maps or with 32
-# channels. Whole models: benchmarks/results/conv_rule_no-winograd4_x86_64.md.
+# output pixels and input channels per group. Per layer against the implicit GEMM, 1 thread, on
+# AMD Zen 4 (python benchmarks/bench_winograd.py, benchmarks/results/winograd4_layers_x86_64.md):
+# 0.54-0.82x the time from 28x28 maps with 64+ input channels; 1.05-1.31x on 14x14 and 7x7 maps or
+# with 32 channels. Whole models: benchmarks/results/conv_rule_no-winograd4_x86_64.md. With
+# full-width AVX-512 FMAs (microkernel.TARGET["fma512"]: Intel) the blocked lanes path took
+# 0.71-0.88x Winograd's time on ResNet-18's 56x56 64-channel convs, 1.05-1.11x on its 28x28
+# 128-channel ones; whole ResNet-18 at 224 0.97x at 1 thread, 0.88x at 2, VGG-11 1.01-1.03x
+# (benchmarks/results/conv_rule_winograd4-128_x86_64.md): there from 128 channels.
 _WINOGRAD4 = True
 _WINOGRAD4_MIN_PIXELS = 784
-_WINOGRAD4_MIN_CHANNELS = 64
+_WINOGRAD4_MIN_CHANNELS = 128 if mk.TARGET["fma512"] else 64
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
@@ -528,8 +532,8 @@ def blocked_output(attrs, x_shape, w_shape) -> int | None:
         if depthwise and plan.path == "depthwise_blocked":
             return conv_blocked.blocks(c_out)
         return None
-    if winograd_applicable(attrs, 1) and (plan.out_shape[2] * plan.out_shape[3] >= _WINOGRAD4_MIN_PIXELS
-                                          and plan.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
+    if _WINOGRAD4 and winograd_applicable(attrs, 1) and (plan.out_shape[2] * plan.out_shape[3] >= _WINOGRAD4_MIN_PIXELS
+                                                         and plan.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
         return None                                  # Winograd's rule on any thread count
     v = conv_blocked.lanes_variant(plan)
     if v is None or 4 * plan.k * mk.lanes_dims_py(v)[1] > _BLOCKED_MAX_PANEL_BYTES:
