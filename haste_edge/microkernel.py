@@ -71,18 +71,16 @@ def _choose() -> dict:
     else:
         shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
     # lanes tiles (MR pixels, NV vectors of output channels): MR = 7, 14, 4 divide the rows of the
-    # usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); the first three fill the registers
-    # with accumulators plus B's vectors (AVX2 has no broadcast operand: one more register for
-    # it); the last two have fewer vectors for outputs whose channels the wide ones would pad
-    # (16 or 48 channels on AVX-512: half or a quarter of the work thrown away)
+    # usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); accumulators plus B's vectors fill
+    # the registers (AVX2 has no broadcast operand: one more register for it)
     if arch == "x86_64" and avx512:
-        lanes = ((7, 4, 16), (14, 2, 16), (4, 4, 16), (14, 1, 16), (7, 3, 16))
+        lanes = ((7, 4, 16), (14, 2, 16), (4, 4, 16))
     elif arch == "x86_64":
-        lanes = ((7, 2, 8), (14, 1, 8), (4, 3, 8), (7, 1, 8), (4, 2, 8))
+        lanes = ((7, 2, 8), (14, 1, 8), (4, 3, 8))
     elif arch == "aarch64":
-        lanes = ((7, 3, 4), (14, 2, 4), (4, 6, 4), (14, 1, 4), (7, 2, 4))
+        lanes = ((7, 3, 4), (14, 2, 4), (4, 6, 4))
     else:
-        lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4), (7, 1, 4), (4, 1, 4))
+        lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4))
     kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
     return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "kind": kind,
             "fma512": avx512 and not _cpu_name().startswith("znver")}
@@ -638,13 +636,18 @@ tile2 = _make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)
-# lanes tiles 0..N_LANES-1 read A's pixels at a step of 1 (NCHW planes, stride phases); the next
-# N_LANES the same shapes at a step of VW (the channel-blocked layout: ops/conv_blocked.py)
+# lanes tiles 0-2 read A's pixels at a step of 1 (NCHW planes, stride phases); 3-5 at a step of
+# VW (the channel-blocked layout: ops/conv_blocked.py)
 assert all(vw == DWB_VL for _, _, vw in LANES)
-N_LANES = len(LANES)
-assert N_LANES == 5                            # _lanes_tile dispatches on exactly these
-lanes0, lanes1, lanes2, lanes3, lanes4 = (_make_lanes_tile(*LANES[v], 1) for v in range(N_LANES))
-lanes5, lanes6, lanes7, lanes8, lanes9 = (_make_lanes_tile(*LANES[v], DWB_VL) for v in range(N_LANES))
+lanes0 = _make_lanes_tile(*LANES[0], 1)
+lanes1 = _make_lanes_tile(*LANES[1], 1)
+lanes2 = _make_lanes_tile(*LANES[2], 1)
+lanes3 = _make_lanes_tile(*LANES[0], DWB_VL)
+lanes4 = _make_lanes_tile(*LANES[1], DWB_VL)
+lanes5 = _make_lanes_tile(*LANES[2], DWB_VL)
+LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
+LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
+LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
 dwb_tile = (_make_scalar_dwb_tile if TARGET["kind"] == "scalar" else _make_vector_dwb_tile)(DWB_MR, DWB_VL)
 transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vector_transpose)(DWB_VL)
 
@@ -810,6 +813,15 @@ def pack_lanes(a: np.ndarray, nr: int) -> np.ndarray:
 
 
 @njit
+def lanes_dims(variant):
+    if variant == 0:
+        return LMR0, LNR0
+    if variant == 1:
+        return LMR1, LNR1
+    return LMR2, LNR2
+
+
+@njit
 def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf):
     if variant == 0:
         lanes0(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
@@ -821,16 +833,8 @@ def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_
         lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 4:
         lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
-    elif variant == 5:
-        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
-    elif variant == 6:
-        lanes6(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
-    elif variant == 7:
-        lanes7(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
-    elif variant == 8:
-        lanes8(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     else:
-        lanes9(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
+        lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
 
 
 @njit
@@ -839,8 +843,8 @@ def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_pane
     """For every pixel block t, channel panel cb, pixel i < MR and vector j < NV, lane l:
     C[c_starts[t] + c_panels[cb] + i*ldc + j*c_vstep + l] = clamp(bias[bias_panels[cb] + j*VW + l]
     + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
-    of pack_lanes; tile `variant` (LANES[variant % N_LANES]) reads pixels at a step of 1 (variants
-    below N_LANES) or VW (the others). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
+    of pack_lanes; tile `variant` (LANES[variant % 3]) reads pixels at a step of 1 (variants 0-2)
+    or VW (3-5). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
     c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
     ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
     prefetch B pf k-steps ahead (LANES_PREFETCH_K)."""
