@@ -49,13 +49,24 @@ def _features() -> tuple[str, bool]:
     if arch not in ("x86_64", "amd64"):
         return arch, False
     feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
-    name = numba.config.CPU_NAME or os.environ.get("NUMBA_CPU_NAME")
     if feats:
         return "x86_64", "+avx512f" in feats
-    if name and name != "host":
-        return "x86_64", name.startswith(_AVX512_CPUS)
+    if _cpu_override():
+        return "x86_64", _cpu_override().startswith(_AVX512_CPUS)
     import llvmlite.binding as llvm
     return "x86_64", bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+def _cpu_override() -> str | None:
+    """The CPU name Numba was told to generate code for, None for the host."""
+    name = numba.config.CPU_NAME or os.environ.get("NUMBA_CPU_NAME")
+    return name if name and name != "host" else None
+
+
+def _cpu_name() -> str:
+    """The CPU Numba generates code for."""
+    import llvmlite.binding as llvm
+    return _cpu_override() or llvm.get_host_cpu_name()
 
 
 def _choose() -> dict:
@@ -86,14 +97,6 @@ def _choose() -> dict:
             "fma512": avx512 and not _cpu_name().startswith("znver")}
 
 
-def _cpu_name() -> str:
-    """The CPU Numba generates code for (its override, else the host's)."""
-    name = numba.config.CPU_NAME or os.environ.get("NUMBA_CPU_NAME")
-    if name and name != "host":
-        return name
-    import llvmlite.binding as llvm
-    return llvm.get_host_cpu_name()
-
 
 TARGET = _choose()
 # TARGET["fma512"]: AVX-512 FMAs at full width (Intel's cores); AMD's Zen 4 and 5 split them
@@ -114,8 +117,9 @@ def describe() -> str:
     t = TARGET
     tiles = ", ".join(f"{mr}x{nv * vw}" for mr, nv, vw in t["shapes"])
     lanes = ", ".join(f"{mr}x{nv * vw}" for mr, nv, vw in t["lanes"])
+    fma = (", full-width FMAs" if t["fma512"] else ", FMAs in 256-bit halves") if t["avx512"] else ""
     return (f"microkernel {t['kind']} tiles {tiles}, lanes tiles {lanes} "
-            f"({t['arch']}{', AVX-512' if t['avx512'] else ''})")
+            f"({t['arch']}{', AVX-512' if t['avx512'] else ''}{fma})")
 
 
 def mr_of(variant: int) -> int:
