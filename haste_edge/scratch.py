@@ -3,7 +3,9 @@
 Each slot starts on a 64-byte boundary (a cache line, an AVX-512 vector), is as large as the
 largest call needs (not the sum over layers), is not reallocated once warm, and thread-locality
 keeps models running in different threads from sharing them. Slot names must be unique across
-kernels whose results are alive at the same time.
+kernels whose results are alive at the same time. generation() changes whenever a buffer is
+(re)allocated: a plan's replay (runtime.py), which keeps the buffers its calls were bound to, is
+bound again then, so it never keeps an old buffer alive beside its replacement.
 """
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ def scratch(slot: str, size: int) -> np.ndarray:
     if buf is None or buf.size < size:
         limits.check(4 * size, f"scratch buffer '{slot}'", InputError)
         buf = bufs[slot] = aligned_empty(size)
+        _tls.generation = getattr(_tls, "generation", 0) + 1
     return buf[:size]
+
+
+def generation() -> int:
+    """How many times this thread's scratch buffers were allocated so far."""
+    return getattr(_tls, "generation", 0)
 
 
 def aligned_empty(size: int, align: int = 64) -> np.ndarray:

@@ -149,11 +149,16 @@ def add_residual(y, r, attrs):
     """y = y + r, then Relu if attrs' residual_activation says so: the Add (and Relu) after a Conv
     that the runtime runs in the conv's step, while y is in cache. NaN stays NaN, as in Relu.
     y and r both NCHW or both channel-blocked (5-D)."""
+    f, args = _residual_call(y, np.ascontiguousarray(r, dtype=np.float32), attrs)
+    f(*args)
+
+
+def _residual_call(y, r, attrs):
+    """add_residual as (function, arguments); r C-contiguous float32."""
     lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
     if y.ndim == 5:
-        conv_blocked.add_residual_blocked(y, r, lo)
-        return
-    _add_clamped(y.reshape(-1), np.ascontiguousarray(r, dtype=np.float32).reshape(-1), np.float32(lo))
+        return conv_blocked.residual_call(y, r, lo)
+    return _add_clamped, (y.reshape(-1), r.reshape(-1), np.float32(lo))
 
 
 @njit
@@ -588,23 +593,48 @@ _PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "winograd4": Winogr
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 
 
-@register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS)
+def _held_path(inputs, attrs, outs):
+    """(prepared path, x, y, bias, plan) when this step's last call was on these same arrays and
+    thread count (its state's "again"), else None."""
+    state = step_state(attrs)
+    again = state.get("again") if state is not None else None
+    if again is None:
+        return None
+    x, w, b, o, threads, m, bias, pl_ = again.items
+    if (x is inputs[0] and w is inputs[1] and o is outs and threads == kernel_threads()
+            and (len(inputs) < 3 or b is inputs[2])):
+        return m, x, o[0], bias, pl_
+    return None
+
+
+def conv_calls(inputs, attrs, outs):
+    """The compiled calls conv() makes on these arrays (a plan's replay, registry.Prepared), or
+    None when it cannot list them (no prepared path held for them)."""
+    held = _held_path(inputs, attrs, outs)
+    if held is None:
+        return None
+    m, x, y, bias, pl_ = held
+    calls = m.calls(x, y, bias, pl_)
+    if len(inputs) > 3 and inputs[3] is not None:
+        r = inputs[3]
+        if not (r.flags.c_contiguous and r.dtype == np.float32):
+            return None
+        calls.append(_residual_call(y, r, attrs))
+    return calls
+
+
+@register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS, calls=conv_calls)
 def conv(inputs, attrs, outs=None):
     """The Conv kernel; a 4th input is a residual the runtime fused in (add_residual). The input,
     the output buffer (outs) and the residual may be channel-blocked (5-D: conv_blocked)."""
-    state = step_state(attrs)
-    again = state.get("again") if state is not None else None
     # a plan step's next call on the same arrays (all but a graph input's conv: the plan's buffers
     # and weights are the same objects every run) goes straight to its prepared path, the checks
     # and lookups of _conv done: they cost about as much as a small layer's arithmetic
-    if again is not None:
-        x, w, b, o, threads, m, bias, pl_ = again.items
-        if (x is inputs[0] and w is inputs[1] and o is outs and threads == kernel_threads()
-                and (len(inputs) < 3 or b is inputs[2])):
-            m.run(x, o[0], bias, pl_)
-        else:
-            again = None
-    if again is None:
+    held = _held_path(inputs, attrs, outs)
+    if held is not None:
+        m, x, y, bias, pl_ = held
+        m.run(x, y, bias, pl_)
+    else:
         outs = _conv(inputs[:3], attrs, outs)
     if len(inputs) > 3 and inputs[3] is not None:
         add_residual(outs[0], inputs[3], attrs)

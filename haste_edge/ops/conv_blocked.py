@@ -28,7 +28,7 @@ from haste_edge import microkernel as mk
 from haste_edge.jit import njit
 from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out, phase_taps
 from haste_edge.ops.window import copy_run, valid_range, zero_run
-from haste_edge.ops.registry import Held
+from haste_edge.ops.registry import Held, Prepared
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
 
@@ -67,11 +67,11 @@ def from_blocked(xb: np.ndarray, c: int) -> np.ndarray:
     return np.ascontiguousarray(xb.transpose(0, 1, 4, 2, 3).reshape(n, cb * vl, h, w)[:, :c])
 
 
-def add_residual_blocked(y, r, lo):
-    """y += r, then max(., lo), both blocked, over the blocks both have (at least the real ones;
-    past them, blocks are never read)."""
+def residual_call(y, r, lo):
+    """The call that does y += r, then max(., lo), both blocked, over the blocks both have (at
+    least the real ones; past them, blocks are never read)."""
     cb = min(y.shape[1], r.shape[1])
-    _add_blocks(y.reshape(y.shape[0], -1), r.reshape(r.shape[0], -1), cb * y[0, 0].size, np.float32(lo))
+    return _add_blocks, (y.reshape(y.shape[0], -1), r.reshape(r.shape[0], -1), cb * y[0, 0].size, np.float32(lo))
 
 
 @njit
@@ -104,7 +104,7 @@ def _means(x, y):
                 y[n, cb * VL + lane] = acc[lane] / hw
 
 
-class BlockedConv:
+class BlockedConv(Prepared):
     """A group-1 conv's prepared state for the layouts above: panels, tap offsets, block starts."""
 
     def __init__(self, w: np.ndarray, plan):
@@ -175,7 +175,7 @@ class BlockedConv:
             self.c_panels = starts.astype(np.int64)
             self.ct_size = ho * wo * self.ldb
 
-    def run(self, x, y, bias, plan):
+    def calls(self, x, y, bias, plan):
         """y = the conv of x (each NCHW or blocked as the plan says), bias and clamp included."""
         serial = kernel_threads() == 1 or plan.micro_serial     # called first: conv_direct.run
         args = self.args
@@ -183,8 +183,8 @@ class BlockedConv:
                 or args.items[3] != serial:
             args = self.args = Held(x, y, bias, serial, *self._args(x, y, bias, plan, serial))
         _, _, _, _, xf, yf, rest = args.items
-        _blocked_images(xf, yf, scratch("phases", max(self.buf_size, 1)), scratch("wide", max(self.ct_size, 1)),
-                        *rest)
+        return [(_blocked_images, (xf, yf, scratch("phases", max(self.buf_size, 1)),
+                                   scratch("wide", max(self.ct_size, 1)), *rest))]
 
     def _args(self, x, y, bias, plan, serial):
         """run's arguments to _blocked_images but the scratch buffers: (x, y flat per image, the rest)."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
+from haste_edge.ops.registry import Prepared
 from haste_edge.ops.window import copy_run
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
@@ -47,7 +48,7 @@ def block_bytes(plan) -> int:
     return 4 * (size + out_size)
 
 
-class BlockedDepthwiseConv:
+class BlockedDepthwiseConv(Prepared):
     """One node's prepared state: weights and bias blocks, tap offsets, the padded positions of
     the input pixels and the transposes' row tables."""
 
@@ -77,23 +78,20 @@ class BlockedDepthwiseConv:
         self.row_out = (np.arange(VL) * ho * wo).astype(np.int64)
         self.dims = np.array([c, h, wd, ho, wo, pt, pl, self.hp], np.int64)
 
-    def run(self, x, y, bias, plan):
+    def calls(self, x, y, bias, plan):
         """y = the conv of x, each NCHW or channel-blocked (conv_blocked) as its ndim says."""
         sh, sw = plan.geo[2], plan.geo[3]
         tasks = y.shape[0] * self.n_cb
         serial = kernel_threads() == 1 or plan.micro_serial
         slots = 1 if serial else min(tasks, kernel_threads())
         blocks = scratch("dwb_in", slots * self.size).reshape(slots, self.size)
-        blocks[:] = 0.0                                     # the padding (interiors are overwritten)
         results = scratch("dwb_out", slots * self.out_size).reshape(slots, self.out_size)
         if self.bias[0] is not bias:                        # kept while the same array comes in
             self.bias = (bias, mk.pad_rows(bias, self.n_cb * VL))
         args = (x, y, self.dims, self.w, self.toffs, self.bias[1], self.dpos, self.row_in, self.row_res, self.row_out,
                 blocks, results, sh, sw, self.wp, np.float32(plan.lo), np.float32(plan.hi))
-        if serial:
-            _blocks_serial(*args)
-        else:
-            _blocks_pool(*args)
+        # blocks zeroed first: the padding (interiors are overwritten)
+        return [(blocks.fill, (0.0,)), (_blocks_serial if serial else _blocks_pool, args)]
 
 
 @njit

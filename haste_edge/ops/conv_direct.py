@@ -29,6 +29,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit
+from haste_edge.ops.registry import Prepared
 from haste_edge.ops.window import copy_every_other, copy_run, split_phases, valid_range, zero_run
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
@@ -87,7 +88,7 @@ def phase_taps(plan, c_in) -> np.ndarray:
             + (j * dw // sw)).reshape(-1).astype(np.int64)
 
 
-class DirectConv:
+class DirectConv(Prepared):
     """What the GEMM needs for one conv node, computed once: layout, tile shape, packed weights
     per group, tap offsets."""
 
@@ -160,7 +161,7 @@ class DirectConv:
                                          for g in range(self.group)]))
         return self.bias[1]
 
-    def run(self, x, y, bias, plan):
+    def calls(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x (N, C_in, H, W), bias (C_out,) and clamp included."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the product is here, even on its serial branch) crashes the process if
@@ -171,24 +172,23 @@ class DirectConv:
             ph = scratch("phases", (0 if self.pointwise else self.group_phases) + _TAIL)
             ct = scratch("wide", ho * self.pitch * self.ldb)
             kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
-            _lanes_images(x, y, ph, self.aoffs, self.a_starts, self.c_starts, self.panel_starts, self.wt, self.ldb,
-                          self.padded_bias(bias), ct, self.pitch, self.variant, self.pointwise, sh, sw, pt,
-                          pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial, self.pf)
-            return
+            return [(_lanes_images, (x, y, ph, self.aoffs, self.a_starts, self.c_starts, self.panel_starts, self.wt,
+                                     self.ldb, self.padded_bias(bias), ct, self.pitch, self.variant, self.pointwise,
+                                     sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, plan.lo, plan.hi, serial,
+                                     self.pf))]
         if self.pointwise:
             nr = mk.nr_of(self.variant)
             tail_b = scratch("cols", self.k * nr)
             tail_c = scratch("wide", self.rows * (nr + (0 if self.rows == self.cog else self.length)))
-            _pointwise_images(x, y, self.offs, self.tail_offs, self.panels, self.padded_bias(bias), tail_b,
-                              tail_c, self.variant, plan.lo, plan.hi, serial)
-            return
+            return [(_pointwise_images, (x, y, self.offs, self.tail_offs, self.panels, self.padded_bias(bias), tail_b,
+                                         tail_c, self.variant, plan.lo, plan.hi, serial))]
         kh, kw, sh, sw, dh, dw, pt, pl = plan.geo[:8]
         ph = scratch("phases", self.group_phases + _TAIL)
         cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph
         out = scratch("wide", self.rows * self.cols).reshape(self.rows, self.cols)
-        _conv_images(x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(bias), out,
-                     self.variant, self.exact, self.direct_out, sh, sw, pt, pl, plan.hq, plan.wq, plan.na,
-                     plan.nb, plan.lo, plan.hi, serial)
+        return [(_conv_images, (x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(bias), out,
+                                self.variant, self.exact, self.direct_out, sh, sw, pt, pl, plan.hq, plan.wq, plan.na,
+                                plan.nb, plan.lo, plan.hi, serial))]
 
 
 @njit

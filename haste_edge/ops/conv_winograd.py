@@ -22,6 +22,7 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
+from haste_edge.ops.registry import Prepared
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
 from haste_edge.threads import kernel_threads
@@ -66,7 +67,7 @@ class Products:
         return v, scratch("wino_m", n_pos * self.rows * self.cols).reshape(n_pos, self.rows, self.cols)
 
 
-class WinogradConv:
+class WinogradConv(Prepared):
     """One node's prepared state: packed transformed filters and the block geometry."""
 
     def __init__(self, w: np.ndarray, plan):
@@ -77,7 +78,7 @@ class WinogradConv:
         self.blocks = self.th * self.tw
         self.products = Products(transform_filters(w), self.blocks)
 
-    def run(self, x, y, bias, plan):
+    def calls(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
         # Numba's Python-level call starts its thread pool: a parallel kernel reached only from
         # compiled code (as the products are here) crashes the process if the pool was never started
@@ -88,8 +89,9 @@ class WinogradConv:
         ph = scratch("phases", c_in * 4 * hq * wq).reshape(c_in, 2, 2, hq * wq)
         pr = self.products
         v, m = pr.buffers(c_in)
-        _winograd_images(x, y, ph, v, m, pr.panels, pr.offs, bias, pr.zero_rows, pr.variant,
-                         plan.geo[6], plan.geo[7], hq, wq, self.th, self.tw, pr.cols, plan.lo, plan.hi, serial)
+        return [(_winograd_images, (x, y, ph, v, m, pr.panels, pr.offs, bias, pr.zero_rows, pr.variant,
+                                    plan.geo[6], plan.geo[7], hq, wq, self.th, self.tw, pr.cols, plan.lo, plan.hi,
+                                    serial))]
 
 
 @njit

@@ -29,6 +29,7 @@ import numpy as np
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
 from haste_edge.ops import conv_winograd
+from haste_edge.ops.registry import Prepared
 from haste_edge.ops.window import split_phases
 from haste_edge.scratch import scratch
 from haste_edge.threads import kernel_threads
@@ -47,7 +48,7 @@ def transform_filters(w: np.ndarray) -> np.ndarray:
     return conv_winograd.transform_filters(w, G)
 
 
-class Winograd4Conv:
+class Winograd4Conv(Prepared):
     """One node's prepared state: packed transformed filters and the block geometry."""
 
     def __init__(self, w: np.ndarray, plan):
@@ -60,9 +61,9 @@ class Winograd4Conv:
         self.products = conv_winograd.Products(transform_filters(w), self.th * self.wq)
         self.direct_out = ho % 4 == 0 and wo % 4 == 0          # whole blocks: no padded plane
 
-    def run(self, x, y, bias, plan):
+    def calls(self, x, y, bias, plan):
         """y (N, C_out, ho, wo) = the conv of x, bias (C_out,) and clamp added by the output transform."""
-        # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.run says why)
+        # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.calls says why)
         serial = kernel_threads() == 1 or plan.micro_serial
         chunks = 1 if serial else kernel_threads()     # channel blocks of the transforms
         inputs, outputs = (_inputs_serial, _outputs_serial) if serial else (_inputs_pool, _outputs_pool)
@@ -74,12 +75,16 @@ class Winograd4Conv:
         t = scratch("wino_t", 36 * self.th * self.wq * chunks)   # the transforms' first stages, per channel block
         yp = None if self.direct_out else scratch("wide", c_out * 16 * self.th * self.tw).reshape(
             c_out, 4 * self.th, 4 * self.tw)
+        calls = []
         for i in range(x.shape[0]):
-            inputs(x[i], ph, v, t, plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, pr.cols, chunks)
-            mk.gemm_batched(pr.variant, pr.panels, v, pr.offs, m, pr.zero_rows, -np.inf, np.inf, not serial)
-            outputs(m, y[i] if self.direct_out else yp, bias, t, self.th, self.tw, self.wq, plan.lo, plan.hi, chunks)
+            calls += [(inputs, (x[i], ph, v, t, plan.geo[6], plan.geo[7], self.hq, self.wq, self.th, pr.cols, chunks)),
+                      (mk.gemm_batched, (pr.variant, pr.panels, v, pr.offs, m, pr.zero_rows, -np.inf, np.inf,
+                                         not serial)),
+                      (outputs, (m, y[i] if self.direct_out else yp, bias, t, self.th, self.tw, self.wq, plan.lo,
+                                 plan.hi, chunks))]
             if not self.direct_out:
-                y[i] = yp[:, :ho, :wo]
+                calls.append((np.copyto, (y[i], yp[:, :ho, :wo])))
+        return calls
 
 
 def _make_stages(parallel: bool):

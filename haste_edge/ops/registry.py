@@ -30,6 +30,10 @@ class OpSpec:
     view: bool = False      # output aliases input 0 (Reshape, Flatten, ...): no buffer
     # attrs the op understands; the converter rejects a node carrying any other attribute
     attrs: tuple[str, ...] = ()
+    # calls(inputs, attrs, outs) -> [(function, args), ...]: the calls the kernel would make to
+    # compute the same outputs from these same arrays again, or None if it cannot say (a plan's
+    # replay keeps the list, runtime.py); without it the replay calls the kernel itself
+    calls: Callable[[list, dict, list], list | None] | None = None
 
 
 OPS: dict[str, OpSpec] = {}
@@ -57,17 +61,30 @@ class Held:
         self.items = items
 
 
+class Prepared:
+    """A conv path's state for one node, made once (packed weights, offsets). calls(x, y, bias,
+    plan) lists the compiled calls (function, arguments) that compute y from x: run makes and does
+    them; a plan's replay (runtime.py) keeps the list and does them again on the next runs."""
+
+    def calls(self, x, y, bias, plan) -> list:
+        raise NotImplementedError
+
+    def run(self, x, y, bias, plan):
+        for f, a in self.calls(x, y, bias, plan):
+            f(*a)
+
+
 def step_state(attrs) -> dict | None:
     """The per-step state dict when `attrs` comes from a plan step, else None."""
     return attrs.state if isinstance(attrs, StepAttrs) else None
 
 
-def register(op: str, *, infer, reference, macs=None, view=False, attrs=()):
+def register(op: str, *, infer, reference, macs=None, view=False, attrs=(), calls=None):
     """Decorator for the fast kernel: registers the full spec under `op`."""
     def wrap(kernel):
         if op in OPS:
             raise RuntimeError(f"op {op} registered twice")
-        OPS[op] = OpSpec(op, infer, kernel, reference, macs, view, tuple(attrs))
+        OPS[op] = OpSpec(op, infer, kernel, reference, macs, view, tuple(attrs), calls)
         return kernel
     return wrap
 
