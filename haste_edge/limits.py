@@ -8,6 +8,7 @@ Override with the environment variable HASTE_EDGE_MAX_BYTES (bytes) or set_max_b
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from .errors import HasteEdgeError
@@ -17,6 +18,7 @@ _FALLBACK = 2 << 30
 _override: int | None = None
 
 
+@functools.cache             # physical memory does not change while we run; asked every run
 def _physical_half() -> int:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2

@@ -57,11 +57,15 @@ def _set_blas(k: int) -> None:
         _blas_now = k
 
 
+def _blas_adapts() -> bool:
+    """Whether the BLAS's threads follow the load (module docstring): not with one pool, where the
+    BLAS keeps 1 thread, nor when they are fixed or the engine has one thread."""
+    from .ops import conv
+    return _blas_fixed is None and _wanted != 1 and not conv.ONE_POOL
+
+
 def _adapt_blas() -> None:
     """BLAS threads for the next run: all of the engine's while the others are idle, else one."""
-    from .ops.conv import ONE_POOL
-    if _blas_fixed is not None or _wanted == 1 or ONE_POOL:     # one pool: the BLAS keeps 1 thread
-        return
     others = _load.cores()
     _set_blas(_wanted if others is not None and others < BUSY_CORES else 1)
 
@@ -82,19 +86,37 @@ SERIALISE_RUNS = True
 _run_lock = threading.Lock()
 
 
-@contextmanager
-def run_context():
+class run_context:
     """Context for one model run: one run at a time (above), with the engine's threads set in the
-    calling Python thread (Numba keeps a count per thread) and the BLAS's set by the load."""
-    if _wanted is None:
-        set_threads(None)              # the defaults, also for users who never call set_threads
-    with _run_lock if SERIALISE_RUNS else nullcontext():
-        if numba.get_num_threads() != _wanted:
-            numba.set_num_threads(_wanted)
-        with _state_lock:
-            _adapt_blas()
-        with _holding(_wanted):
-            yield
+    calling Python thread (Numba keeps a count per thread) and the BLAS's set by the load. A class,
+    not a generator: it is entered once per run, and a generator-based one cost four times as much."""
+    __slots__ = ("prev", "locked")
+
+    def __enter__(self):
+        if _wanted is None:
+            set_threads(None)              # the defaults, also for users who never call set_threads
+        self.locked = SERIALISE_RUNS
+        if self.locked:
+            _run_lock.acquire()
+        try:
+            if numba.get_num_threads() != _wanted:
+                numba.set_num_threads(_wanted)
+            if _blas_adapts():
+                with _state_lock:
+                    _adapt_blas()
+        except BaseException:
+            self._release()
+            raise
+        self.prev = getattr(_known, "n", None)
+        _known.n = _wanted                 # kernel_threads() answers this inside the block
+
+    def __exit__(self, *exc):
+        _known.n = self.prev
+        self._release()
+
+    def _release(self):
+        if self.locked:
+            _run_lock.release()
 
 
 @contextmanager
