@@ -59,3 +59,13 @@ def run_fast(inputs, attrs):
     outs = spec.kernel(inputs, attrs, bufs)
     assert len(outs) == 1 and outs[0] is bufs[0], "must fill outs"
     return outs[0]
+
+
+def poison_scratch(size: int = 1 << 20):
+    """Fill this thread's scratch buffers with NaN (the depthwise ones made at `size` first, so the
+    next call reuses them): a kernel that reads a scratch float it did not write shows as NaN."""
+    from haste_edge import scratch
+    for slot in ("dwb_in", "dwb_out"):
+        scratch.scratch(slot, size)
+    for buf in scratch._tls.bufs.values():
+        buf.fill(np.nan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conv_cases import make
+from conv_cases import make, poison_scratch
 from haste_edge.ops import conv as conv_mod
 from haste_edge.ops.conv_blocked import VL, blocked_phases, blocks, from_blocked, to_blocked
 
@@ -45,6 +45,7 @@ def _run(inputs, attrs, in_blocked, out_blocked):
 @pytest.mark.parametrize("in_blocked,out_blocked", [(True, True), (True, False), (False, True)])
 def test_blocked_conv_matches_reference(name, in_blocked, out_blocked):
     inputs, attrs = make(CASES[name])
+    poison_scratch()                                # no kernel may read scratch it did not write
     got = _run(inputs, attrs, in_blocked, out_blocked)
     want = conv_mod.conv_reference(inputs, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

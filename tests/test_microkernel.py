@@ -8,7 +8,7 @@ import pytest
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit
 from haste_edge.ops import conv as conv_mod, conv_direct
-from conv_cases import CASES, make, run_fast
+from conv_cases import CASES, make, poison_scratch, run_fast
 
 RNG = np.random.default_rng(1)
 
@@ -176,7 +176,7 @@ for v in range(len(mk.SHAPES)):
 for v in range(len(mk.LANES)):
     c, want, m = t._lanes_product(v, 20, 50, 3, False, lo=-1.0, hi=1.0)
     assert np.abs(c[:len(want), :m] - want).max() < 1e-4, v
-from conv_cases import CASES, make, run_fast
+from conv_cases import CASES, make, poison_scratch, run_fast
 from haste_edge.ops import conv
 dst, want = t._dwb_tile_case(9, 2 * mk.DWB_VL)
 assert np.abs(dst[5:5 + mk.DWB_MR * mk.DWB_VL].reshape(want.shape) - want).max() < 1e-4
@@ -220,8 +220,10 @@ def test_direct_conv_matches_reference(direct, name, bias):
 
 @pytest.mark.parametrize("name", [n for n in CASES if n.startswith("dw")])
 def test_depthwise_convs_match_reference(name):
-    """Every depthwise case through conv() (channel-blocked) against the float64 reference."""
+    """Every depthwise case through conv() (channel-blocked) against the float64 reference, on
+    scratch buffers full of NaN (the padding is the kernel's to write)."""
     inputs, attrs = make(CASES[name])
+    poison_scratch()
     got = run_fast(inputs, dict(attrs))
     want = conv_mod.conv_reference(inputs, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

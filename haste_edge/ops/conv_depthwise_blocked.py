@@ -90,8 +90,7 @@ class BlockedDepthwiseConv(Prepared):
             self.bias = (bias, mk.pad_rows(bias, self.n_cb * VL))
         args = (x, y, self.dims, self.w, self.toffs, self.bias[1], self.dpos, self.row_in, self.row_res, self.row_out,
                 blocks, results, sh, sw, self.wp, np.float32(plan.lo), np.float32(plan.hi))
-        # blocks zeroed first: the padding (interiors are overwritten)
-        return [(blocks.fill, (0.0,)), (_blocks_serial if serial else _blocks_pool, args)]
+        return [(_blocks_serial if serial else _blocks_pool, args)]
 
 
 @njit
@@ -142,11 +141,28 @@ def _block(x, y, dims, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, 
             yf[base + lane * hwo + p] = res[p * VL + lane]
 
 
+@njit
+def _zero_frame(blk, dims, wp, size):
+    """Zeros where the padded block (hp, wp, VL) gets no input pixel: the padding around the
+    interior _block copies in (rows pt.., columns pl.., clipped to the block), and the tail past
+    hp*wp*VL that a row's last tile may read. Once per call and slot: every block of channels
+    overwrites the same interior."""
+    h, wd, pt, pl, hp = dims[1], dims[2], dims[5], dims[6], dims[7]
+    h_in, w_in = max(0, min(h, hp - pt)), max(0, min(wd, wp - pl))
+    blk[:pt * wp * VL] = 0.0
+    for r in range(pt, pt + h_in):
+        row = r * wp * VL
+        blk[row:row + pl * VL] = 0.0
+        blk[row + (pl + w_in) * VL:row + wp * VL] = 0.0
+    blk[(pt + h_in) * wp * VL:size] = 0.0
+
+
 # serial and pool loops are separate functions (a serial loop compiled inside a parallel=True
 # function ran 2x slower: microkernel._gemm_lanes_serial)
 @njit
 def _blocks_serial(x, y, dims, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks, ress, sh, sw, wp, lo, hi):
     n_cb = bias_b.shape[0] // VL
+    _zero_frame(blks[0], dims, wp, blks.shape[1])
     for n in range(y.shape[0]):
         for cb in range(n_cb):
             _block(x, y, dims, n, cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[0], ress[0], sh,
@@ -160,6 +176,7 @@ def _blocks_pool(x, y, dims, w, toffs, bias_b, dpos, row_in, row_res, row_out, b
     slots = blks.shape[0]
     per = (tasks + slots - 1) // slots
     for s in prange(slots):
+        _zero_frame(blks[s], dims, wp, blks.shape[1])
         for t in range(s * per, min(tasks, (s + 1) * per)):
             _block(x, y, dims, t // n_cb, t % n_cb, w, toffs, bias_b, dpos, row_in, row_res, row_out, blks[s],
                    ress[s], sh, sw, wp, lo, hi)
