@@ -11,9 +11,10 @@ buffer and extend its lifetime.
 
 Replay: a plan's first run records, step by step, the compiled calls that redo it (the ops'
 registry `calls`); the next runs make only those, without the per-step Python in between (list
-building, lookups, checks), which cost about a tenth of the bundled model's time. Steps that read
-the graph inputs (new arrays every run) or run HASTE go the usual way each time; view steps on
-stable buffers are not repeated (their views stay valid). A replay is made again when the thread
+building, lookups, checks), which cost about a tenth of the bundled model's time. A step reading
+a graph input (a new array every run) has the run's array put in its calls where they take the
+input itself; one that derives arrays from it, or runs HASTE, goes the usual way each time. View
+steps on stable buffers are not repeated (their views stay valid). A replay is made again when the thread
 count or the thread's scratch buffers change, and dropped when the HASTE layers do.
 
 Threads: a Model may be run from several Python threads at once. Each thread gets its own plans
@@ -279,8 +280,9 @@ def _again(st: Step, plan: Plan) -> None:
 def _record(plan: Plan, fed: list) -> Replay:
     """Run the plan's steps the usual way and return the replay of this run. A slot is stable when
     it holds the same array, with new contents, on every run: weights, the plan's buffers, views of
-    stable slots. A step whose inputs are all stable and whose outputs are its buffers is replayed
-    by its calls; one reading anything else, or running HASTE, runs the usual way every time."""
+    stable slots. A step whose inputs are stable or graph inputs and whose outputs are its buffers
+    is replayed by its calls (_feeding); one reading anything else, or running HASTE, runs the
+    usual way every time."""
     key = (kernel_threads(), generation())
     env = plan.env
     moving = set(fed)                     # slots that may hold another array next run
@@ -300,8 +302,11 @@ def _record(plan: Plan, fed: list) -> Replay:
             calls.append((_again, (st, plan)))
             moving.update(st.outputs)
             continue
-        spec_calls = ops.OPS[st.op].calls if stable_in else None
+        fed_in = st.haste is None and set(st.inputs) & moving <= set(fed)   # graph inputs, as given
+        spec_calls = ops.OPS[st.op].calls if fed_in else None
         listed = spec_calls(args, st.attrs, st.buffers) if spec_calls is not None else None
+        if listed is not None and not stable_in:
+            listed = _feeding(listed, env, [i for i in set(st.inputs) if i in fed])
         if listed is not None:
             calls += listed
         elif stable_in:
@@ -311,6 +316,36 @@ def _record(plan: Plan, fed: list) -> Replay:
     if (kernel_threads(), generation()) != key:
         return None                       # a buffer grew while recording: record again next run
     return Replay(key, calls)
+
+
+def _feeding(listed: list, env: list, fed: list) -> list | None:
+    """A step's calls on graph inputs, each made to take the arrays of the run it is replayed in:
+    (_with_feeds, (env, [(argument position, slot, shape)], function, args)), the argument being
+    the input itself or a reshape of all of it. None when an argument is made from an input any
+    other way (a part or a copy of it)."""
+    out = []
+    for f, args in listed:
+        subs = []
+        for k, a in enumerate(args):
+            if not isinstance(a, np.ndarray):
+                continue
+            for slot in fed:
+                x = env[slot]
+                if a is x or (a.size == x.size and a.dtype == x.dtype and a.flags.c_contiguous
+                              and a.ctypes.data == x.ctypes.data):
+                    subs.append((k, slot, a.shape))
+                    break
+                if np.may_share_memory(a, x):
+                    return None
+        out.append((_with_feeds, (env, subs, f, args)) if subs else (f, args))
+    return out
+
+
+def _with_feeds(env: list, subs: list, f, args: tuple) -> None:
+    args = list(args)
+    for k, slot, shape in subs:
+        args[k] = env[slot].reshape(shape)      # a view: inputs are C-contiguous (check_feeds)
+    f(*args)
 
 
 def _step_through(plan: Plan, run_step, profile: bool) -> None:

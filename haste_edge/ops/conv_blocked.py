@@ -6,7 +6,7 @@ least ceil(C / VL). Lanes past C in the last block hold zeros (their weights and
 blocks past ceil(C / VL) are never read. Between two convs that both run on the microkernel the
 plan keeps tensors this way (runtime.py): a depthwise conv then needs no transposes, a lanes
 product reads its input and writes its output where they lie, and nothing converts the layout
-in between. GlobalAveragePool reads it too (global_means_blocked); the graph's inputs and
+in between. GlobalAveragePool reads it too (means_call); the graph's inputs and
 outputs, and every other op, see NCHW only.
 
 BlockedConv runs a group-1 conv on the lanes product (microkernel.gemm_lanes, output channels in
@@ -82,11 +82,12 @@ def _add_blocks(y, r, size, lo):
             y[n, i] = lo if v < lo else v
 
 
-def global_means_blocked(x, y):
-    """y (N, C, 1, 1) = the mean over pixels of blocked x (N, CB, H, W, VL) (GlobalAveragePool on
-    a blocked tensor), accumulated in float64 as the NCHW kernel does."""
+def means_call(x, y):
+    """The call that sets y (N, C, 1, 1) to the mean over pixels of blocked x (N, CB, H, W, VL)
+    (GlobalAveragePool on a blocked tensor), accumulated in float64 as the NCHW kernel does; x
+    C-contiguous."""
     n, c = y.shape[0], y.shape[1]
-    _means(x.reshape(n, x.shape[1], -1, VL), y.reshape(n, c))
+    return _means, (x.reshape(n, x.shape[1], -1, VL), y.reshape(n, c))
 
 
 @njit

@@ -92,7 +92,44 @@ def _rows_times_b(a, w, y):
                 yr[n] += av * wr[n]
 
 
-@register("Gemm", infer=gemm_infer, reference=gemm_reference, macs=gemm_macs, attrs=GEMM_ATTRS)
+def _rows_call(a, w, y, attrs):
+    """The row kernel's call for y = A' @ B' when it applies (a step's first choice of ROWS, a few
+    rows of A, B float32 C-contiguous), else None. a is A' (transA applied)."""
+    state = step_state(attrs)
+    rows = ROWS if state is None else state.setdefault("gemm_rows", ROWS)   # a step keeps its first choice
+    if not (rows and a.shape[0] <= _ROWS_MAX_M and w.flags.c_contiguous and w.dtype == np.float32):
+        return None
+    return (_rows_times_bt if attrs["transB"] else _rows_times_b), (a, w, y)
+
+
+def gemm_calls(inputs, attrs, outs):
+    """Gemm's calls on these arrays (a plan's replay) when it takes the row kernel on A as given
+    with no scaling: the product, then C added; else None."""
+    a, c = inputs[0], (inputs[2] if len(inputs) > 2 else None)
+    beta = float(attrs["beta"])
+    if attrs["transA"] or float(attrs["alpha"]) != 1.0 or beta not in (0.0, 1.0) \
+            or not (a.flags.c_contiguous and a.dtype == np.float32):
+        return None
+    call = _rows_call(a, inputs[1], outs[0], attrs)
+    if call is None:
+        return None
+    if c is None or beta == 0.0:
+        return [call]
+    if c.shape in ((outs[0].shape[1],), (1, outs[0].shape[1])) and c.flags.c_contiguous \
+            and c.dtype == np.float32:                                                    # a bias row
+        return [call, (_add_row, (outs[0], c.reshape(-1)))]
+    return [call, (np.add, (outs[0], c, outs[0]))]
+
+
+@njit
+def _add_row(y, c):
+    """y[m, :] += c: a Gemm's bias (a NumPy add costs more than the product here, cold)."""
+    for m in range(y.shape[0]):
+        for n in range(y.shape[1]):
+            y[m, n] += c[n]
+
+
+@register("Gemm", infer=gemm_infer, reference=gemm_reference, macs=gemm_macs, attrs=GEMM_ATTRS, calls=gemm_calls)
 def gemm(inputs, attrs, outs=None):
     a, b = inputs[0], inputs[1]
     c = inputs[2] if len(inputs) > 2 else None
@@ -104,11 +141,9 @@ def gemm(inputs, attrs, outs=None):
     if outs is None:
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.float32)]
     y = outs[0]
-    state = step_state(attrs)
-    rows = ROWS if state is None else state.setdefault("gemm_rows", ROWS)   # a step keeps its first choice
-    if rows and a.shape[0] <= _ROWS_MAX_M and w.flags.c_contiguous and w.dtype == np.float32:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        (_rows_times_bt if attrs["transB"] else _rows_times_b)(a, w, y)
+    call = _rows_call(a, w, y, attrs)
+    if call is not None:
+        call[0](np.ascontiguousarray(a, dtype=np.float32), w, y)
     else:
         np.matmul(a, b, out=y)
     alpha, beta = float(attrs["alpha"]), float(attrs["beta"])

@@ -14,7 +14,7 @@ import numpy as np
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import valid_range
 from haste_edge.ops.reduce import row_means as row_means_serial
-from haste_edge.ops.conv_blocked import global_means_blocked
+from haste_edge.ops.conv_blocked import means_call
 from haste_edge.ops.registry import register
 from haste_edge.threads import kernel_threads
 
@@ -251,17 +251,28 @@ def avgpool(inputs, attrs, outs=None):
     return outs
 
 
-@register("GlobalAveragePool", infer=global_avgpool_infer, reference=global_avgpool_reference, attrs=())
-def global_avgpool(inputs, attrs, outs=None):
-    """A channel-blocked input (5-D, ops/conv_blocked.py) comes with its NCHW output buffer."""
-    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+def global_avgpool_calls(inputs, attrs, outs):
+    """GlobalAveragePool's call on these arrays (a plan's replay); None unless x is C-contiguous
+    float32 (else the kernel works on a copy)."""
+    x = inputs[0]
+    if not (x.flags.c_contiguous and x.dtype == np.float32):
+        return None
     if x.ndim == 5:
-        global_means_blocked(x, outs[0])
-        return outs
-    outs = _out(outs, global_avgpool_infer([x.shape], attrs)[0])
+        return [means_call(x, outs[0])]
     n, c = x.shape[:2]
     # parallel only when there is work to share: waking the pool's sleeping workers cost 0.26-0.31
     # ms at 2 threads on the bundled model's last layer (256 rows of 16), 20x the work itself
     mean = _row_means if x.size >= _PARALLEL_MIN_ELEMENTS else row_means_serial
-    mean(x.reshape(n * c, -1), outs[0].reshape(n * c))
+    return [(mean, (x.reshape(n * c, -1), outs[0].reshape(n * c)))]
+
+
+@register("GlobalAveragePool", infer=global_avgpool_infer, reference=global_avgpool_reference, attrs=(),
+          calls=global_avgpool_calls)
+def global_avgpool(inputs, attrs, outs=None):
+    """A channel-blocked input (5-D, ops/conv_blocked.py) comes with its NCHW output buffer."""
+    x = np.ascontiguousarray(inputs[0], dtype=np.float32)
+    if outs is None:
+        outs = _out(outs, global_avgpool_infer([x.shape], attrs)[0])
+    for f, args in global_avgpool_calls([x], attrs, outs):
+        f(*args)
     return outs
