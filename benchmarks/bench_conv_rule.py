@@ -18,7 +18,8 @@ Two copies of each model: one planned under the alternative, one under the defau
   gemm-blas       the default, but small-batch Gemms on OpenBLAS, not the row loops (ops/gemm.py)
   pointwise-small-blas  the default, but on more threads small pointwise convs on OpenBLAS's threads
   no-lanes-prefetch  the default, but the lanes tiles prefetch no weights (microkernel.LANES_PREFETCH_K)
-  winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels
+  winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
+                  thread count
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
 round; the table gives the medians of the per-round ratios. Writes
 benchmarks/results/conv_rule_<arch>.md and .json (conv_rule_<alternative>_<arch> for the others).
@@ -71,7 +72,7 @@ def alternative(name):
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-             mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS)
+             mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -99,14 +100,14 @@ def alternative(name):
     elif name == "no-lanes-prefetch":
         mk.LANES_PREFETCH_K = 0
     elif name.startswith("winograd4-"):
-        conv_mod._WINOGRAD4_MIN_CHANNELS = int(name.split("-")[1])
+        conv_mod._WINOGRAD4_MIN_CHANNELS = conv_mod._WINOGRAD4_MIN_CHANNELS_POOL = int(name.split("-")[1])
     try:
         yield
     finally:
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-         mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS) = saved
+         mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL) = saved
 
 
 def planned(name, against=None):

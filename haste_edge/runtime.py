@@ -35,7 +35,7 @@ from .errors import InputError, ModelFileError
 from .graph import Graph, Node
 from .ops.conv import add_residual
 from .scratch import generation
-from .threads import kernel_threads, run_context
+from .threads import holding, kernel_threads, run_context, run_threads
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Plan:
     last_counters: dict = field(default_factory=dict)  # node name -> HASTE counters of the last run
     haste_layers: dict | None = None   # the Model.haste_layers the steps' .haste were set from
     replay: Replay | None = None       # the calls that redo a run (module docstring)
+    threads: int = 0                   # the kernels' thread count it was made for (layouts depend on it)
 
 
 @dataclass
@@ -231,7 +232,7 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = Tru
         for t in list(held):
             if last.get(t, -1) <= i:
                 free.append(held.pop(t))
-    return Plan(dict(input_shapes), shapes, steps, slots, env, arena)
+    return Plan(dict(input_shapes), shapes, steps, slots, env, arena, threads=kernel_threads())
 
 
 def _run_step(st: Step, args: list, counters: dict) -> list:
@@ -435,10 +436,12 @@ class Model:
         plans = self._local.__dict__.setdefault("plans", {})
         layers = self.haste_layers               # one read: set_haste may replace it meanwhile
         blocked = not layers if blocked is None else blocked and not layers
-        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked)
+        threads = run_threads()                  # layouts depend on it (ops.conv.blocked_output)
+        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked, threads)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked)
+            with holding(threads):
+                plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked)
         if plan.haste_layers is not layers:
             for st in plan.steps:
                 st.haste = layers.get(st.node_name)
@@ -488,11 +491,11 @@ class Model:
             # an intermediate tensor's buffer is reused once its last reader has run
             raise InputError(f"not graph outputs: {unknown}; this model's outputs are {self.output_names}")
         feeds = check_feeds(self.graph, feeds)
-        plan = self._local.__dict__.get("last_plan")
-        if plan is None or plan.haste_layers is not self.haste_layers or any(
-                plan.input_shapes[k] != v.shape for k, v in feeds.items()):
-            plan = self._local.last_plan = self.plan({k: v.shape for k, v in feeds.items()})
-        with run_context():
+        with run_context():                # first: a plan is made for the run's thread count
+            plan = self._local.__dict__.get("last_plan")
+            if plan is None or plan.haste_layers is not self.haste_layers or plan.threads != kernel_threads() \
+                    or any(plan.input_shapes[k] != v.shape for k, v in feeds.items()):
+                plan = self._local.last_plan = self.plan({k: v.shape for k, v in feeds.items()})
             env = execute(plan, feeds, profile=profile)
         # copies: the plan's buffers are overwritten by the next run
         return {n: env[plan.slots[n]].copy() for n in (output_names or self.graph.outputs)}

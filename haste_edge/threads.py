@@ -120,8 +120,9 @@ class run_context:
 
 
 @contextmanager
-def _holding(n):
-    """kernel_threads() answers n inside the block (Numba's count is n there and nothing changes it)."""
+def holding(n):
+    """kernel_threads() answers n inside the block (Numba's count is n there and nothing changes
+    it, or the block only plans work for n threads)."""
     prev = getattr(_known, "n", None)
     _known.n = n
     try:
@@ -149,7 +150,7 @@ def numba_single_thread():
         return
     numba.set_num_threads(1)
     try:
-        with _holding(1):
+        with holding(1):
             yield
     finally:
         numba.set_num_threads(prev)
@@ -157,6 +158,15 @@ def numba_single_thread():
 
 def get_threads() -> int:
     return numba.get_num_threads()
+
+
+def run_threads() -> int:
+    """The thread count a run started now would use: the run's inside one, else set_threads'
+    choice (all cores before it is called)."""
+    n = getattr(_known, "n", None)
+    if n is not None:
+        return n
+    return _wanted if _wanted is not None else max(1, min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))
 
 
 def threading_layer() -> str:

@@ -39,6 +39,7 @@ def winograd(request, monkeypatch):
     else:
         monkeypatch.setattr(conv_mod, "_WINOGRAD4_MIN_PIXELS", 1)
         monkeypatch.setattr(conv_mod, "_WINOGRAD4_MIN_CHANNELS", 1)
+        monkeypatch.setattr(conv_mod, "_WINOGRAD4_MIN_CHANNELS_POOL", 1)
     return SIZES[request.param]
 
 

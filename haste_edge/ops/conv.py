@@ -409,10 +409,22 @@ _WINOGRAD_MIN_PIXELS = 49
 # full-width AVX-512 FMAs (microkernel.TARGET["fma512"]: Intel) the blocked lanes path took
 # 0.71-0.88x Winograd's time on ResNet-18's 56x56 64-channel convs, 1.05-1.11x on its 28x28
 # 128-channel ones; whole ResNet-18 at 224 0.97x at 1 thread, 0.88x at 2, VGG-11 1.01-1.03x
-# (benchmarks/results/conv_rule_winograd4-128_x86_64.md): there from 128 channels.
+# (benchmarks/results/conv_rule_winograd4-128_x86_64.md): there from 128 channels. On more
+# than one thread too: the transforms scale poorly (they move V and M through memory), and on Zen 4
+# at 2 threads ResNet-18 at 224 took 0.92x the time from 128 channels, VGG-11 1.02x
+# (results/conv_rule_winograd4-128_x86_64.md, AMD run).
 _WINOGRAD4 = True
 _WINOGRAD4_MIN_PIXELS = 784
 _WINOGRAD4_MIN_CHANNELS = 128 if mk.TARGET["fma512"] else 64
+_WINOGRAD4_MIN_CHANNELS_POOL = 128
+
+
+def winograd4_rule(attrs, group, pixels, c_in_g, threads) -> bool:
+    """Whether a conv takes Winograd F(4x4,3x3) (the rule above)."""
+    least = _WINOGRAD4_MIN_CHANNELS if threads == 1 else _WINOGRAD4_MIN_CHANNELS_POOL
+    return (_WINOGRAD4 and winograd_applicable(attrs, group) and pixels >= _WINOGRAD4_MIN_PIXELS
+            and c_in_g >= least)
+
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
@@ -488,8 +500,7 @@ class _Plan:
             self.path = "depthwise_blocked" if blocked else "depthwise"
         elif _WINOGRAD and winograd_applicable(attrs, group) and ho * wo >= _WINOGRAD_MIN_PIXELS:
             self.path = "winograd"                   # Winograd F(2x2,3x3) on the microkernel
-        elif (_AUTO and _WINOGRAD4 and winograd_applicable(attrs, group)
-              and ho * wo >= _WINOGRAD4_MIN_PIXELS and self.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
+        elif _AUTO and winograd4_rule(attrs, group, ho * wo, self.c_in_g, self.threads):
             self.path = "winograd4"                  # Winograd F(4x4,3x3) on the microkernel
         elif _DIRECT or (_AUTO and one_thread_rule
                          and not (self.pointwise and ho * wo < _POINTWISE_MICRO_MIN_PIXELS
@@ -537,9 +548,8 @@ def blocked_output(attrs, x_shape, w_shape) -> int | None:
         if depthwise and plan.path == "depthwise_blocked":
             return conv_blocked.blocks(c_out)
         return None
-    if _WINOGRAD4 and winograd_applicable(attrs, 1) and (plan.out_shape[2] * plan.out_shape[3] >= _WINOGRAD4_MIN_PIXELS
-                                                         and plan.c_in_g >= _WINOGRAD4_MIN_CHANNELS):
-        return None                                  # Winograd's rule on any thread count
+    if winograd4_rule(attrs, 1, plan.out_shape[2] * plan.out_shape[3], plan.c_in_g, plan.threads):
+        return None                                  # Winograd's rule (NCHW in and out)
     v = conv_blocked.lanes_variant(plan)
     if v is None or 4 * plan.k * mk.lanes_dims_py(v)[1] > _BLOCKED_MAX_PANEL_BYTES:
         return None
