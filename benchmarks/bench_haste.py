@@ -40,7 +40,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 import haste_edge
 from haste_edge.datasets import load_fashion_mnist
 from haste_edge.haste import parse_haste_spec
-from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
+from haste_edge.bench.haste_phases import PHASE_COLUMNS, phase_profile
 from haste_edge.jit import njit
 from haste_edge.preprocess import normalise
 
@@ -106,7 +106,7 @@ def stage_breakdown(dense, model, xs, name, rounds: int, dram_gbs: float) -> lis
     for x in xs:
         model.run({name: x})
         for ls in model.last_stats().layers:
-            if ls.haste:
+            if ls.method == "haste":
                 c = counts.setdefault(ls.name, np.zeros(3))
                 c += (ls.dense.sum(), ls.executed.sum(), ls.overhead.sum())
     warm, profiled = {}, xs[:3]

@@ -31,9 +31,9 @@ def capture(model, xs) -> list[tuple]:
     name, calls = model.input_names[0], []
 
     def hook(st, args, counters):
-        if st.haste is not None:
+        if st.layer is not None:
             calls.append((st.node_name, args[0].copy(), args[1], args[2] if len(args) > 2 else None,
-                          st.attrs, st.haste))
+                          st.attrs, st.layer.setting))
         return _run_step(st, args, counters)
 
     for x in xs:

@@ -41,7 +41,8 @@ def record(args):
             parts = []
             for i in range(0, len(x), 100):
                 model.run({model.input_names[0]: x[i:i + 100]})
-                parts.append(np.stack([r.haste["buckets_sum"] for r in model.last_stats().layers if r.haste]))
+                parts.append(np.stack([r.counters["buckets_sum"] for r in model.last_stats().layers
+                                        if r.method == "haste"]))
             out[f"{spec}|{rtol:g}"] = np.concatenate(parts, axis=1)
     blas = ",".join(str(i.get("architecture")) for i in threadpool_info() if i["user_api"] == "blas")
     out["machine"] = np.array(f"{platform.machine()}, BLAS kernels {blas}, Numba CPU "

@@ -92,13 +92,13 @@ def _load(args):
 
 def _mac_report(model) -> str:
     st = model.last_stats().summary()
-    if not model.haste_layers:
+    if not model.compressed:
         return f"dense MACs: {_fmt_macs(st['dense_macs'])} per image"
     return (f"dense MACs: {_fmt_macs(st['dense_macs'])}, executed: {_fmt_macs(st['executed_macs'])} "
             f"+ {_fmt_macs(st['overhead_ops'])} HASTE overhead ops per image (mean); "
             f"saved {st['reduction']:.1%} without overhead, {st['reduction_with_overhead']:.1%} with it "
             f"(conv layers: {st['conv_reduction']:.1%} / {st['conv_reduction_with_overhead']:.1%}); "
-            f"HASTE on {len(model.haste_layers)} convs")
+            f"HASTE on {len(model.compressed)} convs")
 
 
 def cmd_classify(args):
@@ -267,7 +267,7 @@ def cmd_eval(args):
         _progress(done, total, correct, t0)
     sys.stderr.write("\n")
     print(f"accuracy: {correct / done:.4f} ({correct}/{done}) in {time.perf_counter() - t0:.1f} s")
-    if model.haste_layers:
+    if model.compressed:
         dense, exe, over = macs / done
         print(f"MACs per image: dense {_fmt_macs(dense)}, executed {_fmt_macs(exe)}, overhead {_fmt_macs(over)}; "
               f"saved {1 - exe / dense:.1%} without overhead, {1 - (exe + over) / dense:.1%} with it")

@@ -13,9 +13,9 @@ Replay: a plan's first run records, step by step, the compiled calls that redo i
 registry `calls`); the next runs make only those, without the per-step Python in between (list
 building, lookups, checks), which cost about a tenth of the bundled model's time. A step reading
 a graph input (a new array every run) has the run's array put in its calls where they take the
-input itself; one that derives arrays from it, or runs HASTE, goes the usual way each time. View
+input itself; one that derives arrays from it, or runs a compressed layer, goes the usual way each time. View
 steps on stable buffers are not repeated (their views stay valid). A replay is made again when the thread
-count or the thread's scratch buffers change, and dropped when the HASTE layers do.
+count or the thread's scratch buffers change, and dropped when the compressed layers do.
 
 Threads: a Model may be run from several Python threads at once. Each thread gets its own plans
 (buffers, counters, timings), so no two runs share a buffer and last_stats() is the calling
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import limits, ops
+from .compression import check_method
 from .errors import InputError, ModelFileError
 from .graph import Graph, Node
-from .ops.conv import add_residual
 from .scratch import generation
 from .threads import holding, kernel_threads, run_context, run_threads
 
@@ -48,7 +48,7 @@ class Step:
     outputs: list[int]
     buffers: list | None       # preallocated outputs, or None for view ops
     macs: int
-    haste: object = None       # LayerSetting when this conv runs with HASTE, else None
+    layer: object = None       # the compression method's layer when one runs this node (compression.py)
 
 
 @dataclass
@@ -61,8 +61,8 @@ class Plan:
     env: list                  # slot -> array (weights pre-filled)
     arena_bytes: int = 0
     timings: dict = field(default_factory=dict)
-    last_counters: dict = field(default_factory=dict)  # node name -> HASTE counters of the last run
-    haste_layers: dict | None = None   # the Model.haste_layers the steps' .haste were set from
+    last_counters: dict = field(default_factory=dict)  # node name -> a method's counters of the last run
+    compression: tuple | None = None   # the Model's (method name, layers) the steps' .layer were set from
     replay: Replay | None = None       # the calls that redo a run (module docstring)
     threads: int = 0                   # the kernels' thread count it was made for (layouts depend on it)
 
@@ -181,7 +181,7 @@ def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
 
 def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = True) -> Plan:
     """The plan for these input shapes; blocked: keep tensors between convs channel-blocked where
-    they can be (_blocked_tensors; HASTE's convs read NCHW, so plans for them are made without)."""
+    they can be (_blocked_tensors; compressed layers read NCHW, so plans with them are made without)."""
     shapes = _infer_shapes(graph, input_shapes)
     slots: dict[str, int] = {}
     env: list = []
@@ -236,14 +236,10 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = Tru
 
 
 def _run_step(st: Step, args: list, counters: dict) -> list:
-    if st.haste is None:
+    if st.layer is None:
         return st.kernel(args, st.attrs, st.buffers)
-    from .haste import haste_conv
-    bias = args[2] if len(args) > 2 else None
-    y, counters[st.node_name] = haste_conv(args[0], args[1], bias, st.attrs, st.haste, y_out=st.buffers[0])
-    if len(args) > 3:
-        add_residual(y, args[3], st.attrs)
-    return [y]
+    outs, counters[st.node_name] = st.layer.run(args, st.attrs, st.buffers)
+    return outs
 
 
 REPLAY = True     # False: every run steps through the plan (benchmarks and tests compare both)
@@ -282,7 +278,7 @@ def _record(plan: Plan, fed: list) -> Replay:
     """Run the plan's steps the usual way and return the replay of this run. A slot is stable when
     it holds the same array, with new contents, on every run: weights, the plan's buffers, views of
     stable slots. A step whose inputs are stable or graph inputs and whose outputs are its buffers
-    is replayed by its calls (_feeding); one reading anything else, or running HASTE, runs the
+    is replayed by its calls (_feeding); one reading anything else, or a compressed layer, runs the
     usual way every time."""
     key = (kernel_threads(), generation())
     env = plan.env
@@ -293,7 +289,7 @@ def _record(plan: Plan, fed: list) -> Replay:
         outs = _run_step(st, args, plan.last_counters)
         for slot, arr in zip(st.outputs, outs):
             env[slot] = arr
-        stable_in = st.haste is None and not any(i in moving for i in st.inputs)
+        stable_in = st.layer is None and not any(i in moving for i in st.inputs)
         if st.buffers is None:            # a view op: nothing to redo while it views a stable array
             if not (stable_in and all(np.may_share_memory(o, args[0]) for o in outs)):
                 calls.append((_again, (st, plan)))
@@ -303,7 +299,7 @@ def _record(plan: Plan, fed: list) -> Replay:
             calls.append((_again, (st, plan)))
             moving.update(st.outputs)
             continue
-        fed_in = st.haste is None and set(st.inputs) & moving <= set(fed)   # graph inputs, as given
+        fed_in = st.layer is None and set(st.inputs) & moving <= set(fed)   # graph inputs, as given
         spec_calls = ops.OPS[st.op].calls if fed_in else None
         listed = spec_calls(args, st.attrs, st.buffers) if spec_calls is not None else None
         if listed is not None and not stable_in:
@@ -406,7 +402,9 @@ class Model:
         self.graph = graph
         self.path = path
         self._local = threading.local()    # per thread: plans by input shapes, the last plan run
-        self.haste_layers: dict = {}       # node name -> LayerSetting; replaced, never edited in place
+        # (method name, {node name: layer}) of the compression method set (compression.py), ("", {})
+        # for none: replaced whole, never edited in place, so a run reads one consistent pair
+        self._compression: tuple = ("", {})
 
     @property
     def input_names(self) -> list[str]:
@@ -421,6 +419,11 @@ class Model:
         return self.graph.meta
 
     @property
+    def compressed(self) -> dict:
+        """{node name: layer} of the compression method set (empty for none)."""
+        return self._compression[1]
+
+    @property
     def last_plan(self) -> Plan | None:
         """The plan of this thread's last run (None before it)."""
         return getattr(self._local, "last_plan", None)
@@ -430,11 +433,12 @@ class Model:
         return tuple(batch if d is None else d for d in shape)
 
     def plan(self, input_shapes: dict[str, tuple], blocked: bool | None = None) -> Plan:
-        """This thread's plan for these input shapes, its steps set to the current HASTE layers.
-        blocked (build_plan): None = when no HASTE layer is set (HASTE's convs read NCHW);
+        """This thread's plan for these input shapes, its steps set to the current compressed layers.
+        blocked (build_plan): None = when no layer is compressed (compressed layers read NCHW);
         False for tools that read the tensors between steps."""
         plans = self._local.__dict__.setdefault("plans", {})
-        layers = self.haste_layers               # one read: set_haste may replace it meanwhile
+        compression = self._compression          # one read: compress may replace it meanwhile
+        layers = compression[1]
         blocked = not layers if blocked is None else blocked and not layers
         threads = run_threads()                  # layouts depend on it (ops.conv.blocked_output)
         key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked, threads)
@@ -442,37 +446,36 @@ class Model:
         if plan is None:
             with holding(threads):
                 plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked)
-        if plan.haste_layers is not layers:
+        if plan.compression is not compression:
             for st in plan.steps:
-                st.haste = layers.get(st.node_name)
-            plan.haste_layers = layers
+                st.layer = layers.get(st.node_name)
+            plan.compression = compression
             plan.replay = None
         return plan
 
-    def set_haste(self, config=None) -> dict:
-        """Run convs with HASTE (a HasteConfig, a spec string like "L=12,P=4", or None for dense).
-
-        Takes effect on the next run (in every thread; a run already going finishes with the
-        setting it started with): no reconversion, no recompilation. Returns the chosen
-        {conv node name: LayerSetting}."""
-        from .haste import HasteConfig, parse_haste_spec, plan_layers
-        if config is None:
-            layers = {}
-        else:
-            cfg = parse_haste_spec(config) if isinstance(config, str) else config
-            if not isinstance(cfg, HasteConfig):
-                raise TypeError(f"set_haste takes a HasteConfig, a spec string or None, not {type(config).__name__}")
-            convs = [(n.name, self.graph.weights[n.inputs[1]].shape, n.attrs) for n in self.graph.nodes
-                     if n.op == "Conv" and n.inputs[1] in self.graph.weights]
-            layers = plan_layers(convs, cfg)
-        self.haste_layers = layers
+    def compress(self, method=None) -> dict:
+        """Run the nodes `method` takes through its layers (compression.py), or every node dense
+        with None. Takes effect on the next run (in every thread; a run already going finishes with
+        what it started with): no reconversion, no recompilation. Returns {node name: layer}."""
+        if method is None:
+            self._compression = ("", {})
+            return {}
+        check_method(method)
+        layers = dict(method.layers(self.graph))
+        self._compression = (method.name, layers)
         return dict(layers)
+
+    def set_haste(self, config=None) -> dict:
+        """Shorthand for compress(Haste(config)) (a HasteConfig or a spec like "L=12,P=4"), or
+        compress(None). Returns {conv node name: LayerSetting}."""
+        from .haste import Haste
+        layers = self.compress(None if config is None else Haste(config))
+        return {name: layer.setting for name, layer in layers.items()}
 
     def last_stats(self):
         """RunStats of this thread's last run: dense and executed MACs per layer and per image,
-        HASTE overhead."""
-        from .haste import STAT_FIELDS
-        from .stats import RunStats, dense_layer, haste_layer
+        and the compression method's overhead."""
+        from .stats import RunStats, dense_layer, method_layer
         plan = self.last_plan
         if plan is None:
             raise RuntimeError("no run yet")
@@ -480,7 +483,8 @@ class Model:
         layers = []
         for st in plan.steps:
             if st.node_name in plan.last_counters:
-                layers.append(haste_layer(st.node_name, plan.last_counters[st.node_name], STAT_FIELDS))
+                layers.append(method_layer(st.node_name, st.op, plan.compression[0], plan.last_counters[st.node_name],
+                                           st.layer.fields, st.layer.overhead))
             elif st.macs:
                 layers.append(dense_layer(st.node_name, st.op, st.macs, n))
         return RunStats(layers)
@@ -493,7 +497,7 @@ class Model:
         feeds = check_feeds(self.graph, feeds)
         with run_context():                # first: a plan is made for the run's thread count
             plan = self._local.__dict__.get("last_plan")
-            if plan is None or plan.haste_layers is not self.haste_layers or plan.threads != kernel_threads() \
+            if plan is None or plan.compression is not self._compression or plan.threads != kernel_threads() \
                     or any(plan.input_shapes[k] != v.shape for k, v in feeds.items()):
                 plan = self._local.last_plan = self.plan({k: v.shape for k, v in feeds.items()})
             env = execute(plan, feeds, profile=profile)
@@ -501,7 +505,7 @@ class Model:
         return {n: env[plan.slots[n]].copy() for n in (output_names or self.graph.outputs)}
 
     def kernel_state_bytes(self) -> int:
-        """Bytes the kernels derived for this thread's plans (packed weights, HASTE set-up), from
+        """Bytes the kernels derived for this thread's plans (packed weights, a method's set-up), from
         what they keep on their steps (registry.StepAttrs): every array reached, counted once by
         the memory it owns, the model's own weights left out."""
         def root(a):

@@ -1,17 +1,16 @@
-"""What one inference executed: dense and executed MACs per layer and per image, and HASTE overhead.
+"""What one inference executed: dense and executed MACs per layer and per image, and the overhead
+of the compression method that ran it (compression.py).
 
 Counts come from the kernels (HASTE counts inside its Numba kernel as it runs); dense layers execute
-exactly their dense MACs. Overhead operations (hashing additions, centring, input- and filter-merge
-additions) are additions, not multiply-accumulates; the "with overhead" reduction counts each as one
-MAC, which overstates their cost on hardware where an add is cheaper than a MAC.
+exactly their dense MACs. Overhead operations (for HASTE: hashing additions, centring, input- and
+filter-merge additions) are the method's own work, mostly additions; the "with overhead" reduction
+counts each as one MAC, which overstates their cost on hardware where an add is cheaper than a MAC.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-
-OVERHEAD_FIELDS = ("hash_adds", "centre_ops", "input_merge_adds", "filter_merge_adds")
 
 
 @dataclass
@@ -20,15 +19,9 @@ class LayerStats:
     op: str
     dense: np.ndarray          # (N,) dense MACs per image
     executed: np.ndarray       # (N,) MACs actually executed per image
-    overhead: np.ndarray       # (N,) HASTE overhead operations per image (0 for dense layers)
-    haste: dict = field(default_factory=dict)  # HASTE counters per image (field -> (N,)), if HASTE ran
-
-    @property
-    def channels_kept(self) -> np.ndarray | None:
-        """Mean fraction of input channels kept (buckets / C_in) per image, HASTE layers only."""
-        if not self.haste:
-            return None
-        return self.haste["buckets_sum"] / np.maximum(self.haste["patches"] * self.haste["channels"], 1)
+    overhead: np.ndarray       # (N,) the method's overhead operations per image (0 for dense layers)
+    method: str = ""           # the compression method that ran the layer ("" dense)
+    counters: dict = field(default_factory=dict)  # the method's counters per image (field -> (N,))
 
 
 @dataclass
@@ -69,7 +62,9 @@ def dense_layer(name: str, op: str, macs: int, n_images: int) -> LayerStats:
     return LayerStats(name, op, per_image, per_image.copy(), np.zeros(n_images, np.int64))
 
 
-def haste_layer(name: str, counters: np.ndarray, fields: tuple) -> LayerStats:
+def method_layer(name: str, op: str, method: str, counters: np.ndarray, fields: tuple,
+                 overhead: tuple) -> LayerStats:
+    """A compressed layer's stats from its counters (N, len(fields)) (compression.py)."""
     cols = {f: counters[:, i].astype(np.int64) for i, f in enumerate(fields)}
-    overhead = sum(cols[f] for f in OVERHEAD_FIELDS)
-    return LayerStats(name, "Conv", cols["dense_macs"], cols["executed_macs"], overhead, cols)
+    extra = sum((cols[f] for f in overhead), np.zeros(counters.shape[0], np.int64))
+    return LayerStats(name, op, cols["dense_macs"], cols["executed_macs"], extra, method, cols)

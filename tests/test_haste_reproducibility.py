@@ -33,8 +33,8 @@ def _run(model, x, batch):
     for i in range(0, len(x), batch):
         logits.append(model.run({model.input_names[0]: x[i:i + batch]})[model.output_names[0]])
         for r in model.last_stats().layers:
-            if r.haste:
-                buckets.setdefault(r.name, []).append(r.haste["buckets_sum"])
+            if r.method == "haste":
+                buckets.setdefault(r.name, []).append(r.counters["buckets_sum"])
     return np.concatenate(logits), {k: np.concatenate(v) for k, v in buckets.items()}
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import haste_edge
-from haste_edge.haste import HasteConfig
+from haste_edge.haste import HasteConfig, channels_kept
 from model_zoo import get_model
 
 
@@ -53,14 +53,14 @@ def test_per_image_counts_differ_and_layers_are_reported(model_and_input):
     model.set_haste("L=6,P=2")
     _logits(model, feeds)
     st = model.last_stats()
-    haste_rows = [r for r in st.layers if r.haste]
-    assert {r.name for r in haste_rows} == set(model.haste_layers)
+    haste_rows = [r for r in st.layers if r.method == "haste"]
+    assert {r.name for r in haste_rows} == set(model.compressed)
     first_conv = next(n.name for n in model.graph.nodes if n.op == "Conv")
-    assert first_conv not in model.haste_layers  # the first conv stays dense by default
+    assert first_conv not in model.compressed  # the first conv stays dense by default
     executed = st.executed(ops=("Conv",))
     assert executed[0] != executed[1]  # dynamic: each image merges differently
     for r in haste_rows:
-        kept = r.channels_kept
+        kept = channels_kept(r)
         assert ((kept > 0) & (kept <= 1)).all()
     model.set_haste(None)
 
@@ -81,7 +81,7 @@ def test_same_seed_same_result(model_and_input):
 
 def test_whole_model_phase_profile(model_and_input):
     """phase_profile splits every HASTE conv into its phases and leaves the model's results alone."""
-    from haste_edge.haste.phases import PHASE_COLUMNS, phase_profile
+    from haste_edge.bench.haste_phases import PHASE_COLUMNS, phase_profile
     model, feeds = model_and_input
     chosen = model.set_haste(HasteConfig(L=8, patch=2))
     before = _logits(model, feeds)

@@ -39,10 +39,10 @@ def compute(model=None) -> dict[str, np.ndarray]:
         model.set_haste(spec)
         res[f"haste{i}_logits"] = model.run(feeds)[out_name]
         st = model.last_stats()
-        rows = [r for r in st.layers if r.haste]
+        rows = [r for r in st.layers if r.method == "haste"]
         res[f"haste{i}_executed"] = st.executed().astype(np.int64)
         res[f"haste{i}_layers"] = np.array([r.name for r in rows])
-        res[f"haste{i}_buckets"] = np.stack([r.haste["buckets_sum"] for r in rows]).astype(np.int64)
+        res[f"haste{i}_buckets"] = np.stack([r.counters["buckets_sum"] for r in rows]).astype(np.int64)
     model.set_haste(None)
     return res
 

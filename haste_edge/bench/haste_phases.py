@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from haste_edge.haste.kernel import PHASES, profile_haste_conv
+from haste_edge.haste.method import HasteLayer
 from haste_edge.runtime import _run_step, check_feeds, execute
 
 PHASE_COLUMNS = ("pad",) + PHASES
@@ -23,9 +24,9 @@ def phase_profile(model, feeds: dict, repeats: int = 5, clock=time.perf_counter)
 
     def profiled_step(st, args, counters):
         nonlocal other
-        if st.haste is not None:
+        if isinstance(st.layer, HasteLayer):
             bias = args[2] if len(args) > 2 else None
-            layers[st.node_name] = profile_haste_conv(args[0], args[1], bias, st.attrs, st.haste,
+            layers[st.node_name] = profile_haste_conv(args[0], args[1], bias, st.attrs, st.layer.setting,
                                                       repeats=repeats, clock=clock)
             return _run_step(st, args, counters)
         best = float("inf")

@@ -1,0 +1,51 @@
+"""Compression methods behind one interface: the runtime knows none of them by name.
+
+A method (HASTE in haste/method.py; PROM and HTTM plug in the same way) is configured by its user
+and asked once per model which nodes it takes:
+
+    method.name                         "haste", ...: what reports call it
+    method.layers(graph) -> {node name: layer}
+
+A layer is one node's compressed form. It is prepared when made (derived weights, tables), kept
+on the model, and run by the plan step of its node in place of the node's dense kernel:
+
+    layer.run(inputs, attrs, outs) -> (outputs, counters)
+        inputs, attrs, outs as the op's kernel gets them (ops/registry.py; a Conv's fused residual
+        included); counters: int64 (N, len(layer.fields)), per image of the batch
+    layer.fields      the counter columns; "dense_macs" and "executed_macs" among them
+    layer.overhead    the columns that count the method's own work (hashing, merging, ...):
+                      operations added to the layer, counted as one MAC each "with overhead"
+
+Plans with compressed layers keep every tensor NCHW (a layer reads and writes NCHW), and their
+steps run the usual way each run (the replay in runtime.py records only dense steps: a layer's
+work may change with its input). Model.compress(method) sets a method, Model.last_stats() reports
+the counters per layer (stats.py).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Layer(Protocol):
+    fields: tuple[str, ...]
+    overhead: tuple[str, ...]
+
+    def run(self, inputs: list, attrs: dict, outs: list) -> tuple[list, np.ndarray]: ...
+
+
+class Method(Protocol):
+    name: str
+
+    def layers(self, graph) -> dict[str, Layer]: ...
+
+
+REQUIRED_FIELDS = ("dense_macs", "executed_macs")
+
+
+def check_method(method) -> None:
+    """TypeError naming what is missing when `method` does not have the interface above."""
+    missing = [a for a in ("name", "layers") if not hasattr(method, a)]
+    if missing:
+        raise TypeError(f"a compression method needs {missing}; got {type(method).__name__}")

@@ -1,0 +1,59 @@
+"""HASTE as a compression method (compression.py): which convs it takes, and each one's layer.
+
+    model.compress(Haste("L=12,P=4"))        or a HasteConfig; model.set_haste(spec) is shorthand
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from haste_edge.haste.config import HasteConfig, LayerSetting, parse_haste_spec, plan_layers
+from haste_edge.haste.kernel import haste_conv
+from haste_edge.haste.reference import STAT_FIELDS
+from haste_edge.ops.conv import add_residual
+
+# the counters that are HASTE's own work, not the conv's (docs/METHOD.md section 1)
+OVERHEAD_FIELDS = ("hash_adds", "centre_ops", "input_merge_adds", "filter_merge_adds")
+
+
+class Haste:
+    """HASTE with one network-wide configuration: a HasteConfig or a spec string ("L=12,P=4")."""
+    name = "haste"
+
+    def __init__(self, config):
+        cfg = parse_haste_spec(config) if isinstance(config, str) else config
+        if not isinstance(cfg, HasteConfig):
+            raise TypeError(f"HASTE takes a HasteConfig or a spec string, not {type(config).__name__}")
+        self.config = cfg
+
+    def layers(self, graph) -> dict:
+        convs = [(n.name, graph.weights[n.inputs[1]].shape, n.attrs) for n in graph.nodes
+                 if n.op == "Conv" and n.inputs[1] in graph.weights]
+        return {name: HasteLayer(s) for name, s in plan_layers(convs, self.config).items()}
+
+
+class HasteLayer:
+    """One conv with HASTE: its setting; the per-call set-up is kept on the plan step (kernel.py)."""
+    fields = STAT_FIELDS
+    overhead = OVERHEAD_FIELDS
+
+    def __init__(self, setting: LayerSetting):
+        self.setting = setting
+
+    def run(self, inputs, attrs, outs):
+        bias = inputs[2] if len(inputs) > 2 else None
+        y, counters = haste_conv(inputs[0], inputs[1], bias, attrs, self.setting, y_out=outs[0])
+        if len(inputs) > 3 and inputs[3] is not None:       # the residual Add the runtime fused in
+            add_residual(y, inputs[3], attrs)
+        return [y], counters
+
+    def __repr__(self):
+        return f"HasteLayer({self.setting})"
+
+
+def channels_kept(layer_stats) -> np.ndarray | None:
+    """Mean fraction of input channels kept (buckets / C_in) per image of a HASTE layer's stats
+    (stats.LayerStats), None for other layers."""
+    if layer_stats.method != Haste.name:
+        return None
+    c = layer_stats.counters
+    return c["buckets_sum"] / np.maximum(c["patches"] * c["channels"], 1)
