@@ -130,8 +130,9 @@ def _fuse_residuals(graph: Graph, shapes: dict) -> list[Node]:
 
 def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str, tuple]:
     """Tensors kept channel-blocked (ops.conv_blocked) -> their physical shape: those a conv that
-    runs on that layout writes (ops.conv.blocked_output) and only such convs (as their input or
-    residual) and GlobalAveragePool read; a fused residual has its conv output's layout."""
+    runs on that layout writes (ops.conv.blocked_output), or a MaxPool writes from such a tensor,
+    and only such convs (as their input or residual), MaxPools and GlobalAveragePool read; a fused
+    residual has its conv output's layout, a MaxPool's output its input's."""
     from .ops.conv import blocked_output
     from .ops.conv_blocked import VL
     capable = {}
@@ -140,6 +141,8 @@ def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str,
             nb = blocked_output(n.attrs, shapes[n.inputs[0]], shapes[n.inputs[1]])
             if nb:
                 capable[n.outputs[0]] = nb
+        elif n.op == "MaxPool" and n.inputs[0] in capable:
+            capable[n.outputs[0]] = capable[n.inputs[0]]
     readers: dict[str, list] = {}
     for n in nodes:
         for i, x in enumerate(n.inputs):
@@ -148,14 +151,17 @@ def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str,
     outputs = set(graph.outputs)
 
     def reads_blocked(r, i):
-        return (r.op == "Conv" and r.outputs[0] in capable and i in (0, 3)) or r.op == "GlobalAveragePool"
+        return ((r.op in ("Conv", "MaxPool") and r.outputs[0] in capable and i in (0, 3))
+                or r.op == "GlobalAveragePool")
     blocked = {t for t in capable if t not in outputs and all(reads_blocked(r, i) for r, i in readers.get(t, []))}
     changed = True
     while changed:
         changed = False
         for n in nodes:
-            if n.op == "Conv" and len(n.inputs) > 3 and n.inputs[3]:
-                r, y = n.inputs[3], n.outputs[0]
+            pairs = [(n.inputs[3], n.outputs[0])] if n.op == "Conv" and len(n.inputs) > 3 and n.inputs[3] else []
+            if n.op == "MaxPool":
+                pairs.append((n.inputs[0], n.outputs[0]))
+            for r, y in pairs:
                 if (r in blocked) != (y in blocked):
                     blocked -= {r, y}
                     changed = True

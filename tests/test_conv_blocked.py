@@ -94,3 +94,18 @@ def test_global_average_pool_on_blocked_input():
     y = np.full((2, 20, 1, 1), np.nan, np.float32)
     global_avgpool([to_blocked(x, blocks(20) + 1)], {}, [y])
     np.testing.assert_allclose(y, global_avgpool_reference([x], {})[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("geo", [((3, 3), (2, 2), (1, 1), [1, 1, 1, 1], 0), ((2, 2), (2, 2), (1, 1), [0, 0, 0, 0], 0),
+                                 ((3, 3), (1, 1), (2, 2), [2, 1, 2, 3], 0), ((3, 3), (2, 2), (1, 1), [0, 0, 1, 1], 1)])
+def test_blocked_maxpool_matches_reference(geo):
+    """MaxPool on channel-blocked tensors (the runtime keeps a pool between blocked convs blocked)."""
+    from haste_edge.ops.pool import maxpool, maxpool_infer, maxpool_reference
+    k, s, d, pads, ceil = geo
+    attrs = {"kernel_shape": list(k), "strides": list(s), "dilations": list(d), "pads": pads, "ceil_mode": ceil}
+    x = np.random.default_rng(4).standard_normal((2, 20, 11, 13)).astype(np.float32)
+    (n, c, ho, wo), = maxpool_infer([x.shape], attrs)
+    y = np.full((n, blocks(c) + 1, ho, wo, VL), np.nan, np.float32)
+    out = maxpool([to_blocked(x, blocks(c) + 1)], attrs, [y])[0]
+    assert out is y and np.isfinite(y).all()                # spare blocks and lanes written too
+    np.testing.assert_array_equal(from_blocked(y, c), maxpool_reference([x], attrs)[0])

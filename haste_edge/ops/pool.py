@@ -5,7 +5,9 @@ p*s - pad_begin + i*d for i < k. Positions outside [0, n) are padding: never a m
 for the average they count only with count_include_pad=1, and then only up to n + pad_end
 (a ceil_mode window may reach past the end padding: that part never counts).
 Fast kernels are Numba loops parallel over (image, channel) planes; references are plain NumPy.
-Max over an empty window (all padding) is -inf and its average NaN, in both.
+Max over an empty window (all padding) is -inf and its average NaN, in both. MaxPool also runs on
+channel-blocked tensors (ops/conv_blocked.py: input and output 5-D), which the runtime keeps
+between convs: a pool between two blocked convs then needs no layout change on either side.
 """
 from __future__ import annotations
 
@@ -157,6 +159,30 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad, n_c
                         is_max, include_pad)
 
 
+@njit(parallel=True)
+def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl):
+    """MaxPool on channel-blocked x (N, CB, H, W, VL) into y (N, CB, Ho, Wo, VL): per output pixel
+    the max over its window's pixels inside the input, VL channels at a time (contiguous lanes),
+    parallel over output rows."""
+    n_img, n_cb, h, w, vl = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    lowest = np.float32(-np.inf)
+    for task in prange(n_img * n_cb * ho):
+        n, cb, p = task // (n_cb * ho), (task // ho) % n_cb, task % ho
+        i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
+        for q in range(wo):
+            out = y[n, cb, p, q]
+            for lane in range(vl):
+                out[lane] = lowest
+            j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
+            for i in range(i_lo, i_hi):
+                xrow = x[n, cb, p * sh - pt + i * dh]
+                for j in range(j_lo, j_hi):
+                    src = xrow[q * sw - pl + j * dw]
+                    for lane in range(vl):
+                        out[lane] = out[lane] if out[lane] >= src[lane] else src[lane]
+
+
 @njit
 def _pool_plane(xp, yp, rows, phases, q_rng, cnt_w, kh, sh, sw, dh, pt, pb, is_max, include_pad):
     """_pool on one plane (its docstring)."""
@@ -234,8 +260,12 @@ def _out(outs, shape):
 
 @register("MaxPool", infer=maxpool_infer, reference=maxpool_reference, attrs=MAXPOOL_ATTRS)
 def maxpool(inputs, attrs, outs=None):
+    """A channel-blocked input (5-D) comes with its channel-blocked output buffer."""
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
     kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, _ = _geometry(attrs)
+    if x.ndim == 5:
+        _maxpool_blocked(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl)
+        return outs
     outs = _out(outs, maxpool_infer([x.shape], attrs)[0])
     _pool(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, True, False, _chunks(x))
     return outs
