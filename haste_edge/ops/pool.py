@@ -16,6 +16,7 @@ import numpy as np
 from haste_edge.jit import njit, prange
 from haste_edge.ops.window import valid_range
 from haste_edge.ops.reduce import row_means as row_means_serial
+from haste_edge.ops.conv_blocked import VL as BLOCK_VL
 from haste_edge.ops.conv_blocked import means_call
 from haste_edge.ops.registry import register
 from haste_edge.threads import kernel_threads
@@ -161,26 +162,34 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad, n_c
 
 @njit(parallel=True)
 def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl):
-    """MaxPool on channel-blocked x (N, CB, H, W, VL) into y (N, CB, Ho, Wo, VL): per output pixel
-    the max over its window's pixels inside the input, VL channels at a time (contiguous lanes),
-    parallel over output rows."""
-    n_img, n_cb, h, w, vl = x.shape
+    """MaxPool on channel-blocked x (N, CB, H, W, VL) into y (N, CB, Ho, Wo, VL), parallel over
+    output rows. Separable as _pool: the rows an output row's windows cover are reduced into one
+    (W, VL) row (contiguous loops), then each output pixel takes the max of its columns there,
+    VL channels at a time from a local vector."""
+    n_img, n_cb, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     ho, wo = y.shape[2], y.shape[3]
+    xf, yf = x.reshape(-1), y.reshape(-1)
     lowest = np.float32(-np.inf)
     for task in prange(n_img * n_cb * ho):
-        n, cb, p = task // (n_cb * ho), (task // ho) % n_cb, task % ho
+        plane, p = task // ho, task % ho
+        rows = np.empty(w * BLOCK_VL, dtype=np.float32)
+        acc = np.empty(BLOCK_VL, dtype=np.float32)
+        rows[:] = lowest
         i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
+        for i in range(i_lo, i_hi):
+            src = xf[(plane * h + p * sh - pt + i * dh) * w * BLOCK_VL:]
+            for t in range(w * BLOCK_VL):
+                rows[t] = rows[t] if rows[t] >= src[t] else src[t]
         for q in range(wo):
-            out = y[n, cb, p, q]
-            for lane in range(vl):
-                out[lane] = lowest
+            acc[:] = lowest
             j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
-            for i in range(i_lo, i_hi):
-                xrow = x[n, cb, p * sh - pt + i * dh]
-                for j in range(j_lo, j_hi):
-                    src = xrow[q * sw - pl + j * dw]
-                    for lane in range(vl):
-                        out[lane] = out[lane] if out[lane] >= src[lane] else src[lane]
+            for j in range(j_lo, j_hi):
+                c = (q * sw - pl + j * dw) * BLOCK_VL
+                for lane in range(BLOCK_VL):
+                    acc[lane] = acc[lane] if acc[lane] >= rows[c + lane] else rows[c + lane]
+            d = ((plane * ho + p) * wo + q) * BLOCK_VL
+            for lane in range(BLOCK_VL):
+                yf[d + lane] = acc[lane]
 
 
 @njit
