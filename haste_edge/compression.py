@@ -49,3 +49,14 @@ def check_method(method) -> None:
     missing = [a for a in ("name", "layers") if not hasattr(method, a)]
     if missing:
         raise TypeError(f"a compression method needs {missing}; got {type(method).__name__}")
+
+
+def check_layers(method_name: str, layers: dict) -> None:
+    """TypeError naming the node whose layer lacks run, a required counter column, or an overhead
+    column among its fields (else last_stats would fail after the run)."""
+    for node, layer in layers.items():
+        fields = tuple(getattr(layer, "fields", ()))
+        missing = [f for f in REQUIRED_FIELDS + tuple(getattr(layer, "overhead", ())) if f not in fields]
+        if not callable(getattr(layer, "run", None)) or missing:
+            raise TypeError(f"{method_name} layer for node '{node}': needs run() and counter fields "
+                            f"{list(REQUIRED_FIELDS)} plus its overhead columns; missing {missing or ['run']}")

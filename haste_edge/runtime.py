@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import limits, ops
-from .compression import check_method
+from .compression import check_layers, check_method
 from .errors import InputError, ModelFileError
 from .graph import Graph, Node
 from .scratch import generation
@@ -280,7 +280,7 @@ def _again(st: Step, plan: Plan) -> None:
         env[slot] = arr
 
 
-def _record(plan: Plan, fed: list) -> Replay:
+def _record(plan: Plan, fed: list) -> Replay | None:
     """Run the plan's steps the usual way and return the replay of this run. A slot is stable when
     it holds the same array, with new contents, on every run: weights, the plan's buffers, views of
     stable slots. A step whose inputs are stable or graph inputs and whose outputs are its buffers
@@ -468,6 +468,7 @@ class Model:
             return {}
         check_method(method)
         layers = dict(method.layers(self.graph))
+        check_layers(method.name, layers)
         self._compression = (method.name, layers)
         return dict(layers)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numba
 from threadpoolctl import ThreadpoolController
@@ -35,8 +35,7 @@ def set_threads(n: int | None = None, blas: int | None = None) -> int:
     runs. The BLAS's matrix products use `blas` threads if given (process-wide), else `n` while
     other processes leave the cores idle and 1 when they do not (module docstring). Returns n."""
     global _wanted, _blas_fixed, _blas_libs, _load
-    n = int(n) if n else (os.cpu_count() or 1)
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    n = _bounded(int(n) if n else (os.cpu_count() or 1))
     with _state_lock:
         numba.set_num_threads(n)
         _wanted = n
@@ -166,7 +165,12 @@ def run_threads() -> int:
     n = getattr(_known, "n", None)
     if n is not None:
         return n
-    return _wanted if _wanted is not None else max(1, min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))
+    return _wanted if _wanted is not None else _bounded(os.cpu_count() or 1)
+
+
+def _bounded(n: int) -> int:
+    """n threads, at least 1 and at most the workers Numba launched."""
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def threading_layer() -> str:

@@ -82,3 +82,19 @@ def test_something_else_is_refused_by_name():
         model.compress("L=8")
     with pytest.raises(TypeError, match="HASTE takes"):
         Haste(8)
+
+
+class NoCounters:
+    name = "broken"
+
+    def layers(self, graph):
+        layer = CountingLayer()
+        layer.fields = ("dense_macs",)                     # no executed_macs, overhead not a field
+        return {next(n.name for n in graph.nodes if n.op == "Conv"): layer}
+
+
+def test_a_layer_without_the_required_counters_is_refused_before_any_run():
+    model = haste_edge.load()
+    with pytest.raises(TypeError, match="broken layer for node .*missing \\['executed_macs', 'extra_ops'\\]"):
+        model.compress(NoCounters())
+    assert not model.compressed

@@ -140,6 +140,11 @@ def gemm(inputs, attrs, outs=None):
         b = b.T          # the usual classifier layout: a transposed view, no copy
     if outs is None:
         outs = [np.empty((a.shape[0], b.shape[1]), dtype=np.float32)]
+    listed = gemm_calls(inputs, attrs, outs)     # the usual classifier: what a replay makes too
+    if listed is not None:
+        for f, args in listed:
+            f(*args)
+        return outs
     y = outs[0]
     call = _rows_call(a, w, y, attrs)
     if call is not None:

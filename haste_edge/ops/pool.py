@@ -161,35 +161,44 @@ def _pool(x, y, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, is_max, include_pad, n_c
 
 
 @njit(parallel=True)
-def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl):
+def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl, n_chunks):
     """MaxPool on channel-blocked x (N, CB, H, W, VL) into y (N, CB, Ho, Wo, VL), parallel over
-    output rows. Separable as _pool: the rows an output row's windows cover are reduced into one
-    (W, VL) row (contiguous loops), then each output pixel takes the max of its columns there,
-    VL channels at a time from a local vector."""
+    n_chunks runs of output rows. Separable as _pool: the rows an output row's windows cover are
+    reduced into one (W, VL) row (contiguous loops), then each output pixel takes the max of its
+    columns there, VL channels at a time from a local vector."""
     n_img, n_cb, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     ho, wo = y.shape[2], y.shape[3]
     xf, yf = x.reshape(-1), y.reshape(-1)
     lowest = np.float32(-np.inf)
-    for task in prange(n_img * n_cb * ho):
-        plane, p = task // ho, task % ho
-        rows = np.empty(w * BLOCK_VL, dtype=np.float32)
+    tasks = n_img * n_cb * ho
+    per = -(-tasks // n_chunks)
+    for chunk in prange(n_chunks):
+        rows = np.empty(w * BLOCK_VL, dtype=np.float32)             # scratch per chunk, not per row
         acc = np.empty(BLOCK_VL, dtype=np.float32)
-        rows[:] = lowest
-        i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
-        for i in range(i_lo, i_hi):
-            src = xf[(plane * h + p * sh - pt + i * dh) * w * BLOCK_VL:]
-            for t in range(w * BLOCK_VL):
-                rows[t] = rows[t] if rows[t] >= src[t] else src[t]
-        for q in range(wo):
-            acc[:] = lowest
-            j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
-            for j in range(j_lo, j_hi):
-                c = (q * sw - pl + j * dw) * BLOCK_VL
-                for lane in range(BLOCK_VL):
-                    acc[lane] = acc[lane] if acc[lane] >= rows[c + lane] else rows[c + lane]
-            d = ((plane * ho + p) * wo + q) * BLOCK_VL
+        for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
+            _maxpool_blocked_row(xf, yf, rows, acc, task // ho, task % ho, h, w, ho, wo, kh, kw, sh, sw, dh,
+                                 dw, pt, pl, lowest)
+
+
+@njit
+def _maxpool_blocked_row(xf, yf, rows, acc, plane, p, h, w, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, lowest):
+    """_maxpool_blocked's output row p of one (image, channel block) plane."""
+    rows[:] = lowest
+    i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
+    for i in range(i_lo, i_hi):
+        src = xf[(plane * h + p * sh - pt + i * dh) * w * BLOCK_VL:]
+        for t in range(w * BLOCK_VL):
+            rows[t] = rows[t] if rows[t] >= src[t] else src[t]
+    for q in range(wo):
+        acc[:] = lowest
+        j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
+        for j in range(j_lo, j_hi):
+            c = (q * sw - pl + j * dw) * BLOCK_VL
             for lane in range(BLOCK_VL):
-                yf[d + lane] = acc[lane]
+                acc[lane] = acc[lane] if acc[lane] >= rows[c + lane] else rows[c + lane]
+        d = ((plane * ho + p) * wo + q) * BLOCK_VL
+        for lane in range(BLOCK_VL):
+            yf[d + lane] = acc[lane]
 
 
 @njit
@@ -273,7 +282,8 @@ def maxpool(inputs, attrs, outs=None):
     x = np.ascontiguousarray(inputs[0], dtype=np.float32)
     kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, _ = _geometry(attrs)
     if x.ndim == 5:
-        _maxpool_blocked(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl)
+        n_rows = x.shape[0] * x.shape[1] * outs[0].shape[2]
+        _maxpool_blocked(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl, max(1, min(n_rows, kernel_threads())))
         return outs
     outs = _out(outs, maxpool_infer([x.shape], attrs)[0])
     _pool(x, outs[0], kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, True, False, _chunks(x))
