@@ -71,6 +71,7 @@ class Plan:
 class Replay:
     key: tuple                 # (kernel threads, scratch generation) when recorded
     calls: list                # (function, args) in order; a step run the usual way is (_again, (step, plan))
+    steps: list                # the node name of the step each call was recorded from (profilers)
 
 
 def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
@@ -289,8 +290,10 @@ def _record(plan: Plan, fed: list) -> Replay | None:
     key = (kernel_threads(), generation())
     env = plan.env
     moving = set(fed)                     # slots that may hold another array next run
-    calls = []
+    calls, steps, prev = [], [], None
     for st in plan.steps:
+        steps += [prev] * (len(calls) - len(steps))               # the previous step's calls
+        prev = st.node_name
         args = [env[i] if i >= 0 else None for i in st.inputs]
         outs = _run_step(st, args, plan.last_counters)
         for slot, arr in zip(st.outputs, outs):
@@ -316,9 +319,10 @@ def _record(plan: Plan, fed: list) -> Replay | None:
             calls.append((st.kernel, (args, st.attrs, st.buffers)))
         else:
             calls.append((_again, (st, plan)))
+    steps += [prev] * (len(calls) - len(steps))
     if (kernel_threads(), generation()) != key:
         return None                       # a buffer grew while recording: record again next run
-    return Replay(key, calls)
+    return Replay(key, calls, steps)
 
 
 def _feeding(listed: list, env: list, fed: list) -> list | None:

@@ -48,6 +48,11 @@ def test_replayed_runs_equal_stepped_runs_bit_for_bit(name, threads, restore):
     # every step replayed by its compiled calls, the input's conv taking each run's input
     assert runtime._again not in [f for f, _ in plan.replay.calls]
     assert [f for f, _ in plan.replay.calls].count(runtime._with_feeds) == 1
+    # each call names the step it was recorded from, in plan order (benchmarks/replay_calls.py)
+    order = [st.node_name for st in plan.steps]
+    assert len(plan.replay.steps) == len(plan.replay.calls)
+    positions = [order.index(n) for n in plan.replay.steps]
+    assert positions == sorted(positions) and positions[0] == 0
     for a, b in zip(stepped, replayed):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(replayed[0], replayed[1])   # each run took its own input
