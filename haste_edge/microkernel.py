@@ -357,6 +357,87 @@ def _make_scalar_lanes_tile(mr: int, nr: int, vw: int, a_step: int):
     return lanes_tile
 
 
+# ---------------------------------------------------------------------------------------------
+# the gathered lanes tile (HASTE's reduced conv: haste/kernel.py), no epilogue:
+#   C[c_off + i*ldc + j] = (C[c_off + i*ldc + j] if accumulate else 0)
+#                          + sum_{k < k_len} a[a_off + aoffs[k] + i] * b[boffs[k] + j]
+# for i < MR pixels, j < NR channels. Like the lanes tile, but B's rows are gathered by offset too:
+# a patch's singleton channels use the layer's packed weights in place and its merged buckets a
+# per-patch buffer, so no weight is copied for a singleton. Bias and activation come after the
+# last call (the tile sums buckets in two calls: singletons, then merged).
+# ---------------------------------------------------------------------------------------------
+
+# (MR pixels, NV vectors) of the gathered tiles: MR = 2 or 4 (HASTE's usual tile sizes P), NV so
+# that a layer's output channels pad little (NR = NV * VW); NV up to the 4-pixel lanes tile's
+GATHER_SHAPES = tuple((mr, nv) for mr in (2, 4) for nv in sorted({1, 2, LANES[2][1]}))
+
+
+def _make_vector_gather_tile(mr: int, nv: int, vw: int):
+    @intrinsic
+    def gather_tile(typingctx, a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate):
+        sig = types.void(a, aoffs, types.int64, b, boffs, types.int64, c, types.int64, types.int64,
+                         types.boolean)
+
+        def codegen(context, builder, signature, args):
+            a_v, ao_v, a_off_v, b_v, bo_v, k_v, c_v, c_off_v, ldc_v, accum_v = args
+            at, aot, _, bt, bot, _, ct = signature.args[:7]
+            ap, aop = _data(context, builder, at, a_v), _data(context, builder, aot, ao_v)
+            bp, bop = _data(context, builder, bt, b_v), _data(context, builder, bot, bo_v)
+            cp = _data(context, builder, ct, c_v)
+            x = _IR(builder, vw)
+            i64 = x.i64
+
+            def step(k, acc):                   # acc[i*nv + j]: pixel i, vector j
+                a_base = builder.add(a_off_v, builder.load(builder.gep(aop, [k])))
+                b_base = builder.load(builder.gep(bop, [k]))
+                bvec = [x.load(bp, builder.add(b_base, i64(j * vw))) for j in range(nv)]
+                new = []
+                for i in range(mr):
+                    av = x.splat(builder.load(builder.gep(ap, [builder.add(a_base, i64(i))])))
+                    new += [builder.call(x.fma, [av, bvec[j], acc[i * nv + j]]) for j in range(nv)]
+                return new
+
+            outs = x.reduction(k_v, mr * nv, step)
+            flag = builder.trunc(accum_v, ir.IntType(1)) if accum_v.type != ir.IntType(1) else accum_v
+            for i in range(mr):
+                row_off = builder.add(c_off_v, builder.mul(ldc_v, i64(i)))
+                for j in range(nv):
+                    ptr = builder.bitcast(builder.gep(cp, [builder.add(row_off, i64(j * vw))]), x.vt.as_pointer())
+                    old = builder.load(ptr, align=4)
+                    v = builder.select(flag, builder.fadd(outs[i * nv + j], old), outs[i * nv + j])
+                    builder.store(v, ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return gather_tile
+
+
+def _make_scalar_gather_tile(mr: int, nr: int):
+    @njit
+    def gather_tile(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate):
+        acc = np.zeros((mr, nr), dtype=np.float32)
+        for k in range(k_len):
+            base = a_off + aoffs[k]
+            for i in range(mr):
+                av = a[base + i]
+                for j in range(nr):
+                    acc[i, j] += av * b[boffs[k] + j]
+        for i in range(mr):
+            for j in range(nr):
+                if accumulate:
+                    c[c_off + i * ldc + j] += acc[i, j]
+                else:
+                    c[c_off + i * ldc + j] = acc[i, j]
+    return gather_tile
+
+
+def _make_gather_tile(mr, nv, vw):
+    if TARGET["kind"] == "scalar":
+        return _make_scalar_gather_tile(mr, nv * vw)
+    return _make_vector_gather_tile(mr, nv, vw)
+
+
 def _make_scalar_tile(mr: int, nr: int):
     @njit
     def tile(a, b, offs, b_off, k_len, c, c_off, ldc, bias, lo, hi):
@@ -652,6 +733,52 @@ lanes5 = _make_lanes_tile(*LANES[2], DWB_VL)
 LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
 LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
 LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
+# gathered tiles, one global per shape (GATHER_SHAPES), and their dispatcher
+GATHER_VW = LANES[2][2]
+_gather = [_make_gather_tile(mr, nv, GATHER_VW) for mr, nv in GATHER_SHAPES]
+gather0, gather1, gather2, gather3, gather4, gather5 = (_gather + _gather[-1:] * 6)[:6]
+N_GATHER = len(GATHER_SHAPES)
+
+
+@njit
+def gather_tile(variant, a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate):
+    """The gathered tile GATHER_SHAPES[variant] (see above its maker)."""
+    if variant == 0:
+        gather0(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+    elif variant == 1:
+        gather1(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+    elif variant == 2:
+        gather2(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+    elif variant == 3:
+        gather3(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+    elif variant == 4:
+        gather4(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+    else:
+        gather5(a, aoffs, a_off, b, boffs, k_len, c, c_off, ldc, accumulate)
+
+
+def choose_gather(pixels: int, channels: int) -> int | None:
+    """The gathered tile for runs of `pixels` output pixels (a HASTE tile row) and `channels`
+    output channels: MR the largest of 4, 2 dividing pixels (None if neither does), then the NV
+    that pads the channels least (ties to the wider, fewer calls)."""
+    mrs = [mr for mr in (4, 2) if pixels % mr == 0]
+    if not mrs:
+        return None
+    fits = [v for v, (mr, _) in enumerate(GATHER_SHAPES) if mr == mrs[0]]
+
+    def padded(v):
+        nr = GATHER_SHAPES[v][1] * GATHER_VW
+        return -(-channels // nr) * nr
+    return min(fits, key=lambda v: (padded(v), -GATHER_SHAPES[v][1]))
+
+
+def gather_reference(a, aoffs, a_off, mr, b, boffs, k_len, nr) -> np.ndarray:
+    """The gathered tile's sums (mr, nr) in float64 (no accumulate)."""
+    rows = np.array([[a[a_off + aoffs[k] + i] for k in range(k_len)] for i in range(mr)], np.float64)
+    w = np.array([b[boffs[k]:boffs[k] + nr] for k in range(k_len)], np.float64).reshape(k_len, nr)
+    return rows @ w
+
+
 dwb_tile = (_make_scalar_dwb_tile if TARGET["kind"] == "scalar" else _make_vector_dwb_tile)(DWB_MR, DWB_VL)
 transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vector_transpose)(DWB_VL)
 

@@ -158,6 +158,50 @@ def test_epilogue_clamps_and_keeps_nan():
     assert np.isnan(c[0]).all()                       # Relu6 of NaN is NaN, not 0 or 6
 
 
+def _gather_case(variant, k_len, seed=0):
+    """A gathered tile call on random offsets into C filled with NaN around the tile (only the
+    tile's rows of NR channels may be written): (C, its tile rows, the float64 sums)."""
+    mr, nv = mk.GATHER_SHAPES[variant]
+    nr = nv * mk.GATHER_VW
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(300).astype(np.float32)
+    b = rng.standard_normal(40 * nr).astype(np.float32)
+    aoffs = np.concatenate([rng.integers(0, 290, k_len), [10 ** 9]]).astype(np.int64)   # past k_len: unread
+    boffs = np.concatenate([rng.integers(0, 39, k_len) * nr, [10 ** 9]]).astype(np.int64)
+    ldc, c_off = 3 * nr, nr
+    c = np.full(mr * ldc + nr, np.nan, np.float32)
+    mk.gather_tile(variant, a, aoffs, 3, b, boffs, k_len, c, c_off, ldc, False)
+    first = np.stack([c[c_off + i * ldc:c_off + i * ldc + nr] for i in range(mr)])
+    mk.gather_tile(variant, a, aoffs, 3, b, boffs, k_len, c, c_off, ldc, True)
+    second = np.stack([c[c_off + i * ldc:c_off + i * ldc + nr] for i in range(mr)])
+    rest = np.ones(c.shape, bool)
+    for i in range(mr):
+        rest[c_off + i * ldc:c_off + i * ldc + nr] = False
+    return first, second, c[rest], mk.gather_reference(a, aoffs, 3, mr, b, boffs, k_len, nr)
+
+
+@pytest.mark.parametrize("variant", range(mk.N_GATHER))
+@pytest.mark.parametrize("k_len", [1, 9, 100])
+def test_gathered_tile_matches_reference(variant, k_len):
+    """Sums over gathered rows of A and B, then the same added to what C holds (accumulate)."""
+    first, second, untouched, want = _gather_case(variant, k_len)
+    assert np.abs(first - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    assert np.abs(second - 2 * want).max() <= 2e-5 * max(1.0, np.abs(want).max())
+    assert np.isnan(untouched).all()                 # nothing outside the tile written
+
+
+def test_gathered_tile_choice():
+    """MR the largest of 4, 2 dividing the run; NR padding the channels least."""
+    for pixels, channels in [(4, 32), (2, 64), (8, 256), (6, 20), (4, 3)]:
+        v = mk.choose_gather(pixels, channels)
+        mr, nv = mk.GATHER_SHAPES[v]
+        assert pixels % mr == 0 and (mr == 4 or pixels % 4)
+        pad = -(-channels // (nv * mk.GATHER_VW)) * nv * mk.GATHER_VW
+        assert pad == min(-(-channels // (n * mk.GATHER_VW)) * n * mk.GATHER_VW
+                          for m, n in mk.GATHER_SHAPES if m == mr)
+    assert mk.choose_gather(3, 32) is None and mk.choose_gather(5, 32) is None
+
+
 def test_scalar_fallback_gives_the_same_results(tmp_path):
     """HASTE_EDGE_MICROKERNEL=scalar: the plain loop nest, in a fresh process."""
     import subprocess
@@ -181,6 +225,8 @@ from haste_edge.ops import conv
 dst, want = t._dwb_tile_case(9, 2 * mk.DWB_VL)
 assert np.abs(dst[5:5 + mk.DWB_MR * mk.DWB_VL].reshape(want.shape) - want).max() < 1e-4
 t.test_transpose_matches_reference()
+for v in range(mk.N_GATHER):
+    t.test_gathered_tile_matches_reference(v, 20)
 for name in ("dw-plane", "dw-tiles-s2-ragged", "dw-cl-mult2"):
     inputs, attrs = make(CASES[name])
     assert np.abs(run_fast(inputs, attrs) - conv.conv_reference(inputs, attrs)[0]).max() < 1e-4, name

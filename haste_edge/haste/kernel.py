@@ -17,9 +17,13 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
   4. merge W  weights are kept as Wt (C_in, kh*kw, C_out), so a merged filter is a sum of
               contiguous kh*kw*C_out vectors; a singleton bucket uses its Wt slice in place.
   5. conv     reduced conv on the patch (no padding: the halo carries it) into a (tile pixels,
-              C_out) accumulator, output channels innermost so every multiply-add is a vector op
-              over C_out, several kernel taps per pass (_accumulate_bucket); then bias,
-              activation and the write into NCHW y.
+              C_out) accumulator, output channels in vector lanes; then bias, activation and the
+              write into NCHW y. Stride 1 and P even: on the gathered microkernel tiles
+              (microkernel.gather_tile: register-blocked, every bucket's taps one row of the
+              product, singletons' weights read in place from the layer's packed panels, so the
+              filter merge only touches merged buckets); else the plain loop, several kernel taps
+              per pass (_accumulate_bucket). The gathered tiles took 0.44-0.52x of dense time on
+              the bundled model where the loop took 0.34-0.40x (README, "HASTE and time").
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -47,6 +51,7 @@ import time
 
 import numpy as np
 
+from haste_edge import microkernel as mk
 from haste_edge.haste.config import LayerSetting
 from haste_edge.haste.hyperplanes import layer_hyperplanes, patch_dims
 from haste_edge.haste.reference import HASH_RTOL, N_STATS, STAT_FIELDS, check_haste_conv
@@ -262,6 +267,83 @@ def _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot):
 
 
 @njit
+def _merge_filters_lanes(wl, nb, count, start, members, bucket_of, wm, wslot):
+    """_merge_filters on the lanes-packed weights of the gathered path: wl (panels, C_in*kk*NR),
+    channel c's weights the contiguous wl[cb, c*kk*NR:(c+1)*kk*NR]; merged filters into
+    wm[cb, slot*kk*NR:...]. Singletons get wslot -1 (used in place); one sequential pass per panel."""
+    c_in = bucket_of.shape[0]
+    kkn = wl.shape[1] // c_in
+    n_merged = 0
+    for bi in range(nb):
+        if count[bi] == 1:
+            wslot[bi] = -1
+        else:
+            wslot[bi] = n_merged
+            n_merged += 1
+    for cb in range(wl.shape[0]):
+        src_p, dst_p = wl[cb], wm[cb]
+        for c in range(c_in):
+            bi = bucket_of[c]
+            slot = wslot[bi]
+            if slot < 0:
+                continue
+            s0, d0 = c * kkn, slot * kkn
+            if c == members[start[bi]]:
+                for t in range(kkn):
+                    dst_p[d0 + t] = src_p[s0 + t]
+            else:
+                for t in range(kkn):
+                    dst_p[d0 + t] += src_p[s0 + t]
+
+
+@njit
+def _reduced_conv_gathered(gvar, mr, xm, d_max, wl, wm, nb, start, members, wslot, th, tw, pw, kh, kw, dh, dw,
+                           P, aoff_s, boff_s, aoff_m, boff_m, acc):
+    """The reduced conv of one patch (stride 1) on the gathered tiles: every bucket's k*k taps as
+    rows of one product, singletons' weights read in place from wl, merged ones from wm; output
+    tile pixels (p, q) at acc[p*P + q, :] (channels padded to the panels' NR). Runs of mr pixels;
+    an edge tile's run may compute pixels past tw (read from the halo or the slack after xm, never
+    written out)."""
+    kk = kh * kw
+    nr = acc.shape[1] // wl.shape[0]
+    ks, km = 0, 0
+    for bi in range(nb):
+        slot = wslot[bi]
+        for t in range(kk):
+            toff = bi * d_max + (t // kw) * dh * pw + (t % kw) * dw
+            if slot < 0:
+                aoff_s[ks] = toff
+                boff_s[ks] = (members[start[bi]] * kk + t) * nr
+                ks += 1
+            else:
+                aoff_m[km] = toff
+                boff_m[km] = (slot * kk + t) * nr
+                km += 1
+    ldc = acc.shape[1]
+    accf = acc.reshape(-1)
+    for cb in range(wl.shape[0]):
+        for p in range(th):
+            for q in range(0, tw, mr):
+                c_off = (p * P + q) * ldc + cb * nr
+                a_off = p * pw + q
+                if ks > 0:
+                    mk.gather_tile(gvar, xm, aoff_s, a_off, wl[cb], boff_s, ks, accf, c_off, ldc, False)
+                if km > 0:
+                    mk.gather_tile(gvar, xm, aoff_m, a_off, wm[cb], boff_m, km, accf, c_off, ldc, ks > 0)
+
+
+@njit
+def _write_tile_strided(acc, P, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*P + q, o] + bias[o]) (the gathered path's layout)."""
+    for o in range(yn.shape[0]):
+        bv = bias[o]
+        for p in range(th):
+            yrow = yn[o, p0 + p]
+            for q in range(tw):
+                yrow[q0 + q] = min(max(acc[p * P + q, o] + bv, lo32), hi32)
+
+
+@njit
 def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
     """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
     for o in range(yn.shape[0]):
@@ -273,11 +355,13 @@ def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
 
 
 @njit
-def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats):
-    """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases."""
+    """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases. gvar >= 0:
+    the reduced conv on gathered tile gvar with the lanes-packed weights wl (wt unused), else on
+    _accumulate_bucket with wt (wl unused)."""
     n_img, c_in = xlast.shape[0], xlast.shape[2]
-    kk, c_out = wt.shape[1], wt.shape[2]
+    kk, c_out = kh * kw, y.shape[1]
     ho, wo = y.shape[2], y.shape[3]
     L = p_ptr.shape[0] - 1
     d_max = ((P - 1) * sh + (kh - 1) * dh + 1) * ((P - 1) * sw + (kw - 1) * dw + 1)
@@ -298,9 +382,24 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
     start = np.empty(c_in + 1, dtype=np.int64)
     members = np.empty(c_in, dtype=np.int64)
     wslot = np.empty(c_in, dtype=np.int64)
-    xm = np.empty((c_in, d_max), dtype=np.float32)
-    wm = np.empty((c_in // 2 + 1, kk, c_out), dtype=np.float32)   # merged buckets have >= 2 channels
-    acc = np.empty((P * P, c_out), dtype=np.float32)
+    gathered = gvar >= 0
+    mr = mk.GATHER_SHAPES[gvar][0] if gathered else 1
+    xm_flat = np.empty(c_in * d_max + 2 * mr, dtype=np.float32)   # slack: an edge run reads past its row
+    xm = xm_flat[:c_in * d_max].reshape(c_in, d_max)
+    if gathered:
+        nr = mk.GATHER_SHAPES[gvar][1] * mk.GATHER_VW
+        wm = np.empty((1, 1, 1), dtype=np.float32)
+        wml = np.empty((wl.shape[0], (c_in // 2 + 1) * kk * nr), dtype=np.float32)
+        acc = np.empty((P * P, wl.shape[0] * nr), dtype=np.float32)
+        aoff_s = np.empty(c_in * kk, dtype=np.int64)
+        boff_s = np.empty(c_in * kk, dtype=np.int64)
+        aoff_m = np.empty(c_in * kk, dtype=np.int64)
+        boff_m = np.empty(c_in * kk, dtype=np.int64)
+    else:
+        wm = np.empty((c_in // 2 + 1, kk, c_out), dtype=np.float32)   # merged buckets have >= 2 channels
+        wml = np.empty((1, 1), dtype=np.float32)
+        acc = np.empty((P * P, c_out), dtype=np.float32)
+        aoff_s = boff_s = aoff_m = boff_m = np.empty(0, dtype=np.int64)
 
     for item in range(blk, n_img * tiles, n_blocks):
         n = item // tiles
@@ -326,11 +425,23 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
         st[_XMERGE] = c_in * D
         if upto < 4:
             continue
-        _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot)
+        if gathered:
+            _merge_filters_lanes(wl, nb, count, start, members, bucket_of, wml, wslot)
+        else:
+            _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot)
         st[_WMERGE] = c_out * (c_in - nb) * kk
         if upto < 5:
             continue
-        tpix = th * tw                                  # reduced conv, output channels innermost
+        tpix = th * tw
+        st[_DENSE] = c_out * c_in * kk * tpix
+        st[_EXEC] = c_out * nb * kk * tpix
+        st[_PATCHES] = 1
+        if gathered:
+            _reduced_conv_gathered(gvar, mr, xm_flat, d_max, wl, wml, nb, start, members, wslot, th, tw, pw,
+                                   kh, kw, dh, dw, P, aoff_s, boff_s, aoff_m, boff_m, acc)
+            _write_tile_strided(acc, P, bias, y[n], p0, q0, th, tw, lo32, hi32)
+            continue
+        # reduced conv, output channels innermost
         for t in range(tpix):
             for o in range(c_out):
                 acc[t, o] = 0.0
@@ -340,9 +451,6 @@ def _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
             else:
                 _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
         _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
-        st[_DENSE] = c_out * c_in * kk * tpix
-        st[_EXEC] = c_out * nb * kk * tpix
-        st[_PATCHES] = 1
 
 
 @njit
@@ -383,7 +491,7 @@ def _image_stats(pstats, stats, c_in):
 
 
 @njit(parallel=True)
-def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _haste_patches(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                    p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """All patches of all images, spread over the threads. x (N, C, H, W) the input, padded (pt, pl)
     into xlast (N, Hp*Wp, C), channels-last, rows Wp pixels wide; wt (C, kh*kw, C_out), bias
@@ -395,20 +503,20 @@ def _haste_patches(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh
     _pad_channels_last(x, xlast.reshape(x.shape[0], -1, x.shape[1]), pt, pl, wp)
     if upto > 0:
         for blk in prange(n_blocks):
-            _run_block(blk, n_blocks, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+            _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                        p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
 
 @njit
-def _haste_serial(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _haste_serial(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """_haste_patches on the calling thread alone (n_blocks must be 1): for small outputs, where
     waking the thread pool costs more than the work (module docstring). Not parallel, so no thread
     switching or parallel-region launch per call."""
     _pad_channels_last(x, xlast.reshape(x.shape[0], -1, x.shape[1]), pt, pl, wp)
     if upto > 0:
-        _run_block(0, 1, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+        _run_block(0, 1, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                    p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
@@ -417,15 +525,48 @@ def _haste_serial(x, pt, pl, xlast, wp, wt, bias, lo, hi, y, kh, kw, sh, sw, dh,
 # per-layer data, scratch, public entry
 # ---------------------------------------------------------------------------------------------
 
-class _Layer:
-    """What a layer derives from W and its setting once: Wt and the hyperplane index lists."""
+# the reduced conv on the gathered microkernel tiles where it applies (stride 1, P a multiple of 2);
+# False: always the output-channels-innermost loop (_accumulate_bucket), for comparisons
+GATHERED = True
+_UNUSED3 = np.zeros((1, 1, 1), dtype=np.float32)
+_UNUSED2 = np.zeros((1, 1), dtype=np.float32)
 
-    def __init__(self, W, setting: LayerSetting, geo, wt=None):
+
+def gather_variant(P: int, c_out: int, sh: int, sw: int) -> int:
+    """The gathered tile a layer's reduced conv runs on, -1 for the plain loop."""
+    if not GATHERED or sh != 1 or sw != 1:
+        return -1
+    v = mk.choose_gather(P, c_out)
+    return -1 if v is None else v
+
+
+def _pack_gathered(W, variant: int) -> np.ndarray:
+    """W (C_out, C_in, kh, kw) as panels of NR output channels, channel-major then tap:
+    wl[cb, (c*kk + t)*NR + j] = W[cb*NR + j, c, t]."""
+    c_out = W.shape[0]
+    nr = mk.GATHER_SHAPES[variant][1] * mk.GATHER_VW
+    return mk.pack_lanes(np.asarray(W, dtype=np.float32).reshape(c_out, -1), nr)
+
+
+class _Layer:
+    """What a layer derives from W and its setting once: its packed weights (Wt for the plain
+    reduced conv, or the gathered tiles' panels) and the hyperplane index lists."""
+
+    def __init__(self, W, setting: LayerSetting, geo, packed=None):
         kh, kw, sh, sw, dh, dw = geo
         self.W = W                 # held so id(W) cannot be reused by another array while cached
         c_out, c_in = W.shape[0], W.shape[1]
-        self.wt = wt if wt is not None else np.ascontiguousarray(
-            np.asarray(W, dtype=np.float32).transpose(1, 2, 3, 0).reshape(c_in, kh * kw, c_out))
+        self.gvar = gather_variant(setting.P, c_out, sh, sw)
+        self.key = ("wl", self.gvar) if self.gvar >= 0 else ("wt",)
+        if packed is None:
+            if self.gvar >= 0:
+                packed = _pack_gathered(W, self.gvar)
+            else:
+                packed = np.ascontiguousarray(
+                    np.asarray(W, dtype=np.float32).transpose(1, 2, 3, 0).reshape(c_in, kh * kw, c_out))
+        self.packed = packed
+        self.wt = packed if self.gvar < 0 else _UNUSED3
+        self.wl = packed if self.gvar >= 0 else _UNUSED2
         R = layer_hyperplanes(setting.L, setting.s, setting.seed, *patch_dims(setting.P, kh, kw, sh, sw, dh, dw))
         self.plus = _csr(R > 0)
         self.minus = _csr(R < 0)
@@ -482,14 +623,18 @@ _SERIAL_MAX_PIXELS = 64      # output pixels in the batch at or below which one 
 
 def _step_call(state, x_shape, W, b, attrs, setting) -> _Call:
     """The call set-up kept on the plan step (StepAttrs.state): lives and dies with the model.
-    The transposed weights are shared by every setting the step runs with."""
+    The packed weights are shared by every setting the step runs with that packs them alike."""
     calls = state.setdefault("haste", {})
     call = calls.get((x_shape, setting))
     if call is not None and call.W is W and call.b is b:
         return call
-    wt = state.get("haste_wt")
-    layer = _Layer(W, setting, _geometry(attrs)[:6], wt[1] if wt is not None and wt[0] is W else None)
-    state["haste_wt"] = (W, layer.wt)
+    geo = _geometry(attrs)[:6]
+    packs = state.setdefault("haste_packed", {})
+    key = ("wl", gather_variant(setting.P, W.shape[0], geo[2], geo[3]))
+    key = key if key[1] >= 0 else ("wt",)
+    held = packs.get(key)
+    layer = _Layer(W, setting, geo, held[1] if held is not None and held[0] is W else None)
+    packs[layer.key] = (W, layer.packed)
     call = calls[(x_shape, setting)] = _Call(x_shape, W, b, attrs, setting, layer)
     return call
 
@@ -531,7 +676,7 @@ def _prepare(x, W, b, attrs, setting, y_out):
     layer = call.layer
     pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
     stats = np.empty((n_img, N_STATS), dtype=np.int64)
-    args = (x, pt, pl, xlast, call.wp, layer.wt, call.bias, call.lo, call.hi,
+    args = (x, pt, pl, xlast, call.wp, layer.wt, layer.wl, layer.gvar, call.bias, call.lo, call.hi,
             y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, HASH_RTOL, n_blocks, pstats, stats)
     return (_haste_serial if serial else _haste_patches), args, y_out
 
