@@ -170,10 +170,20 @@ def _parse_value(key, fname, text):
         raise ValueError(f"HASTE spec: bad value {text!r} for {key!r}: expected {want}") from None
 
 
+# Named settings, chosen on training images of the bundled model only (benchmarks/haste_select.py,
+# results/haste_select.md; their test-set figures in README "HASTE and time"): network-wide, so
+# they apply to any model. "auto" (method.Haste) is "fast" where the cost model says it pays.
+NAMED_SETTINGS = {
+    "fast": "L=13,P=4",            # fastest within 1 point there (results/haste_vs_dense_gathered.md)
+    "fewest-macs": "L=11,P=4",     # most conv MACs saved within 1 point there
+}
+
+
 def parse_haste_spec(spec: str) -> HasteConfig:
-    """"L=12,P=4,s=0.667,seed=0,start=1" -> HasteConfig. L is required; other keys default as in
-    HasteConfig. Keys: L, P (or patch), s, seed, start (or start_layer), 1x1 (or include_1x1),
-    strided (or include_strided); booleans as 0/1/true/false."""
+    """"L=12,P=4,s=0.667,seed=0,start=1" -> HasteConfig, or a named setting (NAMED_SETTINGS). L is
+    required; other keys default as in HasteConfig. Keys: L, P (or patch), s, seed, start (or
+    start_layer), 1x1 (or include_1x1), strided (or include_strided); booleans as 0/1/true/false."""
+    spec = NAMED_SETTINGS.get(spec.strip(), spec)
     values = {}
     for item in (t.strip() for t in spec.split(",")):
         if not item:
@@ -188,5 +198,6 @@ def parse_haste_spec(spec: str) -> HasteConfig:
             raise ValueError(f"HASTE spec: {key!r} given twice")
         values[fname] = _parse_value(key, fname, text)
     if "L" not in values:
-        raise ValueError(f"HASTE spec {spec!r}: L (number of hyperplanes) is required, e.g. L=12")
+        raise ValueError(f"HASTE spec {spec!r}: L (number of hyperplanes) is required, e.g. L=12 "
+                         f"(or a named setting: {', '.join(['auto', *NAMED_SETTINGS])})")
     return HasteConfig(**values)

@@ -15,20 +15,52 @@ from haste_edge.ops.conv import add_residual
 OVERHEAD_FIELDS = ("hash_adds", "centre_ops", "input_merge_adds", "filter_merge_adds")
 
 
+# auto compresses a conv only if the cost model predicts HASTE under 0.97x of its dense time even
+# when it keeps this fraction of the input channels: at fewest-macs the bundled model's convs kept
+# 0.51-0.85 (results/haste_cost_x86_64.md); 0.6, so a conv must pay with typical, not best-case, buckets
+AUTO_KEPT = 0.6
+
+
 class Haste:
-    """HASTE with one network-wide configuration: a HasteConfig or a spec string ("L=12,P=4")."""
+    """HASTE with one network-wide configuration: a HasteConfig, a spec string ("L=12,P=4"), a
+    named setting (config.NAMED_SETTINGS) or "auto": the "fast" setting on the convs where this
+    machine's cost model (cost.py) predicts it pays, none elsewhere. `rates` (cost.Rates) replaces
+    the machine's calibrated rates for auto."""
     name = "haste"
 
-    def __init__(self, config):
+    def __init__(self, config, rates=None):
+        self.auto = isinstance(config, str) and config.strip() == "auto"
+        if self.auto:
+            config = "fast"
         cfg = parse_haste_spec(config) if isinstance(config, str) else config
         if not isinstance(cfg, HasteConfig):
             raise TypeError(f"HASTE takes a HasteConfig or a spec string, not {type(config).__name__}")
         self.config = cfg
+        self.rates = rates
+        self.decisions = {}         # auto: conv name -> (break-even kept fraction, compressed?)
 
     def layers(self, graph) -> dict:
         convs = [(n.name, graph.weights[n.inputs[1]].shape, n.attrs) for n in graph.nodes
                  if n.op == "Conv" and n.inputs[1] in graph.weights]
-        return {name: HasteLayer(s) for name, s in plan_layers(convs, self.config).items()}
+        layers = {name: HasteLayer(s) for name, s in plan_layers(convs, self.config).items()}
+        return self._paying(graph, layers) if self.auto else layers
+
+    def _paying(self, graph, layers: dict) -> dict:
+        """The layers whose predicted HASTE time at AUTO_KEPT is under 0.97x dense (batch 1)."""
+        from haste_edge.haste import cost
+        from haste_edge.runtime import _infer_shapes
+        rates = self.rates or cost.machine_rates()
+        shapes = _infer_shapes(graph, {k: tuple(1 if d is None else d for d in s) for k, s in graph.inputs.items()})
+        kept = {}
+        for n in graph.nodes:
+            if n.name in layers:
+                shape = cost.conv_shape(shapes[n.inputs[0]], graph.weights[n.inputs[1]].shape, n.attrs,
+                                        shapes[n.outputs[0]])
+                breakeven = cost.kept_breakeven(rates, shape, layers[n.name].setting)
+                self.decisions[n.name] = (breakeven, breakeven > AUTO_KEPT)
+                if breakeven > AUTO_KEPT:
+                    kept[n.name] = layers[n.name]
+        return kept
 
 
 class HasteLayer:
