@@ -333,25 +333,15 @@ def _reduced_conv_gathered(gvar, mr, xm, d_max, wl, wm, nb, start, members, wslo
 
 
 @njit
-def _write_tile_strided(acc, P, bias, yn, p0, q0, th, tw, lo32, hi32):
-    """yn[o, p0 + p, q0 + q] = clamp(acc[p*P + q, o] + bias[o]) (the gathered path's layout)."""
+def _write_tile(acc, pitch, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*pitch + q, o] + bias[o]): bias once, then the activation
+    (pitch: tw for the plain loop's accumulator, P for the gathered tiles')."""
     for o in range(yn.shape[0]):
         bv = bias[o]
         for p in range(th):
             yrow = yn[o, p0 + p]
             for q in range(tw):
-                yrow[q0 + q] = min(max(acc[p * P + q, o] + bv, lo32), hi32)
-
-
-@njit
-def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
-    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
-    for o in range(yn.shape[0]):
-        bv = bias[o]
-        for p in range(th):
-            yrow = yn[o, p0 + p]
-            for q in range(tw):
-                yrow[q0 + q] = min(max(acc[p * tw + q, o] + bv, lo32), hi32)
+                yrow[q0 + q] = min(max(acc[p * pitch + q, o] + bv, lo32), hi32)
 
 
 @njit
@@ -439,7 +429,7 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
         if gathered:
             _reduced_conv_gathered(gvar, mr, xm_flat, d_max, wl, wml, nb, start, members, wslot, th, tw, pw,
                                    kh, kw, dh, dw, P, aoff_s, boff_s, aoff_m, boff_m, acc)
-            _write_tile_strided(acc, P, bias, y[n], p0, q0, th, tw, lo32, hi32)
+            _write_tile(acc, P, bias, y[n], p0, q0, th, tw, lo32, hi32)
             continue
         # reduced conv, output channels innermost
         for t in range(tpix):
@@ -450,7 +440,7 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
                 _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
             else:
                 _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
-        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
+        _write_tile(acc, tw, bias, y[n], p0, q0, th, tw, lo32, hi32)
 
 
 @njit
