@@ -35,6 +35,7 @@ from .compression import check_layers, check_method
 from .errors import InputError, ModelFileError
 from .graph import Graph, Node
 from .scratch import generation
+from .shapes import infer_shapes
 from .threads import holding, kernel_threads, run_context, run_threads
 
 
@@ -72,21 +73,6 @@ class Replay:
     key: tuple                 # (kernel threads, scratch generation) when recorded
     calls: list                # (function, args) in order; a step run the usual way is (_again, (step, plan))
     steps: list                # the node name of the step each call was recorded from (profilers)
-
-
-def _infer_shapes(graph: Graph, input_shapes: dict) -> dict[str, tuple]:
-    shapes = dict(input_shapes)
-    shapes.update({k: v.shape for k, v in graph.weights.items()})
-    for n in graph.nodes:
-        spec = ops.OPS[n.op]
-        try:
-            outs = spec.infer([shapes[x] if x else None for x in n.inputs], n.attrs)
-        except ValueError as e:
-            raise InputError(f"{n.op} node '{n.name}': {e} (input shapes "
-                             f"{[shapes.get(x) for x in n.inputs if x]})") from None
-        for name, s in zip(n.outputs, outs):
-            shapes[name] = tuple(int(d) for d in s)
-    return shapes
 
 
 FUSE_RESIDUALS = True     # read when a plan is made (benchmarks and tests compare both)
@@ -189,7 +175,7 @@ def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
 def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = True) -> Plan:
     """The plan for these input shapes; blocked: keep tensors between convs channel-blocked where
     they can be (_blocked_tensors; compressed layers read NCHW, so plans with them are made without)."""
-    shapes = _infer_shapes(graph, input_shapes)
+    shapes = infer_shapes(graph, input_shapes)
     slots: dict[str, int] = {}
     env: list = []
 

@@ -174,7 +174,7 @@ def _parse_value(key, fname, text):
 # results/haste_select.md; their test-set figures in README "HASTE and time"): network-wide, so
 # they apply to any model. "auto" (method.Haste) is "fast" where the cost model says it pays.
 NAMED_SETTINGS = {
-    "fast": "L=13,P=4",            # fastest within 1 point there (results/haste_vs_dense_gathered.md)
+    "fast": "L=13,P=4",            # L=11..13 tie on time within 1 point there: the most accurate
     "fewest-macs": "L=11,P=4",     # most conv MACs saved within 1 point there
 }
 

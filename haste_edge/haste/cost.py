@@ -20,11 +20,23 @@ but reduced_mac) costs time whatever the buckets, so kept_breakeven can be <= 0:
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+
+from haste_edge import __version__, microkernel
+from haste_edge.bench.machine import cpu_model
+from haste_edge.haste.config import LayerSetting
+from haste_edge.haste.kernel import gather_variant, haste_conv, profile_haste_conv
+from haste_edge.haste.reference import STAT_FIELDS
+from haste_edge.ops.conv import conv
+from haste_edge.threads import get_threads, set_threads
 
 PHASE_TERMS = {"pad": "pad", "hashing": "hash", "bucketing": "hash", "input_merge": "input_merge",
                "filter_merge": "filter_merge", "reduced_conv": "reduced_mac"}
@@ -95,7 +107,6 @@ def terms(shape: ConvShape, setting, kept: float) -> dict:
 
 
 def gathered(shape: ConvShape, setting) -> bool:
-    from haste_edge.haste.kernel import gather_variant
     return gather_variant(setting.P, shape.c_out, shape.sh, shape.sw) >= 0
 
 
@@ -151,10 +162,6 @@ def _best_time(fn, repeats, clock):
 
 def measure_layer(x, W, b, attrs, setting, repeats=7, clock=time.perf_counter) -> dict:
     """Measured phase times, dense time and kept fraction of one conv (one image)."""
-    from haste_edge.haste.kernel import haste_conv, profile_haste_conv
-    from haste_edge.haste.reference import STAT_FIELDS
-    from haste_edge.ops.conv import conv
-
     phases = profile_haste_conv(x, W, b, attrs, setting, repeats=repeats, clock=clock)
     y, st = haste_conv(x, W, b, attrs, setting)
     f = {name: i for i, name in enumerate(STAT_FIELDS)}
@@ -167,17 +174,16 @@ def measure_layer(x, W, b, attrs, setting, repeats=7, clock=time.perf_counter) -
 def fit(measured: list[dict], settings: list) -> Rates:
     """Rates from measured layers (measure_layer) and their settings: one ratio of sums per
     phase term, the reduced MACs split by path, a least-squares (non-negative) dense fit."""
-    sums = {k: [0.0, 0.0] for k in ("pad", "hash", "input_merge", "filter_merge", "reduced_mac", "reduced_mac_plain")}
+    time_sum, count_sum = {}, {}
     for m, setting in zip(measured, settings):
-        t = terms(m["shape"], setting, m["kept"])
+        counts = terms(m["shape"], setting, m["kept"])
+        mac_key = "reduced_mac" if gathered(m["shape"], setting) else "reduced_mac_plain"
         for phase, term in PHASE_TERMS.items():
-            key = term if term != "reduced_mac" or gathered(m["shape"], setting) else "reduced_mac_plain"
-            sums[key][0] += max(0.0, m["phases"][phase])
-        for key in ("pad", "hash", "input_merge", "filter_merge"):
-            sums[key][1] += t[key]
-        key = "reduced_mac" if gathered(m["shape"], setting) else "reduced_mac_plain"
-        sums[key][1] += t["reduced_mac"]
-    rate = {k: (s / c if c > 0 else 0.0) for k, (s, c) in sums.items()}
+            key = mac_key if term == "reduced_mac" else term
+            time_sum[key] = time_sum.get(key, 0.0) + max(0.0, m["phases"][phase])
+            count_sum[key] = count_sum.get(key, 0.0) + (counts[term] if phase != "bucketing" else 0.0)
+    rate = {k: time_sum.get(k, 0.0) / count_sum[k] if count_sum.get(k) else 0.0
+            for k in ("pad", "hash", "input_merge", "filter_merge", "reduced_mac", "reduced_mac_plain")}
     if rate["reduced_mac_plain"] == 0.0:
         rate["reduced_mac_plain"] = rate["reduced_mac"]
     a = np.array([[m["shape"].dense_macs, m["shape"].weights] for m in measured], dtype=np.float64)
@@ -190,9 +196,7 @@ def fit(measured: list[dict], settings: list) -> Rates:
 
 
 def calibrate(seed: int = 0, repeats: int = 7, clock=time.perf_counter) -> tuple[Rates, list[dict]]:
-    """This machine's rates from CALIBRATION_LAYERS (a few seconds), and the measurements."""
-    from haste_edge.haste.config import LayerSetting
-
+    """This machine's rates from CALIBRATION_LAYERS (tens of seconds), and the measurements."""
     rng = np.random.default_rng(seed)
     measured, settings = [], []
     for c, hw, P, L, stride in CALIBRATION_LAYERS:
@@ -210,13 +214,6 @@ def calibrate(seed: int = 0, repeats: int = 7, clock=time.perf_counter) -> tuple
 
 def _rates_path():
     """Where this machine's rates are kept: beside the kernel cache, keyed by CPU and microkernel."""
-    import hashlib
-    import os
-    import platform
-    from pathlib import Path
-
-    from haste_edge import __version__, microkernel
-    from haste_edge.bench.machine import cpu_model
     key = hashlib.sha1(f"{platform.machine()} {cpu_model()} {microkernel.describe()} {__version__}".encode()).hexdigest()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "haste-edge" / f"haste_rates_{key[:12]}.json"
@@ -225,7 +222,6 @@ def _rates_path():
 def machine_rates() -> Rates:
     """This machine's rates at 1 thread: read from the cache, else calibrated (a few seconds to a
     minute) and written there if the cache is writable (a read-only device calibrates each time)."""
-    from haste_edge.threads import get_threads, set_threads
     path = _rates_path()
     try:
         return Rates.from_json(path.read_text())

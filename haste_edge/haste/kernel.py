@@ -22,8 +22,8 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               (microkernel.gather_tile: register-blocked, every bucket's taps one row of the
               product, singletons' weights read in place from the layer's packed panels, so the
               filter merge only touches merged buckets); else the plain loop, several kernel taps
-              per pass (_accumulate_bucket). The gathered tiles took 0.44-0.52x of dense time on
-              the bundled model where the loop took 0.34-0.40x (README, "HASTE and time").
+              per pass (_accumulate_bucket). The tiles made the bundled model 1.18-1.31x faster
+              than the loop (results/haste_gathered_x86_64.md).
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -236,6 +236,19 @@ def _merge_inputs(xln, wp, r0, c0, ph, pw, nb, bucket_of, count, xm):
 
 
 @njit
+def _number_merged(nb, count, wslot):
+    """wslot[b] = the slot of bucket b's merged filter (buckets of >= 2 channels, in bucket order),
+    -1 for a singleton (its weights are used in place)."""
+    n_merged = 0
+    for bi in range(nb):
+        if count[bi] == 1:
+            wslot[bi] = -1
+        else:
+            wslot[bi] = n_merged
+            n_merged += 1
+
+
+@njit
 def _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot):
     """Merged filter of each bucket with >= 2 channels into wm[wslot[b]]: a sum of contiguous
     (kh*kw*C_out) Wt slices. Singletons get wslot -1 and use their Wt slice in place.
@@ -245,13 +258,7 @@ def _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot):
     the whole tensor; measured on the bundled ResNet's 256-channel layers (2.4 MB of weights, not in
     cache when the layer runs): the merge ran about twice as long that way."""
     kkc = wt.shape[1] * wt.shape[2]
-    n_merged = 0
-    for bi in range(nb):
-        if count[bi] == 1:
-            wslot[bi] = -1
-        else:
-            wslot[bi] = n_merged
-            n_merged += 1
+    _number_merged(nb, count, wslot)
     for c in range(bucket_of.shape[0]):
         bi = bucket_of[c]
         if wslot[bi] < 0:
@@ -273,13 +280,7 @@ def _merge_filters_lanes(wl, nb, count, start, members, bucket_of, wm, wslot):
     wm[cb, slot*kk*NR:...]. Singletons get wslot -1 (used in place); one sequential pass per panel."""
     c_in = bucket_of.shape[0]
     kkn = wl.shape[1] // c_in
-    n_merged = 0
-    for bi in range(nb):
-        if count[bi] == 1:
-            wslot[bi] = -1
-        else:
-            wslot[bi] = n_merged
-            n_merged += 1
+    _number_merged(nb, count, wslot)
     for cb in range(wl.shape[0]):
         src_p, dst_p = wl[cb], wm[cb]
         for c in range(c_in):
@@ -547,7 +548,6 @@ class _Layer:
         self.W = W                 # held so id(W) cannot be reused by another array while cached
         c_out, c_in = W.shape[0], W.shape[1]
         self.gvar = gather_variant(setting.P, c_out, sh, sw)
-        self.key = ("wl", self.gvar) if self.gvar >= 0 else ("wt",)
         if packed is None:
             if self.gvar >= 0:
                 packed = _pack_gathered(W, self.gvar)
@@ -619,12 +619,11 @@ def _step_call(state, x_shape, W, b, attrs, setting) -> _Call:
     if call is not None and call.W is W and call.b is b:
         return call
     geo = _geometry(attrs)[:6]
-    packs = state.setdefault("haste_packed", {})
-    key = ("wl", gather_variant(setting.P, W.shape[0], geo[2], geo[3]))
-    key = key if key[1] >= 0 else ("wt",)
-    held = packs.get(key)
+    packs = state.setdefault("haste_packed", {})      # by gathered tile variant, -1 the plain loop's Wt
+    variant = gather_variant(setting.P, W.shape[0], geo[2], geo[3])
+    held = packs.get(variant)
     layer = _Layer(W, setting, geo, held[1] if held is not None and held[0] is W else None)
-    packs[layer.key] = (W, layer.packed)
+    packs[variant] = (W, layer.packed)
     call = calls[(x_shape, setting)] = _Call(x_shape, W, b, attrs, setting, layer)
     return call
 

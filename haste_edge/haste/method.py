@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from haste_edge.haste import cost
 from haste_edge.haste.config import HasteConfig, LayerSetting, parse_haste_spec, plan_layers
 from haste_edge.haste.kernel import haste_conv
 from haste_edge.haste.reference import STAT_FIELDS
 from haste_edge.ops.conv import add_residual
+from haste_edge.shapes import infer_shapes
 
 # the counters that are HASTE's own work, not the conv's (docs/METHOD.md section 1)
 OVERHEAD_FIELDS = ("hash_adds", "centre_ops", "input_merge_adds", "filter_merge_adds")
@@ -47,10 +49,8 @@ class Haste:
 
     def _paying(self, graph, layers: dict) -> dict:
         """The layers whose predicted HASTE time at AUTO_KEPT is under 0.97x dense (batch 1)."""
-        from haste_edge.haste import cost
-        from haste_edge.runtime import _infer_shapes
         rates = self.rates or cost.machine_rates()
-        shapes = _infer_shapes(graph, {k: tuple(1 if d is None else d for d in s) for k, s in graph.inputs.items()})
+        shapes = infer_shapes(graph, {k: tuple(1 if d is None else d for d in s) for k, s in graph.inputs.items()})
         kept = {}
         for n in graph.nodes:
             if n.name in layers:
