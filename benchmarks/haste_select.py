@@ -53,16 +53,25 @@ def evaluate(model, x, y, batch):
     return correct / len(x), 1 - exe / dense, 1 - (exe + over) / dense
 
 
-def grid(model, seed: int):
+GROUPS = ("network", "stages", "start")
+
+
+def grid(model, seed: int, groups=GROUPS):
     """(label, HasteConfig) of every setting tried: network-wide L around where the drop reaches
-    1 point (README's earlier sweeps), and per-stage L, finer early, coarser late."""
-    for P, Ls in ((2, (11, 12, 13, 14)), (4, (10, 11, 12, 13))):
-        for L in Ls:
-            yield f"L={L},P={P}", HasteConfig(L=L, patch=P, seed=seed)
-    for P, Ls in [(2, (14, 12, 12, 8)), (2, (14, 12, 11, 8)), (2, (13, 12, 11, 8)), (2, (13, 11, 10, 8)),
-                  (2, (12, 11, 10, 6)), (4, (13, 11, 10, 8)), (4, (12, 11, 10, 8)), (4, (12, 10, 9, 6))]:
-        yield (f"P={P} stages L={'-'.join(map(str, Ls))}",
-               HasteConfig(L=12, patch=P, seed=seed, per_layer=stage_overrides(model, Ls)))
+    1 point (README's earlier sweeps); per-stage L, finer early, coarser late; and the late stages
+    alone (start: the first compressed conv, counted over all convs), where HASTE costs least time."""
+    if "network" in groups:
+        for P, Ls in ((2, (11, 12, 13, 14)), (4, (10, 11, 12, 13))):
+            for L in Ls:
+                yield f"L={L},P={P}", HasteConfig(L=L, patch=P, seed=seed)
+    if "stages" in groups:
+        for P, Ls in [(2, (14, 12, 12, 8)), (2, (14, 12, 11, 8)), (2, (13, 12, 11, 8)), (2, (13, 11, 10, 8)),
+                      (2, (12, 11, 10, 6)), (4, (13, 11, 10, 8)), (4, (12, 11, 10, 8)), (4, (12, 10, 9, 6))]:
+            yield (f"P={P} stages L={'-'.join(map(str, Ls))}",
+                   HasteConfig(L=12, patch=P, seed=seed, per_layer=stage_overrides(model, Ls)))
+    if "start" in groups:
+        for L, start in ((4, 15), (5, 15), (6, 15), (8, 15), (8, 10), (10, 10)):
+            yield f"L={L},P=4,start={start}", HasteConfig(L=L, patch=4, seed=seed, start_layer=start)
 
 
 def main():
@@ -71,6 +80,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
     ap.add_argument("--name", default="haste_select")
     args = ap.parse_args()
     haste_edge.set_threads(args.threads)
@@ -81,7 +91,7 @@ def main():
     dense_acc = evaluate(model, x, labels, args.batch)[0]
     print(f"dense {dense_acc:.4f}", flush=True)
     rows = []
-    for label, cfg in grid(model, args.seed):
+    for label, cfg in grid(model, args.seed, args.groups):
         model.compress(Haste(cfg))
         acc, saved, saved_o = evaluate(model, x, labels, args.batch)
         rows.append({"setting": label, "acc": acc, "drop_pp": (dense_acc - acc) * 100, "saved": saved,

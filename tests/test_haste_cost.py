@@ -92,3 +92,24 @@ def test_auto_decisions_use_each_conv_shape():
     breakevens = {round(b, 6) for b, _ in auto.decisions.values()}
     assert len(breakevens) > 2
     assert isinstance(auto.config, HasteConfig)
+
+
+def test_auto_reads_the_machine_rates_from_the_cache(tmp_path, monkeypatch):
+    """set_haste("auto") (what --haste auto does) takes this machine's rates from the cache file,
+    without calibrating; a corrupt file is not trusted (checked by reading, not by calibrating)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = cost._rates_path()
+    assert str(path).startswith(str(tmp_path))
+    path.parent.mkdir(parents=True)
+    costly = cost.Rates(**{**vars(RATES), "hash": 1e-6})
+    path.write_text(costly.to_json())
+    assert cost.machine_rates() == costly
+    model = haste_edge.load()
+    assert model.set_haste("auto") == {}                                # nothing pays with these rates
+    free = cost.Rates(pad=0.0, hash=0.0, input_merge=0.0, filter_merge=0.0, reduced_mac=1e-12,
+                      reduced_mac_plain=1e-12, dense_mac=1e-10, dense_weight=0.0)
+    path.write_text(free.to_json())
+    assert model.set_haste("auto") == model.set_haste("fast")
+    path.write_text("{not json")
+    with pytest.raises(ValueError):
+        cost.Rates.from_json(path.read_text())
