@@ -26,9 +26,9 @@ POINTS = {
     "L=12,P=4": ("rtol_P2_P4_L12", 4, 12, "L=12,P=4"),
     "L=8,P=4,start=10": ("rtol_P4_start10", 4, 8, "L=8,P=4,start=10"),
     "L=6,P=4,start=15": ("rtol_P4_start15", 4, 6, "L=6,P=4,start=15"),
-    "L=4,P=4,start=15": ("rtol_P4_start15", 4, 4, "L=4,P=4,start=15"),
+    "L=4,P=4,start=15": ("rtol_P4_start15", 4, 4, "fast (L=4,P=4,start=15)"),
     "L=11,P=4": ("sweep_P4_named", 4, 11, "fewest-macs (L=11,P=4)"),
-    "L=13,P=4": ("sweep_P4_named", 4, 13, "fast (L=13,P=4)"),
+    "L=13,P=4": ("sweep_P4_named", 4, 13, "L=13,P=4"),
 }
 
 

@@ -16,9 +16,9 @@ on the model, and run by the plan step of its node in place of the node's dense 
     layer.overhead    the columns that count the method's own work (hashing, merging, ...):
                       operations added to the layer, counted as one MAC each "with overhead"
 
-Plans with compressed layers keep every tensor NCHW (a layer reads and writes NCHW), and their
-steps run the usual way each run (the replay in runtime.py records only dense steps: a layer's
-work may change with its input). Model.compress(method) sets a method, Model.last_stats() reports
+A layer reads and writes NCHW: plans keep the tensors around compressed layers NCHW (the others
+may stay channel-blocked: runtime._blocked_tensors), and compressed steps run the usual way each
+run (the replay in runtime.py records only dense steps: a layer's work may change with its input). Model.compress(method) sets a method, Model.last_stats() reports
 the counters per layer (stats.py).
 """
 from __future__ import annotations

@@ -115,15 +115,18 @@ def _fuse_residuals(graph: Graph, shapes: dict) -> list[Node]:
     return [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
 
 
-def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str, tuple]:
+def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict, nchw_nodes=frozenset()) -> dict[str, tuple]:
     """Tensors kept channel-blocked (ops.conv_blocked) -> their physical shape: those a conv that
     runs on that layout writes (ops.conv.blocked_output), or a MaxPool writes from such a tensor,
     and only such convs (as their input or residual), MaxPools and GlobalAveragePool read; a fused
-    residual has its conv output's layout, a MaxPool's output its input's."""
+    residual has its conv output's layout, a MaxPool's output its input's. Nodes in nchw_nodes
+    (compressed layers) neither write nor read the blocked layout."""
     from .ops.conv import blocked_output
     from .ops.conv_blocked import VL
     capable = {}
     for n in nodes:
+        if n.name in nchw_nodes:
+            continue
         if n.op == "Conv" and len(n.inputs) > 1 and n.inputs[1] in graph.weights:
             nb = blocked_output(n.attrs, shapes[n.inputs[0]], shapes[n.inputs[1]])
             if nb:
@@ -138,8 +141,8 @@ def _blocked_tensors(nodes: list[Node], graph: Graph, shapes: dict) -> dict[str,
     outputs = set(graph.outputs)
 
     def reads_blocked(r, i):
-        return ((r.op in ("Conv", "MaxPool") and r.outputs[0] in capable and i in (0, 3))
-                or r.op == "GlobalAveragePool")
+        return r.name not in nchw_nodes and ((r.op in ("Conv", "MaxPool") and r.outputs[0] in capable and i in (0, 3))
+                                             or r.op == "GlobalAveragePool")
     blocked = {t for t in capable if t not in outputs and all(reads_blocked(r, i) for r, i in readers.get(t, []))}
     changed = True
     while changed:
@@ -172,9 +175,11 @@ def _last_uses(nodes: list[Node], graph_outputs: list[str]) -> dict[str, int]:
     return last, base
 
 
-def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = True) -> Plan:
+def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = True,
+               nchw_nodes=frozenset()) -> Plan:
     """The plan for these input shapes; blocked: keep tensors between convs channel-blocked where
-    they can be (_blocked_tensors; compressed layers read NCHW, so plans with them are made without)."""
+    they can be (_blocked_tensors), except around the nodes in nchw_nodes (compressed layers read
+    and write NCHW)."""
     shapes = infer_shapes(graph, input_shapes)
     slots: dict[str, int] = {}
     env: list = []
@@ -191,7 +196,7 @@ def build_plan(graph: Graph, input_shapes: dict[str, tuple], blocked: bool = Tru
         slot_of(name)
 
     nodes = _fuse_residuals(graph, shapes) if FUSE_RESIDUALS else list(graph.nodes)
-    physical = _blocked_tensors(nodes, graph, shapes) if blocked else {}
+    physical = _blocked_tensors(nodes, graph, shapes, nchw_nodes) if blocked else {}
     last, base = _last_uses(nodes, graph.outputs)
     free: list[np.ndarray] = []       # flat float32 buffers no tensor holds now
     held: dict[str, np.ndarray] = {}  # tensor -> flat buffer
@@ -430,18 +435,19 @@ class Model:
 
     def plan(self, input_shapes: dict[str, tuple], blocked: bool | None = None) -> Plan:
         """This thread's plan for these input shapes, its steps set to the current compressed layers.
-        blocked (build_plan): None = when no layer is compressed (compressed layers read NCHW);
-        False for tools that read the tensors between steps."""
+        blocked (build_plan): None = wherever the compressed layers (which read and write NCHW)
+        allow; False for tools that read the tensors between steps."""
         plans = self._local.__dict__.setdefault("plans", {})
         compression = self._compression          # one read: compress may replace it meanwhile
         layers = compression[1]
-        blocked = not layers if blocked is None else blocked and not layers
+        blocked = blocked is not False
+        nchw = frozenset(layers) if blocked else frozenset()
         threads = run_threads()                  # layouts depend on it (ops.conv.blocked_output)
-        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked, threads)
+        key = (tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), blocked, nchw, threads)
         plan = plans.get(key)
         if plan is None:
             with holding(threads):
-                plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked)
+                plan = plans[key] = build_plan(self.graph, dict(input_shapes), blocked=blocked, nchw_nodes=nchw)
         if plan.compression is not compression:
             for st in plan.steps:
                 st.layer = layers.get(st.node_name)

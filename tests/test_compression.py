@@ -98,3 +98,27 @@ def test_a_layer_without_the_required_counters_is_refused_before_any_run():
     with pytest.raises(TypeError, match="broken layer for node .*missing \\['executed_macs', 'extra_ops'\\]"):
         model.compress(NoCounters())
     assert not model.compressed
+
+
+def test_dense_layers_keep_the_blocked_layout_beside_compressed_ones():
+    """Only the tensors a compressed layer reads or writes are NCHW: HASTE on the last stage leaves
+    the earlier convs channel-blocked, and the run gives what an all-NCHW plan gives (same
+    buckets; outputs within float rounding, the dense convs' paths differing by layout)."""
+    from haste_edge.runtime import check_feeds, execute
+    model = haste_edge.load()
+    model.set_haste("L=4,P=4,start=15")
+    x = np.random.default_rng(3).standard_normal(model.input_shape(2)).astype(np.float32)
+    feeds = check_feeds(model.graph, {model.input_names[0]: x})
+    mixed = model.plan({k: v.shape for k, v in feeds.items()})
+    flat = model.plan({k: v.shape for k, v in feeds.items()}, blocked=False)
+    assert any(st.buffers and st.buffers[0].ndim == 5 for st in mixed.steps)          # blocked tensors left
+    for st in mixed.steps:
+        if st.layer is not None:                                                       # compressed: NCHW around it
+            assert st.buffers[0].ndim == 4
+    out_mixed = execute(mixed, feeds)[0].copy()
+    counters_mixed = {k: v.copy() for k, v in mixed.last_counters.items()}
+    out_flat = execute(flat, feeds)[0]
+    assert np.abs(out_mixed - out_flat).max() <= 1e-4 * max(1.0, np.abs(out_flat).max())
+    assert counters_mixed.keys() == flat.last_counters.keys()
+    for k, v in counters_mixed.items():
+        np.testing.assert_array_equal(v, flat.last_counters[k])

@@ -84,13 +84,14 @@ def test_auto_compresses_only_where_the_model_says_it_pays():
 
 
 def test_auto_decisions_use_each_conv_shape():
-    """With the measured-like rates, the break-even differs by layer shape (more channels: more
-    arithmetic per hashed value), so the decision is per conv, not per model."""
+    """With the measured-like rates, the break-even differs by layer shape (stride, channels), so
+    the decision is per conv, not per model; every conv of fast is decided."""
     model = haste_edge.load()
     auto = Haste("auto", rates=RATES)
     model.compress(auto)
+    assert set(auto.decisions) == set(model.compress(Haste("fast")))
     breakevens = {round(b, 6) for b, _ in auto.decisions.values()}
-    assert len(breakevens) > 2
+    assert len(breakevens) >= 2
     assert isinstance(auto.config, HasteConfig)
 
 
