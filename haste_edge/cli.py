@@ -305,7 +305,8 @@ def cmd_warmup(args):
 
 HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
               "start first compressed conv, 1x1 on/off, strided on/off), or a named setting: fast, "
-              "fewest-macs, auto (fast only on convs where this machine's cost model says it pays)")
+              "fewest-macs, auto (fast only on convs where this machine's cost model says it pays), "
+              "auto:SPEC (SPEC there)")
 
 DESCRIPTION = """\
 Run a CNN classifier on the CPU, with or without HASTE channel merging, and measure it.

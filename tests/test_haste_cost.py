@@ -114,3 +114,29 @@ def test_auto_reads_the_machine_rates_from_the_cache(tmp_path, monkeypatch):
     path.write_text("{not json")
     with pytest.raises(ValueError):
         cost.Rates.from_json(path.read_text())
+
+
+def test_threads_scale_dense_and_only_pooled_haste():
+    """At 2 threads the dense conv's predicted time halves; HASTE's too on a map big enough for the
+    pool, not on one small enough to run on one thread (4x4: 16 output pixels)."""
+    small = cost.ConvShape(256, 256, 3, 3, 1, 1, 1, 1, 4, 4, 4, 4)
+    for shape, pooled in ((SHAPE, True), (small, False)):
+        h1, d1 = cost.predict(RATES, shape, SETTING, 0.5, threads=1)
+        h2, d2 = cost.predict(RATES, shape, SETTING, 0.5, threads=2)
+        assert d2 == pytest.approx(d1 / 2)
+        assert h2 == pytest.approx(h1 / 2 if pooled else h1)
+    assert cost.kept_bound(small, LayerSetting(L=4, s=0.5, P=4, seed=0)) == 16 / 256
+    assert cost.kept_bound(SHAPE, SETTING) == 1.0
+
+
+def test_auto_takes_a_base_setting():
+    """auto:SPEC decides over SPEC's convs and settings; plain auto over fast's."""
+    model = haste_edge.load()
+    free = cost.Rates(pad=0.0, hash=0.0, input_merge=0.0, filter_merge=0.0, reduced_mac=1e-12,
+                      reduced_mac_plain=1e-12, dense_mac=1e-10, dense_weight=0.0)
+    layers = model.compress(Haste("auto:L=12,P=4", rates=free))
+    assert {l.setting.L for l in layers.values()} == {12} and len(layers) == len(model.set_haste("L=12,P=4"))
+    assert Haste("auto: fewest-macs", rates=free).config == parse_haste_spec("fewest-macs")
+    assert Haste("auto", rates=free).config == parse_haste_spec("fast")
+    with pytest.raises(ValueError, match="required"):
+        Haste("auto:P=4")

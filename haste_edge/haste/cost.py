@@ -33,7 +33,7 @@ import numpy as np
 from haste_edge import __version__, microkernel
 from haste_edge.bench.machine import cpu_model
 from haste_edge.haste.config import LayerSetting
-from haste_edge.haste.kernel import gather_variant, haste_conv, profile_haste_conv
+from haste_edge.haste.kernel import _SERIAL_MAX_PIXELS, gather_variant, haste_conv, profile_haste_conv
 from haste_edge.haste.reference import STAT_FIELDS
 from haste_edge.ops.conv import conv
 from haste_edge.threads import get_threads, set_threads
@@ -110,21 +110,31 @@ def gathered(shape: ConvShape, setting) -> bool:
     return gather_variant(setting.P, shape.c_out, shape.sh, shape.sw) >= 0
 
 
-def predict(rates: Rates, shape: ConvShape, setting, kept: float) -> tuple[float, float]:
-    """(HASTE seconds, dense seconds) for one image."""
+def predict(rates: Rates, shape: ConvShape, setting, kept: float, threads: int = 1) -> tuple[float, float]:
+    """(HASTE seconds, dense seconds) for one image on `threads` threads. The rates are one
+    thread's; with more, the dense conv is taken to divide its time by the thread count (an upper
+    bound on its scaling, so HASTE is never favoured by it) and HASTE too, unless its output is
+    small enough that it runs on one thread (kernel._SERIAL_MAX_PIXELS)."""
     t = terms(shape, setting, kept)
     mac_rate = rates.reduced_mac if gathered(shape, setting) else rates.reduced_mac_plain
     haste = (rates.pad * t["pad"] + rates.hash * t["hash"] + rates.input_merge * t["input_merge"]
              + rates.filter_merge * t["filter_merge"] + mac_rate * t["reduced_mac"])
-    dense = rates.dense_mac * shape.dense_macs + rates.dense_weight * shape.weights
+    dense = (rates.dense_mac * shape.dense_macs + rates.dense_weight * shape.weights) / threads
+    if shape.ho * shape.wo > _SERIAL_MAX_PIXELS:
+        haste /= threads
     return haste, dense
 
 
-def kept_breakeven(rates: Rates, shape: ConvShape, setting, margin: float = 0.97) -> float:
+def kept_bound(shape: ConvShape, setting) -> float:
+    """The most a setting can keep: L hyperplanes make at most 2^L buckets of C_in channels."""
+    return min(1.0, 2.0 ** setting.L / shape.c_in)
+
+
+def kept_breakeven(rates: Rates, shape: ConvShape, setting, margin: float = 0.97, threads: int = 1) -> float:
     """The kept fraction below which HASTE's predicted time is under margin * dense time (the
     prediction is linear in kept: solved exactly). <= 0: no bucket statistics make it pay."""
-    h0, dense = predict(rates, shape, setting, 0.0)
-    h1, _ = predict(rates, shape, setting, 1.0)
+    h0, dense = predict(rates, shape, setting, 0.0, threads)
+    h1, _ = predict(rates, shape, setting, 1.0, threads)
     if h1 <= h0:                        # cannot happen with positive rates; guard the division
         return 1.0 if h1 < margin * dense else 0.0
     return (margin * dense - h0) / (h1 - h0)

@@ -12,28 +12,32 @@ from haste_edge.haste.kernel import haste_conv
 from haste_edge.haste.reference import STAT_FIELDS
 from haste_edge.ops.conv import add_residual
 from haste_edge.shapes import infer_shapes
+from haste_edge.threads import run_threads
 
 # the counters that are HASTE's own work, not the conv's (docs/METHOD.md section 1)
 OVERHEAD_FIELDS = ("hash_adds", "centre_ops", "input_merge_adds", "filter_merge_adds")
 
 
-# auto compresses a conv only if the cost model predicts HASTE under 0.97x of its dense time even
-# when it keeps this fraction of the input channels: at fewest-macs the bundled model's convs kept
-# 0.51-0.85 (results/haste_cost_x86_64.md); 0.6, so a conv must pay with typical, not best-case, buckets
+# auto compresses a conv only if the cost model predicts HASTE under 0.97x of its dense time when
+# it keeps this fraction of the input channels, or the setting's bound (2^L / C_in) if lower: at
+# L=11 the bundled model's convs kept 0.51-0.85 (results/haste_cost_x86_64.md); 0.6, so a conv
+# must pay with typical, not best-case, buckets
 AUTO_KEPT = 0.6
 
 
 class Haste:
     """HASTE with one network-wide configuration: a HasteConfig, a spec string ("L=12,P=4"), a
-    named setting (config.NAMED_SETTINGS) or "auto": the "fast" setting on the convs where this
-    machine's cost model (cost.py) predicts it pays, none elsewhere. `rates` (cost.Rates) replaces
+    named setting (config.NAMED_SETTINGS) or "auto[:SPEC]": SPEC (a spec or a name; default
+    "fast") on the convs where this machine's cost model (cost.py) predicts it pays, none
+    elsewhere. auto decides time only: SPEC's accuracy is SPEC's. `rates` (cost.Rates) replaces
     the machine's calibrated rates for auto."""
     name = "haste"
 
     def __init__(self, config, rates=None):
-        self.auto = isinstance(config, str) and config.strip() == "auto"
+        head, _, base = config.strip().partition(":") if isinstance(config, str) else ("", "", "")
+        self.auto = head.strip() == "auto"
         if self.auto:
-            config = "fast"
+            config = base.strip() or "fast"
         cfg = parse_haste_spec(config) if isinstance(config, str) else config
         if not isinstance(cfg, HasteConfig):
             raise TypeError(f"HASTE takes a HasteConfig or a spec string, not {type(config).__name__}")
@@ -48,17 +52,21 @@ class Haste:
         return self._paying(graph, layers) if self.auto else layers
 
     def _paying(self, graph, layers: dict) -> dict:
-        """The layers whose predicted HASTE time at AUTO_KEPT is under 0.97x dense (batch 1)."""
+        """The layers whose predicted HASTE time is under 0.97x dense (batch 1, the thread count set
+        now) when they keep AUTO_KEPT of their channels, or fewer if the setting allows no more."""
         rates = self.rates or cost.machine_rates()
+        threads = run_threads()
         shapes = infer_shapes(graph, {k: tuple(1 if d is None else d for d in s) for k, s in graph.inputs.items()})
         kept = {}
         for n in graph.nodes:
             if n.name in layers:
                 shape = cost.conv_shape(shapes[n.inputs[0]], graph.weights[n.inputs[1]].shape, n.attrs,
                                         shapes[n.outputs[0]])
-                breakeven = cost.kept_breakeven(rates, shape, layers[n.name].setting)
-                self.decisions[n.name] = (breakeven, breakeven > AUTO_KEPT)
-                if breakeven > AUTO_KEPT:
+                setting = layers[n.name].setting
+                breakeven = cost.kept_breakeven(rates, shape, setting, threads=threads)
+                pays = breakeven > min(AUTO_KEPT, cost.kept_bound(shape, setting))
+                self.decisions[n.name] = (breakeven, pays)
+                if pays:
                     kept[n.name] = layers[n.name]
         return kept
 
