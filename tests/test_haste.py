@@ -311,8 +311,9 @@ def test_kernel_matches_reference_on_resnet_tiny_feature_maps():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_small_map_any_threads_matches_reference(threads):
-    """A 4x4 map (one patch at P=4) runs on the calling thread whatever the thread count; outputs
-    and counters must equal the reference, and the thread count must be restored."""
+    """A 4x4 map (one patch at P=4) runs on the calling thread whatever the thread count, its output
+    panels spread over the pool (kernel.POOL_PANELS); outputs and counters must equal the
+    reference and the panels-on-one-thread run, and the thread count must be restored."""
     import numba
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
@@ -324,8 +325,17 @@ def test_small_map_any_threads_matches_reference(threads):
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        _, st = both(x, W, b, conv_attrs(act="Relu"), LayerSetting(L=6, s=2 / 3, P=4, seed=3))
+        setting = LayerSetting(L=6, s=2 / 3, P=4, seed=3)
+        y, st = both(x, W, b, conv_attrs(act="Relu"), setting)
         assert numba.get_num_threads() == threads
+        from haste_edge.haste import kernel as K
+        K.POOL_PANELS = False
+        try:
+            y1, st1 = haste_conv(x, W, b, conv_attrs(act="Relu"), setting)
+        finally:
+            K.POOL_PANELS = True
+        np.testing.assert_array_equal(y, y1)
+        np.testing.assert_array_equal(st, st1)
     finally:
         numba.set_num_threads(before)
     assert st[0, F["patches"]] == 1 and st[0, F["buckets_sum"]] < 24

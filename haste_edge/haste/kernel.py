@@ -22,8 +22,8 @@ outputs equal up to float rounding). The input is first zero-padded into a chann
               (microkernel.gather_tile: register-blocked, every bucket's taps one row of the
               product, singletons' weights read in place from the layer's packed panels, so the
               filter merge only touches merged buckets); else the plain loop, several kernel taps
-              per pass (_accumulate_bucket). The tiles made the bundled model 1.18-1.31x faster
-              than the loop (results/haste_gathered_x86_64.md).
+              per pass (_accumulate_bucket). The tiles made the bundled model 1.24-1.32x faster
+              than the loop at 1 thread with L=11..13, P=4 (results/haste_gathered_x86_64.md).
 Counters are added up per patch as the work is done.
 
 Bucket agreement with the reference: both hash in float64 (the reference centres the pixels, then
@@ -42,7 +42,11 @@ over both threads, also when each 4x4 map's output channels were split between t
 split was tried again once the one-patch 256-channel convs were known to be bound by reading their
 weights (the filter merge reads all of them): no gain either, 0.65 vs 0.68 ms per conv with the
 weights out of cache, 0.41 vs 0.30 ms (median) with them in cache; the second core adds no memory
-bandwidth on this machine, and waking it costs tens of microseconds.
+bandwidth on this machine, and waking it costs tens of microseconds. That was the plain loop. On
+the gathered tiles a small map's output panels (filter merge and reduced conv per panel of NR
+channels) are spread over the pool (POOL_PANELS; hashing, bucketing and the input merge stay on
+the calling thread): whole bundled model at 2 threads 1.23-1.25x faster with L=11 or 13, P=4,
+1.02x with HASTE on the 4x4 stage alone (results/haste_gathered_x86_64.md).
 """
 from __future__ import annotations
 
@@ -274,39 +278,11 @@ def _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot):
 
 
 @njit
-def _merge_filters_lanes(wl, nb, count, start, members, bucket_of, wm, wslot):
-    """_merge_filters on the lanes-packed weights of the gathered path: wl (panels, C_in*kk*NR),
-    channel c's weights the contiguous wl[cb, c*kk*NR:(c+1)*kk*NR]; merged filters into
-    wm[cb, slot*kk*NR:...]. Singletons get wslot -1 (used in place); one sequential pass per panel."""
-    c_in = bucket_of.shape[0]
-    kkn = wl.shape[1] // c_in
-    _number_merged(nb, count, wslot)
-    for cb in range(wl.shape[0]):
-        src_p, dst_p = wl[cb], wm[cb]
-        for c in range(c_in):
-            bi = bucket_of[c]
-            slot = wslot[bi]
-            if slot < 0:
-                continue
-            s0, d0 = c * kkn, slot * kkn
-            if c == members[start[bi]]:
-                for t in range(kkn):
-                    dst_p[d0 + t] = src_p[s0 + t]
-            else:
-                for t in range(kkn):
-                    dst_p[d0 + t] += src_p[s0 + t]
-
-
-@njit
-def _reduced_conv_gathered(gvar, mr, xm, d_max, wl, wm, nb, start, members, wslot, th, tw, pw, kh, kw, dh, dw,
-                           P, aoff_s, boff_s, aoff_m, boff_m, acc):
-    """The reduced conv of one patch (stride 1) on the gathered tiles: every bucket's k*k taps as
-    rows of one product, singletons' weights read in place from wl, merged ones from wm; output
-    tile pixels (p, q) at acc[p*P + q, :] (channels padded to the panels' NR). Runs of mr pixels;
-    an edge tile's run may compute pixels past tw (read from the halo or the slack after xm, never
-    written out)."""
-    kk = kh * kw
-    nr = acc.shape[1] // wl.shape[0]
+def _gather_offsets(nb, wslot, members, start, kk, kw, dh, dw, pw, d_max, nr, aoff_s, boff_s, aoff_m, boff_m):
+    """The rows of a patch's reduced conv on the gathered tiles: every bucket's k*k taps, where its
+    merged input lies (xm row bi, patch row width pw) and where its weights lie (a singleton's in
+    the layer's panel wl[cb], at its channel; a merged bucket's in wm[cb], at its slot). Returns
+    (singleton rows, merged rows)."""
     ks, km = 0, 0
     for bi in range(nb):
         slot = wslot[bi]
@@ -320,33 +296,86 @@ def _reduced_conv_gathered(gvar, mr, xm, d_max, wl, wm, nb, start, members, wslo
                 aoff_m[km] = toff
                 boff_m[km] = (slot * kk + t) * nr
                 km += 1
-    ldc = acc.shape[1]
-    accf = acc.reshape(-1)
-    for cb in range(wl.shape[0]):
-        for p in range(th):
-            for q in range(0, tw, mr):
-                c_off = (p * P + q) * ldc + cb * nr
-                a_off = p * pw + q
-                if ks > 0:
-                    mk.gather_tile(gvar, xm, aoff_s, a_off, wl[cb], boff_s, ks, accf, c_off, ldc, False)
-                if km > 0:
-                    mk.gather_tile(gvar, xm, aoff_m, a_off, wm[cb], boff_m, km, accf, c_off, ldc, ks > 0)
+    return ks, km
 
 
 @njit
-def _write_tile(acc, pitch, bias, yn, p0, q0, th, tw, lo32, hi32):
-    """yn[o, p0 + p, q0 + q] = clamp(acc[p*pitch + q, o] + bias[o]): bias once, then the activation
-    (pitch: tw for the plain loop's accumulator, P for the gathered tiles')."""
+def _panel(cb, gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s, aoff_m, boff_m,
+           th, tw, pw, P, acc, bias, yn, p0, q0, lo32, hi32, conv):
+    """One panel of NR output channels of a patch on the gathered path: its merged filters (the
+    layer's packed weights wl[cb] summed per merged bucket into wm[cb], one sequential pass), then,
+    if conv, the reduced conv into acc[p*P + q, panel's channels] in runs of MR pixels (an edge
+    tile's run may compute pixels past tw, read from the halo or the slack after xm, never written
+    out) and the write of those channels into yn with bias and activation. Panels touch disjoint
+    parts of wm, acc and yn: any number may run at once."""
+    c_in = bucket_of.shape[0]
+    kkn = wl.shape[1] // c_in
+    src_p, dst_p = wl[cb], wm[cb]
+    for c in range(c_in):
+        bi = bucket_of[c]
+        slot = wslot[bi]
+        if slot < 0:
+            continue
+        s0, d0 = c * kkn, slot * kkn
+        if c == members[start[bi]]:
+            for t in range(kkn):
+                dst_p[d0 + t] = src_p[s0 + t]
+        else:
+            for t in range(kkn):
+                dst_p[d0 + t] += src_p[s0 + t]
+    if not conv:
+        return
+    mr = mk.GATHER_SHAPES[gvar][0]
+    ldc = acc.shape[1]
+    nr = ldc // wl.shape[0]
+    accf = acc.reshape(-1)
+    for p in range(th):
+        for q in range(0, tw, mr):
+            c_off = (p * P + q) * ldc + cb * nr
+            a_off = p * pw + q
+            if ks > 0:
+                mk.gather_tile(gvar, xm, aoff_s, a_off, src_p, boff_s, ks, accf, c_off, ldc, False)
+            if km > 0:
+                mk.gather_tile(gvar, xm, aoff_m, a_off, dst_p, boff_m, km, accf, c_off, ldc, ks > 0)
+    for o in range(cb * nr, min(yn.shape[0], (cb + 1) * nr)):
+        bv = bias[o]
+        for p in range(th):
+            yrow = yn[o, p0 + p]
+            for q in range(tw):
+                yrow[q0 + q] = min(max(acc[p * P + q, o] + bv, lo32), hi32)
+
+
+@njit
+def _panels_serial(gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s, aoff_m, boff_m,
+                   th, tw, pw, P, acc, bias, yn, p0, q0, lo32, hi32, conv):
+    for cb in range(wl.shape[0]):
+        _panel(cb, gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s, aoff_m, boff_m,
+               th, tw, pw, P, acc, bias, yn, p0, q0, lo32, hi32, conv)
+
+
+@njit(parallel=True)
+def _panels_pool(gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s, aoff_m, boff_m,
+                 th, tw, pw, P, acc, bias, yn, p0, q0, lo32, hi32, conv):
+    """_panels_serial with the panels spread over the pool (a small map run on the calling thread
+    otherwise: module docstring)."""
+    for cb in prange(wl.shape[0]):
+        _panel(cb, gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s, aoff_m, boff_m,
+               th, tw, pw, P, acc, bias, yn, p0, q0, lo32, hi32, conv)
+
+
+@njit
+def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
     for o in range(yn.shape[0]):
         bv = bias[o]
         for p in range(th):
             yrow = yn[o, p0 + p]
             for q in range(tw):
-                yrow[q0 + q] = min(max(acc[p * pitch + q, o] + bv, lo32), hi32)
+                yrow[q0 + q] = min(max(acc[p * tw + q, o] + bv, lo32), hi32)
 
 
 @njit
-def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, pool_panels, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats):
     """Patches blk, blk + n_blocks, ... of the batch (one thread's share), all phases. gvar >= 0:
     the reduced conv on gathered tile gvar with the lanes-packed weights wl (wt unused), else on
@@ -375,10 +404,10 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
     wslot = np.empty(c_in, dtype=np.int64)
     gathered = gvar >= 0
     mr = mk.GATHER_SHAPES[gvar][0] if gathered else 1
+    nr = mk.GATHER_SHAPES[gvar][1] * mk.GATHER_VW if gathered else 1
     xm_flat = np.empty(c_in * d_max + 2 * mr, dtype=np.float32)   # slack: an edge run reads past its row
     xm = xm_flat[:c_in * d_max].reshape(c_in, d_max)
     if gathered:
-        nr = mk.GATHER_SHAPES[gvar][1] * mk.GATHER_VW
         wm = np.empty((1, 1, 1), dtype=np.float32)
         wml = np.empty((wl.shape[0], (c_in // 2 + 1) * kk * nr), dtype=np.float32)
         acc = np.empty((P * P, wl.shape[0] * nr), dtype=np.float32)
@@ -416,21 +445,25 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
         st[_XMERGE] = c_in * D
         if upto < 4:
             continue
-        if gathered:
-            _merge_filters_lanes(wl, nb, count, start, members, bucket_of, wml, wslot)
-        else:
-            _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot)
         st[_WMERGE] = c_out * (c_in - nb) * kk
-        if upto < 5:
-            continue
         tpix = th * tw
-        st[_DENSE] = c_out * c_in * kk * tpix
-        st[_EXEC] = c_out * nb * kk * tpix
-        st[_PATCHES] = 1
+        if upto >= 5:
+            st[_DENSE] = c_out * c_in * kk * tpix
+            st[_EXEC] = c_out * nb * kk * tpix
+            st[_PATCHES] = 1
         if gathered:
-            _reduced_conv_gathered(gvar, mr, xm_flat, d_max, wl, wml, nb, start, members, wslot, th, tw, pw,
-                                   kh, kw, dh, dw, P, aoff_s, boff_s, aoff_m, boff_m, acc)
-            _write_tile(acc, P, bias, y[n], p0, q0, th, tw, lo32, hi32)
+            _number_merged(nb, count, wslot)
+            ks, km = _gather_offsets(nb, wslot, members, start, kk, kw, dh, dw, pw, d_max, nr,
+                                     aoff_s, boff_s, aoff_m, boff_m)
+            if pool_panels:
+                _panels_pool(gvar, xm_flat, wl, wml, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s,
+                             aoff_m, boff_m, th, tw, pw, P, acc, bias, y[n], p0, q0, lo32, hi32, upto >= 5)
+            else:
+                _panels_serial(gvar, xm_flat, wl, wml, bucket_of, members, start, wslot, ks, km, aoff_s, boff_s,
+                               aoff_m, boff_m, th, tw, pw, P, acc, bias, y[n], p0, q0, lo32, hi32, upto >= 5)
+            continue
+        _merge_filters(wt, nb, count, start, members, bucket_of, wm, wslot)
+        if upto < 5:
             continue
         # reduced conv, output channels innermost
         for t in range(tpix):
@@ -441,7 +474,7 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
                 _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
             else:
                 _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
-        _write_tile(acc, tw, bias, y[n], p0, q0, th, tw, lo32, hi32)
+        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
 
 
 @njit
@@ -482,7 +515,7 @@ def _image_stats(pstats, stats, c_in):
 
 
 @njit(parallel=True)
-def _haste_patches(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _haste_patches(x, pt, pl, xlast, wp, wt, wl, gvar, pool_panels, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                    p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """All patches of all images, spread over the threads. x (N, C, H, W) the input, padded (pt, pl)
     into xlast (N, Hp*Wp, C), channels-last, rows Wp pixels wide; wt (C, kh*kw, C_out), bias
@@ -494,20 +527,20 @@ def _haste_patches(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, 
     _pad_channels_last(x, xlast.reshape(x.shape[0], -1, x.shape[1]), pt, pl, wp)
     if upto > 0:
         for blk in prange(n_blocks):
-            _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+            _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, False, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                        p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
 
 @njit
-def _haste_serial(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+def _haste_serial(x, pt, pl, xlast, wp, wt, wl, gvar, pool_panels, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                   p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, n_blocks, pstats, stats, upto):
     """_haste_patches on the calling thread alone (n_blocks must be 1): for small outputs, where
     waking the thread pool costs more than the work (module docstring). Not parallel, so no thread
     switching or parallel-region launch per call."""
     _pad_channels_last(x, xlast.reshape(x.shape[0], -1, x.shape[1]), pt, pl, wp)
     if upto > 0:
-        _run_block(0, 1, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
+        _run_block(0, 1, xlast, wp, wt, wl, gvar, pool_panels, bias, lo, hi, y, kh, kw, sh, sw, dh, dw, P,
                    p_ptr, p_row, p_col, m_ptr, m_row, m_col, rtol, upto, pstats)
         _image_stats(pstats, stats, x.shape[1])
 
@@ -519,6 +552,8 @@ def _haste_serial(x, pt, pl, xlast, wp, wt, wl, gvar, bias, lo, hi, y, kh, kw, s
 # the reduced conv on the gathered microkernel tiles where it applies (stride 1, P a multiple of 2);
 # False: always the output-channels-innermost loop (_accumulate_bucket), for comparisons
 GATHERED = True
+# a small map's gathered conv (run on the calling thread) spreads its output panels over the pool
+POOL_PANELS = True
 _UNUSED3 = np.zeros((1, 1, 1), dtype=np.float32)
 _UNUSED2 = np.zeros((1, 1), dtype=np.float32)
 
@@ -665,7 +700,8 @@ def _prepare(x, W, b, attrs, setting, y_out):
     layer = call.layer
     pstats = np.empty((n_img * call.tiles, N_STATS), dtype=np.int64)
     stats = np.empty((n_img, N_STATS), dtype=np.int64)
-    args = (x, pt, pl, xlast, call.wp, layer.wt, layer.wl, layer.gvar, call.bias, call.lo, call.hi,
+    pool_panels = serial and POOL_PANELS and layer.gvar >= 0 and layer.wl.shape[0] > 1 and kernel_threads() > 1
+    args = (x, pt, pl, xlast, call.wp, layer.wt, layer.wl, layer.gvar, pool_panels, call.bias, call.lo, call.hi,
             y_out, kh, kw, sh, sw, dh, dw, setting.P, *layer.plus, *layer.minus, HASH_RTOL, n_blocks, pstats, stats)
     return (_haste_serial if serial else _haste_patches), args, y_out
 
