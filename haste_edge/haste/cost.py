@@ -114,7 +114,9 @@ def predict(rates: Rates, shape: ConvShape, setting, kept: float, threads: int =
     """(HASTE seconds, dense seconds) for one image on `threads` threads. The rates are one
     thread's; with more, the dense conv is taken to divide its time by the thread count (an upper
     bound on its scaling, so HASTE is never favoured by it) and HASTE too, unless its output is
-    small enough that it runs on one thread (kernel._SERIAL_MAX_PIXELS)."""
+    small enough that it runs on the calling thread (kernel._SERIAL_MAX_PIXELS): then taken as not
+    scaling at all, though its output panels do spread over the pool (kernel.POOL_PANELS), which
+    errs on dense's side."""
     t = terms(shape, setting, kept)
     mac_rate = rates.reduced_mac if gathered(shape, setting) else rates.reduced_mac_plain
     haste = (rates.pad * t["pad"] + rates.hash * t["hash"] + rates.input_merge * t["input_merge"]
