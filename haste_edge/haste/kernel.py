@@ -337,12 +337,7 @@ def _panel(cb, gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aoff_
                 mk.gather_tile(gvar, xm, aoff_s, a_off, src_p, boff_s, ks, accf, c_off, ldc, False)
             if km > 0:
                 mk.gather_tile(gvar, xm, aoff_m, a_off, dst_p, boff_m, km, accf, c_off, ldc, ks > 0)
-    for o in range(cb * nr, min(yn.shape[0], (cb + 1) * nr)):
-        bv = bias[o]
-        for p in range(th):
-            yrow = yn[o, p0 + p]
-            for q in range(tw):
-                yrow[q0 + q] = min(max(acc[p * P + q, o] + bv, lo32), hi32)
+    _write_tile(acc, P, cb * nr, min(yn.shape[0], (cb + 1) * nr), bias, yn, p0, q0, th, tw, lo32, hi32)
 
 
 @njit
@@ -364,14 +359,15 @@ def _panels_pool(gvar, xm, wl, wm, bucket_of, members, start, wslot, ks, km, aof
 
 
 @njit
-def _write_tile(acc, bias, yn, p0, q0, th, tw, lo32, hi32):
-    """yn[o, p0 + p, q0 + q] = clamp(acc[p*tw + q, o] + bias[o]): bias once, then the activation."""
-    for o in range(yn.shape[0]):
+def _write_tile(acc, pitch, o0, o1, bias, yn, p0, q0, th, tw, lo32, hi32):
+    """yn[o, p0 + p, q0 + q] = clamp(acc[p*pitch + q, o] + bias[o]) for channels o0 <= o < o1:
+    bias once, then the activation."""
+    for o in range(o0, o1):
         bv = bias[o]
         for p in range(th):
             yrow = yn[o, p0 + p]
             for q in range(tw):
-                yrow[q0 + q] = min(max(acc[p * tw + q, o] + bv, lo32), hi32)
+                yrow[q0 + q] = min(max(acc[p * pitch + q, o] + bv, lo32), hi32)
 
 
 @njit
@@ -474,7 +470,7 @@ def _run_block(blk, n_blocks, xlast, wp, wt, wl, gvar, pool_panels, bias, lo, hi
                 _accumulate_bucket(xm[bi], wt[members[start[bi]]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
             else:
                 _accumulate_bucket(xm[bi], wm[wslot[bi]], acc, th, tw, pw, kh, kw, sh, sw, dh, dw)
-        _write_tile(acc, bias, y[n], p0, q0, th, tw, lo32, hi32)
+        _write_tile(acc, tw, 0, c_out, bias, y[n], p0, q0, th, tw, lo32, hi32)
 
 
 @njit
