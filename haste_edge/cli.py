@@ -153,10 +153,44 @@ def cmd_convert(args):
         raise InputError(f"convert needs the onnx package ({_one_line(e)}): install the 'convert' extra, "
                          f"pip install 'haste-edge[convert]', or convert on the host") from None
     graph = import_onnx(args.onnx)
+    kind = "float16" if args.fp16 else "float32"
+    if args.prom or args.int8:
+        from converters.prom import quantize_graph
+        graph = quantize_graph(graph, _calibration(args, graph), "prom" if args.prom else "int8",
+                               args.ternary_threshold)
+        q = graph.meta["quantization"]
+        kind = f"{q['ternary_layers']} ternary and {q['int8_layers']} int8 layers"
     out = Path(args.output) if args.output else Path(args.onnx).with_suffix(modelfile.SUFFIX)
     modelfile.save(graph, out, fp16=args.fp16)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(graph.nodes)} nodes, "
-          f"{'float16' if args.fp16 else 'float32'} weights)")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(graph.nodes)} nodes, {kind})")
+
+
+def _calibration(args, graph) -> np.ndarray:
+    """The calibration inputs of --calib: a .npy of preprocessed inputs (N, C, H, W), or a folder of
+    images preprocessed as the model's meta says."""
+    if args.calib is None:
+        raise InputError("--prom and --int8 need --calib FOLDER (images like the model's inputs) or FILE.npy")
+    path = Path(args.calib)
+    want = tuple(d for d in next(iter(graph.inputs.values()))[1:])
+    if path.is_file() and path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise InputError(f"{path}: not a readable .npy array ({e})") from None
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or not np.issubdtype(x.dtype, np.floating):
+            raise InputError(f"{path}: calibration inputs must be float (N, {', '.join(map(str, want))}), "
+                             f"got {x.dtype} {x.shape}")
+        if not np.isfinite(x).all():
+            raise InputError(f"{path}: calibration inputs hold NaN or infinity")
+        return x.astype(np.float32)
+    if not path.is_dir():
+        raise InputError(f"{path}: --calib must be a folder of images or a .npy file")
+    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    if not images:
+        raise InputError(f"{path}: no images (.png, .jpg, .jpeg, .bmp, .webp) for calibration")
+    if "input" not in graph.meta:
+        raise InputError(f"{args.onnx}: no preprocessing known (a <model>.json beside it); give --calib FILE.npy")
+    return load_batch(images[:1000], graph.meta["input"])
 
 
 def _progress(done, total, correct, t0):
@@ -434,6 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="the .haste file to write (default: MODEL.haste beside the ONNX file)")
     v.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    q = v.add_mutually_exclusive_group()
+    q.add_argument("--prom", action="store_true",
+                   help="PROM: 1x1 conv weights ternary (2 bits), other weights int8, activations int8 (needs --calib)")
+    q.add_argument("--int8", action="store_true", help="all conv/gemm weights and activations int8 (needs --calib)")
+    v.add_argument("--calib", default=None, metavar="FOLDER|FILE.npy",
+                   help="calibration inputs for --prom/--int8: images (at most 1000 used) or preprocessed arrays")
+    v.add_argument("--ternary-threshold", type=float, default=0.7, metavar="R",
+                   help="--prom: weights with |w| <= R * mean|w| of their output channel become 0 (default 0.7)")
     v.set_defaults(func=cmd_convert)
 
     e = sub.add_parser("eval", help="accuracy on a labeled folder or the Fashion-MNIST test set")

@@ -2,7 +2,9 @@
 
 Layout: one entry `graph.json` (UTF-8 JSON as a uint8 array: format name, version, nodes, inputs,
 outputs, meta, and the weight table), and one entry per weight `w<i>`. Weights may be stored as
-float16 to halve the file; they are widened to float32 on load. load() reads only numeric .npy
+float16 to halve the file; they are widened to float32 on load. PROM's weight codes are int8:
+ternary ones ("dtype": "ternary" in the table, with their shape) are stored 2 bits each
+(prom/quantize.py: pack_ternary) and unpacked to int8 on load. load() reads only numeric .npy
 entries (never a pickle) and checks the document (schema.py), each .npy header and size against
 the memory limit (limits.py) and every node (validate.py) before anything is allocated or run.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from . import limits, schema, validate
 from .errors import ModelFileError
 from .graph import Graph, Node
+from .prom.quantize import pack_ternary, unpack_ternary
 
 FORMAT = "haste-edge-model"
 VERSION = 1
@@ -32,8 +35,13 @@ def save(graph: Graph, path, *, fp16: bool = False) -> Path:
     """Write `graph` to `path` atomically: a failure leaves no partial file behind."""
     path = Path(path)
     table, arrays = {}, {}
+    ternary = {n.inputs[1] for n in graph.nodes if n.op == "PromConv" and n.attrs.get("weights") == "ternary"}
     for i, (name, w) in enumerate(graph.weights.items()):
         key = f"w{i}"
+        if name in ternary:
+            table[name] = {"key": key, "dtype": "ternary", "shape": list(w.shape)}
+            arrays[key] = pack_ternary(w)
+            continue
         stored = w.astype(np.float16) if fp16 and w.dtype == np.float32 else w
         table[name] = {"key": key, "dtype": str(w.dtype)}
         arrays[key] = stored
@@ -74,8 +82,27 @@ def load(path) -> Graph:
             schema.check_document(doc, FORMAT, VERSION)
             weights, total = {}, 0
             for name, e in doc["weights"].items():
+                what = f"weight '{name}'"
+                if e["dtype"] == "ternary":       # 2-bit codes, unpacked to int8
+                    shape = tuple(e["shape"])
+                    total += math.prod(shape)
+                    limits.check(total, f"{path}: the weights", ModelFileError)
+                    packed = _read_npy(z, e["key"], ("|u1",), 1, what)
+                    try:
+                        weights[name] = unpack_ternary(packed, shape)
+                    except ValueError as err:
+                        raise ModelFileError(f"{path}: {what}: {err}") from None
+                    continue
+                if e["dtype"] == "int8":
+                    w = _read_npy(z, e["key"], ("|i1",), None, what)
+                    if w.size and w.min() < -127:
+                        raise ModelFileError(f"{path}: {what}: int8 codes must lie in [-127, 127]")
+                    total += w.nbytes
+                    limits.check(total, f"{path}: the weights", ModelFileError)
+                    weights[name] = np.ascontiguousarray(w)
+                    continue
                 # float32 weights may be stored as float16 (save(fp16=True)); nothing else is widened
-                w = _read_npy(z, e["key"], ("<f4", "<f2"), None, f"weight '{name}'")
+                w = _read_npy(z, e["key"], ("<f4", "<f2"), None, what)
                 total += w.nbytes
                 limits.check(total, f"{path}: the weights", ModelFileError)
                 weights[name] = np.ascontiguousarray(w, dtype=np.float32)

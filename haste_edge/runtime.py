@@ -406,6 +406,9 @@ class Model:
         # (method name, {node name: layer}) of the compression method set (compression.py), ("", {})
         # for none: replaced whole, never edited in place, so a run reads one consistent pair
         self._compression: tuple = ("", {})
+        from .prom.method import OPS as PROM_OPS, Prom
+        if any(n.op in PROM_OPS for n in graph.nodes):    # a PROM-converted model counts its layers
+            self.compress(Prom())
 
     @property
     def input_names(self) -> list[str]:

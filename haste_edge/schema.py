@@ -5,8 +5,9 @@ Op attribute values are checked later, per op (haste_edge/ops/checks.py); here o
 """
 from __future__ import annotations
 
-# dtypes a weight may have in the table; save() writes float32 weights (stored as float16 with --fp16)
-WEIGHT_DTYPES = ("float32",)
+# dtypes a weight may have in the table; save() writes float32 weights (stored as float16 with
+# --fp16), int8 ones (PROM's codes) as int8, and "ternary" codes packed 2 bits each with their shape
+WEIGHT_DTYPES = ("float32", "int8", "ternary")
 TOP_FIELDS = ("format", "version", "inputs", "outputs", "nodes", "weights", "meta")
 NODE_FIELDS = ("op", "name", "inputs", "outputs", "attrs")
 
@@ -98,10 +99,14 @@ def check_document(doc, fmt: str, version: int) -> None:
             _attr_value(a, f"{where}.attrs.{k}")
     for name, e in _obj(doc["weights"], "weights").items():
         where = f"weights['{name}']"
-        _obj(e, where, ("key", "dtype"))
+        _obj(e, where, ("key", "dtype", "shape"), optional=("shape",))
         _str(e["key"], f"{where}.key")
         if e["dtype"] not in WEIGHT_DTYPES:
             raise ValueError(f"{where}.dtype: expected one of {list(WEIGHT_DTYPES)}, got {e['dtype']!r}")
+        if e["dtype"] == "ternary" and not (isinstance(e.get("shape"), list) and len(e["shape"]) <= 8
+                                            and all(_is_int(d) and 0 <= d < 2 ** 31 for d in e["shape"])):
+            raise ValueError(f"{where}.shape: packed ternary weights need their shape, a list of "
+                             f"non-negative integers; got {e.get('shape')!r}")
     meta = _obj(doc.get("meta", {}), "meta")
     if "labels" in meta:
         _str_list(meta["labels"], "meta.labels", empty_ok=True, items_empty_ok=True)

@@ -63,6 +63,13 @@ def _conv(a):
     _float(a, "clip_max", optional=True)
 
 
+def _prom_conv(a):
+    _conv(a)
+    _float(a, "x_scale", positive=True)
+    if a.get("weights") not in ("ternary", "int8"):
+        raise ValueError(f"attribute weights: expected 'ternary' or 'int8', got {a.get('weights')!r}")
+
+
 def _pool(a, avg):
     _window(a, pool=True)
     _int(a, "ceil_mode", 0, 1)
@@ -122,6 +129,8 @@ RULES = {
     "Concat": (1, MANY, lambda a: _int(a, "axis")),
     "Pad": (1, 1, _pad),
     "Identity": (1, 1, _none),
+    "PromConv": (3, 4, _prom_conv),
+    "PromGemm": (3, 4, lambda a: _float(a, "x_scale", positive=True)),
 }
 
 

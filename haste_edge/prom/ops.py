@@ -1,0 +1,138 @@
+"""The graph ops a PROM model holds (the converter writes them: converters/prom.py).
+
+    PromConv(X, codes, w_scale[, B])   attrs: Conv's, plus x_scale (X's int8 scale) and weights
+                                       ("ternary": codes in {-1, 0, 1}, or "int8")
+    PromGemm(X, codes, w_scale[, B])   X (N, K), codes (M, K): Y = X W^T + B; attr x_scale
+
+Each step prepares once (kept on the step, registry.StepAttrs): the per-channel output scales, the
+ternary weights' index lists, the activation buffer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from haste_edge.ops.conv import CONV_ATTRS, _clip_bounds, _geometry, conv_infer, conv_macs
+from haste_edge.ops.registry import register, step_state
+from haste_edge.prom import kernels
+from haste_edge.prom.quantize import inv_scale
+from haste_edge.prom.reference import out_scale, prom_conv_reference, prom_gemm_reference
+
+PROM_CONV_ATTRS = CONV_ATTRS + ("x_scale", "weights")
+
+
+def _check_codes(codes, kind, what):
+    if codes.dtype != np.int8:
+        raise ValueError(f"{what}: weight codes must be int8, got {codes.dtype}")
+    if kind == "ternary" and codes.size and (codes.min() < -1 or codes.max() > 1):
+        raise ValueError(f"{what}: ternary weight codes must be -1, 0 or 1")
+
+
+def prom_conv_infer(in_shapes, attrs):
+    x, w, s = in_shapes[0], in_shapes[1], in_shapes[2]
+    b = in_shapes[3] if len(in_shapes) > 3 else None
+    (n, c_out, ho, wo), = conv_infer([x, w, b], attrs)
+    if s is None or tuple(s) != (c_out,):
+        raise ValueError(f"PromConv: w_scale shape {s} should be ({c_out},)")
+    return [(n, c_out, ho, wo)]
+
+
+def prom_conv_macs(in_shapes, out_shapes, attrs):
+    return conv_macs(in_shapes, out_shapes, attrs)
+
+
+class PreparedPromConv:
+    """What a PromConv derives from its weights once: scales, clamp, kernel choice, index lists."""
+
+    def __init__(self, attrs, codes, w_scale, bias, x_shape):
+        self.source = (codes, w_scale, bias)
+        _check_codes(codes, attrs["weights"], "PromConv")
+        c_out = codes.shape[0]
+        self.scale = out_scale(attrs["x_scale"], w_scale)
+        self.bias = np.zeros(c_out, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+        _, lo, hi = _clip_bounds(attrs)
+        self.lo, self.hi = np.float32(lo), np.float32(hi)
+        self.inv = inv_scale(attrs["x_scale"])
+        self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
+        self.group = int(attrs["group"])
+        self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0 and self.group == 1
+        self.ternary = attrs["weights"] == "ternary" and self.pointwise
+        n, c, h, w = x_shape
+        self.xq = np.empty((n, c, h + pt + pb, w + pl + pr), np.int8)
+        if self.ternary:
+            flat = codes.reshape(c_out, -1)
+            plus = [np.flatnonzero(r > 0) for r in flat]
+            minus = [np.flatnonzero(r < 0) for r in flat]
+            self.plus_ptr = np.concatenate([[0], np.cumsum([len(p) for p in plus])]).astype(np.int64)
+            self.minus_ptr = np.concatenate([[0], np.cumsum([len(m) for m in minus])]).astype(np.int64)
+            self.plus_idx = np.concatenate(plus + [np.zeros(0, np.int64)]).astype(np.int64)
+            self.minus_idx = np.concatenate(minus + [np.zeros(0, np.int64)]).astype(np.int64)
+        elif self.pointwise:
+            self.codes2 = np.ascontiguousarray(codes.reshape(c_out, -1))
+        self.codes = codes
+
+    def run(self, x, y):
+        kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
+        kernels.quantize_pad(x, self.inv, pt, pl, self.xq)
+        n, c_out = y.shape[0], y.shape[1]
+        if self.ternary:
+            kernels.ternary_pointwise(self.xq.reshape(n, self.xq.shape[1], -1), self.plus_ptr, self.plus_idx,
+                                      self.minus_ptr, self.minus_idx, self.scale, self.bias, self.lo, self.hi,
+                                      y.reshape(n, c_out, -1))
+        elif self.pointwise:
+            kernels.int8_pointwise(self.xq.reshape(n, self.xq.shape[1], -1), self.codes2, self.scale, self.bias,
+                                   self.lo, self.hi, y.reshape(n, c_out, -1))
+        else:
+            kernels.int8_conv(self.xq, self.codes, self.group, sh, sw, dh, dw, self.scale, self.bias,
+                              self.lo, self.hi, y)
+        return y
+
+
+def prepared_conv(inputs, attrs) -> PreparedPromConv:
+    """The step's prepared conv (made again if its weights or input shape changed)."""
+    x, codes, w_scale = inputs[0], inputs[1], inputs[2]
+    bias = inputs[3] if len(inputs) > 3 else None
+    state = step_state(attrs)
+    prep = state.get("prom") if state is not None else None
+    if prep is None or prep.source[0] is not codes or prep.source[1] is not w_scale \
+            or prep.source[2] is not bias or prep.xq.shape[:2] != x.shape[:2] \
+            or prep.xq.shape[2:] != (x.shape[2] + prep.geo[6] + prep.geo[8], x.shape[3] + prep.geo[7] + prep.geo[9]):
+        prep = PreparedPromConv(attrs, codes, w_scale, bias, x.shape)
+        if state is not None:
+            state["prom"] = prep
+    return prep
+
+
+@register("PromConv", infer=prom_conv_infer, reference=prom_conv_reference, macs=prom_conv_macs,
+          attrs=PROM_CONV_ATTRS)
+def prom_conv(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], np.float32)
+    prep = prepared_conv([x, *inputs[1:]], attrs)
+    y = outs[0] if outs is not None else np.empty(prom_conv_infer(
+        [x.shape, inputs[1].shape, inputs[2].shape], attrs)[0], np.float32)
+    return [prep.run(x, y)]
+
+
+def prom_gemm_infer(in_shapes, attrs):
+    x, w, s = in_shapes[0], in_shapes[1], in_shapes[2]
+    b = in_shapes[3] if len(in_shapes) > 3 else None
+    if x is None or w is None or len(x) != 2 or len(w) != 2 or x[1] != w[1]:
+        raise ValueError(f"PromGemm: expects X (N, K) and codes (M, K), got X {x}, codes {w}")
+    if s is None or tuple(s) != (w[0],) or (b is not None and tuple(b) != (w[0],)):
+        raise ValueError(f"PromGemm: w_scale {s} and bias {b} should be ({w[0]},)")
+    return [(x[0], w[0])]
+
+
+def prom_gemm_macs(in_shapes, out_shapes, attrs):
+    return int(in_shapes[0][0]) * int(in_shapes[1][0]) * int(in_shapes[1][1])
+
+
+@register("PromGemm", infer=prom_gemm_infer, reference=prom_gemm_reference, macs=prom_gemm_macs,
+          attrs=("x_scale",))
+def prom_gemm(inputs, attrs, outs=None):
+    x, codes, w_scale = np.ascontiguousarray(inputs[0], np.float32), inputs[1], inputs[2]
+    _check_codes(codes, "int8", "PromGemm")
+    bias = inputs[3] if len(inputs) > 3 and inputs[3] is not None else np.zeros(len(codes), np.float32)
+    y = outs[0] if outs is not None else np.empty((x.shape[0], codes.shape[0]), np.float32)
+    kernels.int8_gemm(x, inv_scale(attrs["x_scale"]), codes, out_scale(attrs["x_scale"], w_scale),
+                      np.ascontiguousarray(bias, np.float32), y)
+    return [y]
