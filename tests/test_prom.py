@@ -1,5 +1,6 @@
 """PROM: quantisation rules, the 2-bit file format, the Numba kernels against their NumPy
-references, the converter, and the per-layer counters.
+references, the converter, and the per-layer counters. Tests named test_host_* need the converter
+(onnx, torch): the emulated aarch64 step (.ci/run) runs the others.
 
 What is exact and what is within a tolerance: the int8 codes of activations and weights are exact
 (the same float32 operations in NumPy and Numba); the int32 sums are exact integers; the outputs
@@ -72,7 +73,7 @@ def test_ternary_unpacking_refuses_bad_bytes():
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="the fine-tune's rules are in torch (host only)")
-def test_training_rules_equal_the_converters():
+def test_host_training_rules_equal_the_converters():
     import torch
     from converters.train_fashion_mobilenetv2 import int8_weights as t_int8, ternary_weights as t_ternary
     w = np.random.default_rng(0).standard_normal((16, 8, 1, 1)).astype(np.float32)
@@ -169,7 +170,7 @@ def tiny_mobilenet():
 
 
 @pytest.mark.parametrize("mode", ["prom", "int8"])
-def test_quantized_model_matches_reference_and_float(tiny_mobilenet, mode, tmp_path):
+def test_host_quantized_model_matches_reference_and_float(tiny_mobilenet, mode, tmp_path):
     from converters.prom import quantize_graph
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
@@ -203,7 +204,7 @@ def test_quantized_model_matches_reference_and_float(tiny_mobilenet, mode, tmp_p
         assert path.stat().st_size < fp32 / 3
 
 
-def test_corrupt_ternary_entry_is_one_line_error(tiny_mobilenet, tmp_path):
+def test_host_corrupt_ternary_entry_is_one_line_error(tiny_mobilenet, tmp_path):
     import zipfile
     from converters.prom import quantize_graph
     graph = quantize_graph(tiny_mobilenet, np.zeros((2, 3, 32, 32), np.float32) + 0.5)
@@ -222,7 +223,7 @@ def test_corrupt_ternary_entry_is_one_line_error(tiny_mobilenet, tmp_path):
 
 
 @pytest.mark.parametrize("calib", [None, "bad.npy", "missing"])
-def test_convert_prom_calibration_errors(tmp_path, capsys, calib):
+def test_host_convert_prom_calibration_errors(tmp_path, capsys, calib):
     from haste_edge.cli import main
     args = ["convert", str(Path(__file__).parents[1] / "models" / "fashion_resnet18.onnx"), "--prom", "-o", str(tmp_path / "o.haste")]
     if calib == "bad.npy":
@@ -241,3 +242,18 @@ def test_prom_conv_rejects_bad_codes():
                  clip_min=None, clip_max=None, x_scale=0.1, weights="ternary")
     with pytest.raises(ValueError, match="ternary weight codes"):
         OPS["PromConv"].kernel([x, np.full((2, 4, 1, 1), 2, np.int8), np.ones(2, np.float32)], attrs)
+
+
+@pytest.mark.parametrize("c_in", [258, 259, 600])
+def test_ternary_sums_past_int16_range(c_in):
+    """The ternary kernel sums runs of at most 258 rows in int16: longer sums must still be exact."""
+    x = np.full((1, c_in, 3, 3), 10.0, np.float32)               # every code 127
+    codes = np.ones((2, c_in, 1, 1), np.int8)
+    codes[1] = -1
+    attrs = dict(kernel_shape=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0] * 4, group=1, activation="",
+                 clip_min=None, clip_max=None, x_scale=act_scale(10.0), weights="ternary")
+    scale = np.ones(2, np.float32)
+    got = OPS["PromConv"].kernel([x, codes, scale], attrs)[0]
+    s = np.float32(attrs["x_scale"])
+    assert np.allclose(got[0, 0], np.float32(c_in * 127) * s, rtol=1e-6)
+    assert np.allclose(got[0, 1], -np.float32(c_in * 127) * s, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""PROM: ternary pointwise convs, int8 everything else (docs: README "PROM", ../METHOD section 2).
+"""PROM: ternary pointwise convs, int8 everything else (docs/METHOD.md section 2; README "PROM").
 
 quantize.py the rules (weights, activations, 2-bit packing); reference.py plain NumPy kernels;
 kernels.py the Numba ones; ops.py the graph ops the converter writes; method.py the compression

@@ -19,6 +19,8 @@ from haste_edge.jit import njit, prange
 # pixels per block of the pointwise kernels: the int32 sums of one block (2 KB) stay in L1 while
 # every input row adds into them
 PIXEL_BLOCK = 512
+# rows of int8 codes (|code| <= 127) an int16 sum holds without overflow: 258 * 127 = 32766
+SUM16_ROWS = 258
 
 
 @njit(parallel=True)
@@ -43,8 +45,10 @@ def quantize_pad(x, inv_scale, pt, pl, out):
 def ternary_pointwise(xq, plus_ptr, plus_idx, minus_ptr, minus_idx, scale, bias, lo, hi, y):
     """xq (N, C_in, P) int8 codes; output channel o adds the rows plus_idx[plus_ptr[o]:plus_ptr[o+1]]
     and subtracts the rows minus_idx[minus_ptr[o]:minus_ptr[o+1]]; y (N, C_out, P) float32.
-    The innermost loops index 1-D views by their loop counter: a computed index (p0 + p) would
-    be checked for wraparound on every access and the loop would not vectorise."""
+    Rows are summed in int16 (twice the SIMD lanes of int32) in runs of at most SUM16_ROWS, which
+    cannot overflow, and each run is added into the int32 sums. The innermost loops index 1-D views
+    by their loop counter: a computed index (p0 + p) would be checked for wraparound on every access
+    and the loop would not vectorise."""
     n_img, c_out, p_all = y.shape
     n_blk = (p_all + PIXEL_BLOCK - 1) // PIXEL_BLOCK
     for t in prange(n_img * n_blk * c_out):       # output channels innermost: a block of xq is reused
@@ -54,14 +58,22 @@ def ternary_pointwise(xq, plus_ptr, plus_idx, minus_ptr, minus_idx, scale, bias,
         p0 = b * PIXEL_BLOCK
         m = min(PIXEL_BLOCK, p_all - p0)
         acc = np.zeros(PIXEL_BLOCK, np.int32)
-        for k in range(plus_ptr[o], plus_ptr[o + 1]):
-            row = xq[n, plus_idx[k], p0:p0 + m]
-            for p in range(m):
-                acc[p] += row[p]
-        for k in range(minus_ptr[o], minus_ptr[o + 1]):
-            row = xq[n, minus_idx[k], p0:p0 + m]
-            for p in range(m):
-                acc[p] -= row[p]
+        part = np.empty(PIXEL_BLOCK, np.int16)
+        for sign in (1, -1):
+            first, last = (plus_ptr[o], plus_ptr[o + 1]) if sign == 1 else (minus_ptr[o], minus_ptr[o + 1])
+            idx = plus_idx if sign == 1 else minus_idx
+            for k0 in range(first, last, SUM16_ROWS):
+                part[:m] = 0
+                for k in range(k0, min(k0 + SUM16_ROWS, last)):
+                    row = xq[n, idx[k], p0:p0 + m]
+                    for p in range(m):
+                        part[p] += row[p]
+                if sign == 1:
+                    for p in range(m):
+                        acc[p] += part[p]
+                else:
+                    for p in range(m):
+                        acc[p] -= part[p]
         s, c0 = scale[o], bias[o]
         out = y[n, o, p0:p0 + m]
         for p in range(m):

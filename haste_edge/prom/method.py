@@ -43,6 +43,8 @@ class PromLayer:
         self.weight_bytes = (codes.size * bits + 7) // 8 + extras
         self.nonzero = int(np.count_nonzero(codes))
         self.codes_shape = codes.shape
+        self._rows = {}          # (input shape, output shape) -> counters of one image
+
 
     def _counts(self, x_shape, y_shape, attrs) -> np.ndarray:
         """Counters of one image."""
@@ -59,8 +61,11 @@ class PromLayer:
         if len(inputs) > 4 and inputs[4] is not None:
             raise ValueError("PROM layers take no fused residual")
         y = (prom_conv if self.op == "PromConv" else prom_gemm)(inputs, attrs, outs)[0]
-        row = self._counts(inputs[0].shape, y.shape, attrs)
-        return [y], np.tile(row, (y.shape[0], 1))
+        key = (inputs[0].shape, y.shape)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._rows[key] = np.tile(self._counts(inputs[0].shape, y.shape, attrs), (y.shape[0], 1))
+        return [y], rows.copy()
 
     def __repr__(self):
         return f"PromLayer({'ternary' if self.ternary else 'int8'} {self.op})"
