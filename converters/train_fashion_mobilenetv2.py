@@ -12,6 +12,8 @@ Host-side only (torch 2.13.0 CPU). Writes to --out-dir:
 
     python converters/train_fashion_mobilenetv2.py                  # full run (about 40 min, 2 cores)
     python converters/train_fashion_mobilenetv2.py --epochs 1 --qat-epochs 1 --limit 4096   # timing check
+    python converters/train_fashion_mobilenetv2.py --from-onnx artifacts/fashion_mobilenetv2.onnx --qat-epochs 4
+                                                    # the fine-tune alone, from the fp32 export
 
 The QAT forward pass: BN folded into each conv; pointwise (1x1, group 1) weights ternary per output
 channel, all other conv and Linear weights int8 symmetric per output channel, every conv/Linear input
@@ -222,6 +224,20 @@ def train(model, x_train, y_train, epochs, lr, batch, gen, log, after_epoch=None
         log(f"  epoch {epoch}/{epochs} loss {total / steps:.4f} ({time.time() - t0:.0f} s)")
 
 
+@torch.no_grad()
+def load_onnx_weights(model, path):
+    """The folded model's parameters from this script's own fp32 export (names kept by the exporter)."""
+    import onnx
+    from onnx import numpy_helper
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+    params = dict(model.named_parameters())
+    missing = [k for k in params if k not in init]
+    if missing:
+        raise SystemExit(f"{path}: not this model's fp32 export (no {missing[0]})")
+    for k, p in params.items():
+        p.copy_(torch.from_numpy(init[k].copy()))
+
+
 def export(model, path):
     model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
     set_qat(model, False)
@@ -242,6 +258,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default="artifacts")
+    p.add_argument("--from-onnx", default=None, metavar="FILE",
+                   help="skip the fp32 training: start the fine-tune from this script's fp32 export "
+                        "(fashion_mobilenetv2.onnx: BN already folded, parameter names kept)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -262,13 +281,20 @@ def main(argv=None) -> int:
 
     model = FashionMobileNetV2().to(memory_format=torch.channels_last)   # faster depthwise convs
     log(f"params {sum(p.numel() for p in model.parameters()):,}; train {len(x_train)}, "
-        f"{args.epochs} fp32 + {args.qat_epochs} QAT epochs, batch {args.batch_size}, seed {args.seed}")
-    train(model, x_train, y_train, args.epochs, args.lr, args.batch_size, gen, log)
+        f"{0 if args.from_onnx else args.epochs} fp32 + {args.qat_epochs} QAT epochs, batch {args.batch_size}, "
+        f"seed {args.seed}")
+    if args.from_onnx:
+        for c in model.convs():
+            c.fold()
+        load_onnx_weights(model, args.from_onnx)
+    else:
+        train(model, x_train, y_train, args.epochs, args.lr, args.batch_size, gen, log)
     fp32_acc = evaluate(model, x_test, y_test)
     log(f"fp32 test accuracy {fp32_acc * 100:.2f} %")
 
-    for c in model.convs():
-        c.fold()
+    if not args.from_onnx:
+        for c in model.convs():
+            c.fold()
     model = model.to(memory_format=torch.channels_last)
     set_qat(model, True)
     calibrate(model, x_calib)
@@ -277,7 +303,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     fp32 = copy.deepcopy(model)
     set_qat(fp32, False)
-    export(fp32, os.path.join(args.out_dir, f"{MODEL_NAME}.onnx"))
+    if not args.from_onnx:
+        export(fp32, os.path.join(args.out_dir, f"{MODEL_NAME}.onnx"))
 
     # BN is folded: the fine-tune trains conv weights and biases under the quantised forward pass
     train(model, x_train, y_train, args.qat_epochs, args.qat_lr, args.batch_size, gen, log,

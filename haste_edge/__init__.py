@@ -15,13 +15,21 @@ ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fashion_resnet18.haste"
 
 
+def bundled_models() -> list[str]:
+    """Names of the models shipped in haste_edge/assets (load(name) finds them)."""
+    return sorted(p.stem for p in ASSETS.glob("*.haste"))
+
+
 def load(path=None) -> Model:
     """Load a model: a deployable .haste file or an .onnx file (converted on the fly).
 
-    With no path, the bundled default model (a Fashion-MNIST ResNet-18).
+    With no path, the bundled default model (a Fashion-MNIST ResNet-18); a bare name such as
+    "fashion_mobilenetv2" or "fashion_mobilenetv2_prom" is a bundled model (bundled_models()).
     """
     from . import modelfile
     path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.exists() and path.parent == Path(".") and (ASSETS / f"{path.name}.haste").is_file():
+        path = ASSETS / f"{path.name}.haste"          # a bundled model by name: fashion_mobilenetv2_prom
     if _is_zip(path):
         graph = modelfile.load(path)
     else:

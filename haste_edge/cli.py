@@ -11,7 +11,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from . import DEFAULT_MODEL, __version__, get_threads, load, sample_images, set_threads
+from . import DEFAULT_MODEL, __version__, bundled_models, get_threads, load, sample_images, set_threads
 from .datasets import FASHION_MNIST_DIR
 from .errors import HasteEdgeError, InputError
 from .preprocess import assumed_spec, load_batch, softmax
@@ -94,6 +94,14 @@ def _mac_report(model) -> str:
     st = model.last_stats().summary()
     if not model.compressed:
         return f"dense MACs: {_fmt_macs(st['dense_macs'])} per image"
+    if model.compression_name == "prom":
+        stats = model.last_stats()
+        total = {f: sum(float(l.counters[f].mean()) for l in stats.layers if l.method == "prom")
+                 for f in ("int8_mults", "int32_adds", "fp32_mults", "fp32_adds")}
+        m = {k: f"{v / 1e6:.2f} M" for k, v in total.items()}
+        return (f"dense MACs: {_fmt_macs(st['dense_macs'])} per image; PROM's {len(model.compressed)} layers did "
+                f"{m['int8_mults']} int8 multiplications, {m['int32_adds']} int32 additions, {m['fp32_mults']} fp32 "
+                f"multiplications (scales, quantisation) and {m['fp32_adds']} fp32 additions (biases) per image")
     return (f"dense MACs: {_fmt_macs(st['dense_macs'])}, executed: {_fmt_macs(st['executed_macs'])} "
             f"+ {_fmt_macs(st['overhead_ops'])} HASTE overhead ops per image (mean); "
             f"saved {st['reduction']:.1%} without overhead, {st['reduction_with_overhead']:.1%} with it "
@@ -130,11 +138,15 @@ def cmd_info(args):
     rows = model.layers(batch=1)
     w = max(len(r["name"]) for r in rows)
     print(f"model: {model.path}  inputs: {model.graph.inputs}  outputs: {model.output_names}")
-    print(f"{'layer':<{w}}  {'op':<18} {'output shape':<20} {'params':>10} {'MACs':>14}")
+    print(f"{'layer':<{w}}  {'op':<18} {'output shape':<20} {'params':>10} {'MACs':>14} {'bits':>4} {'bytes':>10}")
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['op']:<18} {str(r['output_shape']):<20} {r['params']:>10,} {r['macs']:>14,}")
+        bits = str(r["weight_bits"]) if r["weight_bits"] else ""
+        print(f"{r['name']:<{w}}  {r['op']:<18} {str(r['output_shape']):<20} {r['params']:>10,} {r['macs']:>14,} "
+              f"{bits:>4} {r['weight_bytes']:>10,}")
     params = sum(int(v.size) for v in model.graph.weights.values())
-    print(f"total: {len(rows)} layers, {params:,} parameters, {sum(r['macs'] for r in rows):,} dense MACs per image")
+    print(f"total: {len(rows)} layers, {params:,} parameters, {sum(r['macs'] for r in rows):,} dense MACs per image, "
+          f"weights {sum(r['weight_bytes'] for r in rows):,} bytes as stored (bits: of the layer's weight "
+          f"matrix, PROM's ternary codes 2, int8 codes 8, float 32; bytes include scales and biases)")
     shapes = {name: model.input_shape(1, name) for name in model.input_names}
     mem = (f"memory: weights {sum(v.nbytes for v in model.graph.weights.values()) / 2 ** 20:.2f} MiB; "
            f"activation buffers {model.plan(shapes).arena_bytes / 2 ** 20:.2f} MiB per image")
@@ -301,7 +313,9 @@ def cmd_eval(args):
         _progress(done, total, correct, t0)
     sys.stderr.write("\n")
     print(f"accuracy: {correct / done:.4f} ({correct}/{done}) in {time.perf_counter() - t0:.1f} s")
-    if model.compressed:
+    if model.compression_name == "prom":
+        print(_mac_report(model))           # PROM's counts do not depend on the input
+    elif model.compressed:
         dense, exe, over = macs / done
         print(f"MACs per image: dense {_fmt_macs(dense)}, executed {_fmt_macs(exe)}, overhead {_fmt_macs(over)}; "
               f"saved {1 - exe / dense:.1%} without overhead, {1 - (exe + over) / dense:.1%} with it")
@@ -383,7 +397,8 @@ def _int_at_least(low):
 _positive = _int_at_least(1)
 _THREADS_HELP = ("threads for the kernels (default: all cores; at most the core count); the BLAS gets them "
                  "only while other programs leave the cores idle, else one")
-_MODEL_HELP = f"a .haste or .onnx model file (default: the bundled {DEFAULT_MODEL.name})"
+_MODEL_HELP = (f"a .haste or .onnx model file, or a bundled model's name ({', '.join(bundled_models())}; "
+               f"default: {DEFAULT_MODEL.stem})")
 
 
 def _add_model(parser, positional=False):

@@ -392,6 +392,14 @@ def check_feeds(graph: Graph, feeds: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def stored_bits(graph: Graph, node, name: str) -> int:
+    """Bits per value of weight `name` of `node` as the .haste file stores it (float16 files aside):
+    2 for PROM's ternary codes, 8 for int8 codes, 32 for float32."""
+    if node.op == "PromConv" and node.inputs[1] == name and node.attrs.get("weights") == "ternary":
+        return 2
+    return 8 * graph.weights[name].dtype.itemsize
+
+
 class Model:
     """A loaded model. Mirrors onnxruntime's session: run(feeds) -> outputs, safe to call from
     several threads at once (module docstring)."""
@@ -421,6 +429,11 @@ class Model:
     @property
     def meta(self) -> dict:
         return self.graph.meta
+
+    @property
+    def compression_name(self) -> str:
+        """The compression method set ("haste", "prom"; "" for none)."""
+        return self._compression[0]
 
     @property
     def compressed(self) -> dict:
@@ -553,6 +566,9 @@ class Model:
         rows = []
         for n in self.graph.nodes:
             params = sum(int(self.graph.weights[x].size) for x in n.inputs if x in self.graph.weights)
+            bits = {x: stored_bits(self.graph, n, x) for x in n.inputs if x in self.graph.weights}
             rows.append({"name": n.name, "op": n.op, "output_shape": plan.shapes[n.outputs[0]],
-                         "params": params, "macs": macs.get(n.name, 0)})
+                         "params": params, "macs": macs.get(n.name, 0),
+                         "weight_bits": bits.get(n.inputs[1], 0) if len(n.inputs) > 1 else 0,
+                         "weight_bytes": sum((int(self.graph.weights[x].size) * b + 7) // 8 for x, b in bits.items())})
         return rows
