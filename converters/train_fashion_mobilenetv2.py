@@ -324,10 +324,11 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, f"{MODEL_NAME}.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
+    fp32_path = args.from_onnx or os.path.join(args.out_dir, f"{MODEL_NAME}.onnx")
     with torch.no_grad():
         logits = fp32.eval()(x_test[:500])
     log(f"onnxruntime vs torch (fp32, 500 images): max abs diff "
-        f"{verify_onnx(os.path.join(args.out_dir, f'{MODEL_NAME}.onnx'), x_test[:500], logits):.2e}")
+        f"{verify_onnx(fp32_path, x_test[:500], logits):.2e}")
     log("done")
     return 0
 
