@@ -1,143 +1,128 @@
 """PROM's Numba kernels; reference.py defines what each computes.
 
-Activations are quantised to int8 codes once per layer (quantize_pad), then:
+Activations are quantised to int8 codes once per layer, then the sums run on the vector tiles of
+tiles.py (int32 lanes in registers, 64 values per tile):
   ternary_pointwise   1x1 convs with ternary weights: per output channel the input rows of its +1
-                      weights are added and those of its -1 weights subtracted, into int32, over a
-                      block of pixels (SIMD over pixels); no multiplication in the inner loop
-  int8_pointwise      1x1 convs with int8 weights: the same loop with a multiply-add
-  int8_conv           any other conv (3x3 stem, depthwise), int8 x int8 into int32, zero weights skipped
+                      weights are added and those of its -1 weights subtracted, 64 pixels a tile;
+                      no multiplication
+  int8_conv           every other conv (3x3 stem, depthwise, int8 pointwise): per output channel
+                      the sum over its nonzero taps of weight x codes, over "wide rows" (below)
   int8_gemm           the classifier
 and each ends in the epilogue y = float32(acc) * scale[o] + bias[o], clamped to the fused activation.
 Outputs are float32 NCHW, so PROM layers sit between float layers (Add, pooling) unchanged.
+Each kernel is compiled twice: on the calling thread (small layers: a parallel region costs more
+than it gains, as for the float convs) and parallel over output channels.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from haste_edge.jit import njit, prange
+from haste_edge.prom.tiles import TILE_MAX, TILE_NV, VW, taps_tile, ternary_tile
 
-# pixels per block of the pointwise kernels: the int32 sums of one block (2 KB) stay in L1 while
-# every input row adds into them
-PIXEL_BLOCK = 512
-# rows of int8 codes (|code| <= 127) an int16 sum holds without overflow: 258 * 127 = 32766
-SUM16_ROWS = 258
+TILE_NV_MAX = TILE_NV[-1]
+
+# room past the last code a tile may read (its discarded lanes)
+SLACK = TILE_MAX
 
 
-@njit(parallel=True)
+@njit(inline="always")
+def quantize_code(v, inv_scale):
+    """clip(rint(v * inv_scale), -127, 127) as int8. Clamped before rounding (the same: the bounds
+    are integers) and in float32: so the loops around it vectorise."""
+    return np.int8(np.rint(min(max(v * inv_scale, np.float32(-127)), np.float32(127))))
+
+
+def _quantize_rows(x, inv_scale, out):
+    """out[i] = quantize_code(x[i]) for flat float32 x: one long loop."""
+    for i in range(x.size):
+        out[i] = quantize_code(x[i], inv_scale)
+
+
+quantize_rows = njit(_quantize_rows)
+
+
+@njit
 def quantize_pad(x, inv_scale, pt, pl, out):
-    """out[n, c, pt + i, pl + j] = clip(rint(x[n, c, i, j] * inv_scale), -127, 127) as int8; the
-    border of out (the conv's zero padding: code 0 is 0.0 exactly) set to 0."""
+    """out (N, C, Hp, Wp) int8 = x (N, C, H, W) quantised at rows pt.., columns pl..; the border
+    (the conv's zero padding: code 0 is 0.0 exactly) is left as it is: zero since preparation."""
     n_img, c, h, w = x.shape
     hp, wp = out.shape[2], out.shape[3]
-    for t in prange(n_img * c):
-        i_n, i_c = t // c, t % c
-        for r in range(hp):
-            for q in range(wp):
-                out[i_n, i_c, r, q] = 0
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for plane in range(n_img * c):
         for r in range(h):
+            src, dst = (plane * h + r) * w, (plane * hp + pt + r) * wp + pl
             for q in range(w):
-                v = np.rint(x[i_n, i_c, r, q] * inv_scale)
-                v = min(max(v, -127.0), 127.0)
-                out[i_n, i_c, pt + r, pl + q] = np.int8(v)
+                of[dst + q] = quantize_code(xf[src + q], inv_scale)
 
 
-@njit(parallel=True)
-def ternary_pointwise(xq, plus_ptr, plus_idx, minus_ptr, minus_idx, scale, bias, lo, hi, y):
-    """xq (N, C_in, P) int8 codes; output channel o adds the rows plus_idx[plus_ptr[o]:plus_ptr[o+1]]
-    and subtracts the rows minus_idx[minus_ptr[o]:minus_ptr[o+1]]; y (N, C_out, P) float32.
-    Rows are summed in int16 (twice the SIMD lanes of int32) in runs of at most SUM16_ROWS, which
-    cannot overflow, and each run is added into the int32 sums. The innermost loops index 1-D views
-    by their loop counter: a computed index (p0 + p) would be checked for wraparound on every access
-    and the loop would not vectorise."""
-    n_img, c_out, p_all = y.shape
-    n_blk = (p_all + PIXEL_BLOCK - 1) // PIXEL_BLOCK
-    for t in prange(n_img * n_blk * c_out):       # output channels innermost: a block of xq is reused
-        o = t % c_out
-        b = (t // c_out) % n_blk
-        n = t // (c_out * n_blk)
-        p0 = b * PIXEL_BLOCK
-        m = min(PIXEL_BLOCK, p_all - p0)
-        acc = np.zeros(PIXEL_BLOCK, np.int32)
-        part = np.empty(PIXEL_BLOCK, np.int16)
-        for sign in (1, -1):
-            first, last = (plus_ptr[o], plus_ptr[o + 1]) if sign == 1 else (minus_ptr[o], minus_ptr[o + 1])
-            idx = plus_idx if sign == 1 else minus_idx
-            for k0 in range(first, last, SUM16_ROWS):
-                part[:m] = 0
-                for k in range(k0, min(k0 + SUM16_ROWS, last)):
-                    row = xq[n, idx[k], p0:p0 + m]
-                    for p in range(m):
-                        part[p] += row[p]
-                if sign == 1:
-                    for p in range(m):
-                        acc[p] += part[p]
-                else:
-                    for p in range(m):
-                        acc[p] -= part[p]
-        s, c0 = scale[o], bias[o]
-        out = y[n, o, p0:p0 + m]
-        for p in range(m):
-            out[p] = min(max(np.float32(acc[p]) * s + c0, lo), hi)
+def _ternary_pointwise(x, inv_scale, xq, row_ptr, row_mid, rows, scale, bias, lo, hi, y):
+    """x (N, C_in, P) float32; output channel o adds the code rows rows[row_ptr[o]:row_mid[o]] and
+    subtracts rows[row_mid[o]:row_ptr[o+1]]; y (N, C_out, P) float32. xq: C_in * P + SLACK int8
+    codes (a tile reads past a row's end into the next row or the slack: lanes it does not store)."""
+    n_img, c_in, p_all = x.shape
+    c_out = y.shape[1]
+    for n in range(n_img):
+        quantize_rows(x[n].ravel(), inv_scale, xq)
+        yn = y[n]
+        for o in prange(c_out):
+            a, mid, b = row_ptr[o], row_mid[o], row_ptr[o + 1]
+            s, c0 = scale[o], bias[o]
+            out = yn[o]
+            for p0 in range(0, p_all, TILE_MAX):
+                m = min(TILE_MAX, p_all - p0)
+                ternary_tile((m + VW - 1) // VW, xq, p0, p_all, rows, a, mid, mid, b, out, p0, m, s, c0, lo, hi)
 
 
-@njit(parallel=True)
-def int8_pointwise(xq, codes, scale, bias, lo, hi, y):
-    """xq (N, C_in, P) int8, codes (C_out, C_in) int8 -> y (N, C_out, P) float32."""
-    n_img, c_out, p_all = y.shape
-    c_in = xq.shape[1]
-    n_blk = (p_all + PIXEL_BLOCK - 1) // PIXEL_BLOCK
-    for t in prange(n_img * n_blk * c_out):
-        o = t % c_out
-        b = (t // c_out) % n_blk
-        n = t // (c_out * n_blk)
-        p0 = b * PIXEL_BLOCK
-        m = min(PIXEL_BLOCK, p_all - p0)
-        acc = np.zeros(PIXEL_BLOCK, np.int32)
-        for k in range(c_in):
-            w = np.int32(codes[o, k])
-            if w == 0:
-                continue
-            row = xq[n, k, p0:p0 + m]
-            for p in range(m):
-                acc[p] += w * np.int32(row[p])
-        s, c0 = scale[o], bias[o]
-        out = y[n, o, p0:p0 + m]
-        for p in range(m):
-            out[p] = min(max(np.float32(acc[p]) * s + c0, lo), hi)
+ternary_pointwise = njit(_ternary_pointwise)
+ternary_pointwise_parallel = njit(_ternary_pointwise, parallel=True)
 
 
-@njit(parallel=True)
-def int8_conv(xp, codes, group, sh, sw, dh, dw, scale, bias, lo, hi, y):
-    """xp (N, C_in, Hp, Wp) int8 codes, already padded; codes (C_out, C_in/group, kh, kw) int8;
-    y (N, C_out, Ho, Wo) float32. The sums run at stride 1 over "wide" rows of the padded width
-    (acc[r * Wp + q]), one long contiguous loop per tap that vectorises; the epilogue picks the
-    outputs (every sh-th row, sw-th column, the first Wo). Strided convs so do sh * sw times the
-    sums they need: still faster than strided loads (stride-2 depthwise layers here are few and
-    small). Sums that would read past the plane's end belong to discarded columns and are cut."""
+def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g, c_out_g, scale, bias, lo,
+               hi, n_chunks, y):
+    """xp: N * C_in padded planes (plane codes each) of int8 codes, flat, and room past them;
+    output channel o sums tap_w[t] * codes at tap_offs[t] for t in tap_ptr[o]:tap_ptr[o+1] (its
+    nonzero taps; an offset is channel * plane + i * dh * Wp + j * dw within its group's planes).
+    Stride 1: output row r's Wo pixels are consecutive codes of padded row r: a tile takes up to
+    four rows of Wo <= 16 (7x7 and 14x14 maps) or a run of up to 64 pixels of one row.
+    Strided: the sums run at stride 1 over "wide rows" of the padded width (position r * Wp + q),
+    wide_len of them, and the outputs are every sh-th row and sw-th column of those (sh * sw
+    times the sums needed: still faster than strided loads; such layers are few and small).
+    n_chunks: how many parts the output channels are split into (one per thread)."""
     n_img, c_out, ho, wo = y.shape
-    wp = xp.shape[3]
-    c_in_g, kh, kw = codes.shape[1], codes.shape[2], codes.shape[3]
-    c_out_g = c_out // group
-    rows = (ho - 1) * sh + 1
-    for t in prange(n_img * c_out):
-        n, o = t // c_out, t % c_out
-        g = o // c_out_g
-        acc = np.zeros(rows * wp, np.int32)
-        for c in range(c_in_g):
-            plane = xp[n, g * c_in_g + c].ravel()
-            for i in range(kh):
-                for j in range(kw):
-                    w = np.int32(codes[o, c, i, j])
-                    if w == 0:
-                        continue
-                    start = i * dh * wp + j * dw
-                    seg = plane[start:start + rows * wp]
-                    for p in range(seg.size):
-                        acc[p] += w * np.int32(seg[p])
-        s, c0 = scale[o], bias[o]
-        for r in range(ho):
-            for q in range(wo):
-                y[n, o, r, q] = min(max(np.float32(acc[r * sh * wp + q * sw]) * s + c0, lo), hi)
+    c_in = c_in_g * (c_out // c_out_g)
+    yf = y.reshape(-1)
+    n_tiles = (wide_len + TILE_MAX - 1) // TILE_MAX
+    for chunk in prange(n_chunks):
+        wide = np.empty(0 if sh == sw == 1 else n_tiles * TILE_MAX, np.float32)
+        for t in range(chunk, n_img * c_out, n_chunks):
+            n, o = t // c_out, t % c_out
+            x_off = (n * c_in + (o // c_out_g) * c_in_g) * plane
+            t0, t1, s, c0 = tap_ptr[o], tap_ptr[o + 1], scale[o], bias[o]
+            if sh == sw == 1 and wo <= VW:
+                for r in range(0, ho, TILE_NV_MAX):
+                    nv = min(TILE_NV_MAX, ho - r)
+                    taps_tile(nv, xp, x_off + r * wp, wp, tap_offs, tap_w, t0, t1,
+                              yf, (t * ho + r) * wo, wo, nv * wo, s, c0, lo, hi)
+            elif sh == sw == 1:
+                for r in range(ho):
+                    for q0 in range(0, wo, TILE_MAX):
+                        m = min(TILE_MAX, wo - q0)
+                        taps_tile((m + VW - 1) // VW, xp, x_off + r * wp + q0, VW, tap_offs, tap_w, t0, t1,
+                                  yf, (t * ho + r) * wo + q0, VW, m, s, c0, lo, hi)
+            else:
+                for i in range(n_tiles):
+                    m = min(TILE_MAX, wide_len - i * TILE_MAX)
+                    taps_tile((m + VW - 1) // VW, xp, x_off + i * TILE_MAX, VW, tap_offs, tap_w, t0, t1,
+                              wide, i * TILE_MAX, VW, m, s, c0, lo, hi)
+                out = y[n, o]
+                for r in range(ho):
+                    for q in range(wo):
+                        out[r, q] = wide[r * sh * wp + q * sw]
+
+
+int8_conv = njit(_int8_conv)
+int8_conv_parallel = njit(_int8_conv, parallel=True)
 
 
 @njit
@@ -147,7 +132,7 @@ def int8_gemm(x, inv_scale, codes, scale, bias, y):
     xq = np.empty(k_all, np.int32)
     for n in range(n_img):
         for k in range(k_all):
-            xq[k] = np.int32(min(max(np.rint(x[n, k] * inv_scale), -127.0), 127.0))
+            xq[k] = np.int32(quantize_code(x[n, k], inv_scale))
         for o in range(codes.shape[0]):
             acc = np.int32(0)
             for k in range(k_all):

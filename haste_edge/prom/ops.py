@@ -9,6 +9,7 @@ ternary weights' index lists, the activation buffer.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from haste_edge.ops.conv import CONV_ATTRS, _clip_bounds, _geometry, conv_infer, conv_macs
@@ -40,8 +41,14 @@ def prom_conv_macs(in_shapes, out_shapes, attrs):
     return conv_macs(in_shapes, out_shapes, attrs)
 
 
+# layers with at least this many MACs run parallel over output channels when there are threads;
+# smaller ones on the calling thread (as the float convs: ops/conv.py _MICRO_SERIAL_MACS)
+PARALLEL_MACS = 1_000_000
+
+
 class PreparedPromConv:
-    """What a PromConv derives from its weights once: scales, clamp, kernel choice, index lists."""
+    """What a PromConv derives from its weights once: scales, clamp, the ternary weights' row
+    lists or the int8 weights' nonzero taps, the activation codes' buffer."""
 
     def __init__(self, attrs, codes, w_scale, bias, x_shape):
         self.source = (codes, w_scale, bias)
@@ -54,36 +61,52 @@ class PreparedPromConv:
         self.inv = inv_scale(attrs["x_scale"])
         self.geo = kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
         self.group = int(attrs["group"])
-        self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0 and self.group == 1
-        self.ternary = attrs["weights"] == "ternary" and self.pointwise
+        self.x_shape = tuple(x_shape)
         n, c, h, w = x_shape
-        self.xq = np.empty((n, c, h + pt + pb, w + pl + pr), np.int8)
+        pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0 and self.group == 1
+        self.ternary = attrs["weights"] == "ternary" and pointwise
+        (_, _, ho, wo), = conv_infer([x_shape, codes.shape], attrs)
+        self.parallel = conv_macs([x_shape, codes.shape], [(n, c_out, ho, wo)], attrs) >= PARALLEL_MACS
+        flat = codes.reshape(c_out, -1)
         if self.ternary:
-            flat = codes.reshape(c_out, -1)
             plus = [np.flatnonzero(r > 0) for r in flat]
             minus = [np.flatnonzero(r < 0) for r in flat]
-            self.plus_ptr = np.concatenate([[0], np.cumsum([len(p) for p in plus])]).astype(np.int64)
-            self.minus_ptr = np.concatenate([[0], np.cumsum([len(m) for m in minus])]).astype(np.int64)
-            self.plus_idx = np.concatenate(plus + [np.zeros(0, np.int64)]).astype(np.int64)
-            self.minus_idx = np.concatenate(minus + [np.zeros(0, np.int64)]).astype(np.int64)
-        elif self.pointwise:
-            self.codes2 = np.ascontiguousarray(codes.reshape(c_out, -1))
+            self.rows = np.concatenate([np.concatenate([p, m]) for p, m in zip(plus, minus)]
+                                       + [np.zeros(0, np.int64)]).astype(np.int64)
+            self.row_ptr = np.concatenate([[0], np.cumsum([len(p) + len(m) for p, m in zip(plus, minus)])]
+                                          ).astype(np.int64)
+            self.row_mid = (self.row_ptr[:-1] + [len(p) for p in plus]).astype(np.int64)
+            self.xq = np.zeros(c * h * w + kernels.SLACK, np.int8)
+        else:
+            hp, wp = h + pt + pb, w + pl + pr
+            self.plane, self.wp = hp * wp, wp
+            self.wide_len = ((ho - 1) * sh + 1) * wp
+            # tap t of input channel ci (within the group), row i, column j reads at this offset
+            ci, i, j = np.meshgrid(np.arange(c // self.group), np.arange(kh), np.arange(kw), indexing="ij")
+            offs = (ci * self.plane + i * dh * wp + j * dw).ravel().astype(np.int64)
+            keep = [np.flatnonzero(r) for r in flat]
+            self.tap_ptr = np.concatenate([[0], np.cumsum([len(k) for k in keep])]).astype(np.int64)
+            self.tap_offs = np.concatenate([offs[k] for k in keep] + [np.zeros(0, np.int64)]).astype(np.int64)
+            self.tap_w = np.concatenate([r[k] for r, k in zip(flat, keep)] + [np.zeros(0, np.int8)]).astype(np.int8)
+            # a tile reads up to a vector past the wide rows' end and (kw - 1) * dw past the plane
+            self.xq = np.zeros(n * c * self.plane + kernels.SLACK + (kw - 1) * dw, np.int8)
         self.codes = codes
 
     def run(self, x, y):
         kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
-        kernels.quantize_pad(x, self.inv, pt, pl, self.xq)
         n, c_out = y.shape[0], y.shape[1]
+        parallel = self.parallel and numba.get_num_threads() > 1
         if self.ternary:
-            kernels.ternary_pointwise(self.xq.reshape(n, self.xq.shape[1], -1), self.plus_ptr, self.plus_idx,
-                                      self.minus_ptr, self.minus_idx, self.scale, self.bias, self.lo, self.hi,
-                                      y.reshape(n, c_out, -1))
-        elif self.pointwise:
-            kernels.int8_pointwise(self.xq.reshape(n, self.xq.shape[1], -1), self.codes2, self.scale, self.bias,
-                                   self.lo, self.hi, y.reshape(n, c_out, -1))
+            run = kernels.ternary_pointwise_parallel if parallel else kernels.ternary_pointwise
+            run(x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.rows,
+                self.scale, self.bias, self.lo, self.hi, y.reshape(n, c_out, -1))
         else:
-            kernels.int8_conv(self.xq, self.codes, self.group, sh, sw, dh, dw, self.scale, self.bias,
-                              self.lo, self.hi, y)
+            padded = self.xq[:n * x.shape[1] * self.plane].reshape(n, x.shape[1], -1, self.wp)
+            kernels.quantize_pad(x, self.inv, pt, pl, padded)
+            run = kernels.int8_conv_parallel if parallel else kernels.int8_conv
+            run(self.xq, self.plane, self.tap_ptr, self.tap_offs, self.tap_w, self.wide_len, self.wp, sh, sw,
+                x.shape[1] // self.group, c_out // self.group, self.scale, self.bias, self.lo, self.hi,
+                numba.get_num_threads() if parallel else 1, y)
         return y
 
 
@@ -94,8 +117,7 @@ def prepared_conv(inputs, attrs) -> PreparedPromConv:
     state = step_state(attrs)
     prep = state.get("prom") if state is not None else None
     if prep is None or prep.source[0] is not codes or prep.source[1] is not w_scale \
-            or prep.source[2] is not bias or prep.xq.shape[:2] != x.shape[:2] \
-            or prep.xq.shape[2:] != (x.shape[2] + prep.geo[6] + prep.geo[8], x.shape[3] + prep.geo[7] + prep.geo[9]):
+            or prep.source[2] is not bias or prep.x_shape != x.shape:
         prep = PreparedPromConv(attrs, codes, w_scale, bias, x.shape)
         if state is not None:
             state["prom"] = prep

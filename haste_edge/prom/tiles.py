@@ -1,0 +1,243 @@
+"""PROM's vector tiles, emitted as LLVM IR through Numba (as microkernel.py does for float32),
+each with a plain-loop twin (HASTE_EDGE_MICROKERNEL=scalar) that computes the same integers.
+
+A tile computes NV vectors of VW int32 sums, held in registers through its whole loop, then the
+epilogue out[out_off + v] = clamp(float32(sum[v]) * scale + bias, lo, hi) for v < m, m in
+((NV - 1) * VW, NV * VW] (the last vector's store masked: nothing past out_off + m is written).
+Activation codes are int8, read unaligned and sign-extended to int32 lanes (no overflow: int8
+sums stay exact in int32 for any layer this engine loads). Tiles read NV * VW codes at each
+offset, so callers leave room past the last real value (its lanes are discarded).
+
+    ternary_tile  the plus rows added, the minus rows subtracted: no multiplication
+    taps_tile     sum over taps t of w[t] * codes at offs[t]: any conv's taps over "wide rows"
+Plain loops over NV * VW lanes do not vectorise in Numba (LLVM unrolls the constant-trip loop
+before its vectoriser sees it, and a runtime trip count this short stays in the scalar tail).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from haste_edge.jit import njit
+from haste_edge.microkernel import TARGET, _lanes_below, _masked
+
+VW = 16                     # int32 lanes per vector: LLVM splits them into what the CPU has
+TILE_NV = (1, 2, 3, 4)      # tile widths in vectors; a tile covers up to 64 values
+TILE_MAX = VW * TILE_NV[-1]
+SCALAR = TARGET["kind"] == "scalar"
+
+_I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_VB, _VI, _VF = ir.VectorType(_I8, VW), ir.VectorType(_I32, VW), ir.VectorType(ir.FloatType(), VW)
+
+
+def _masked_store(builder):
+    return _masked(builder, VW)[1]
+
+
+def _data(context, builder, typ, value):
+    return context.make_array(typ)(context, builder, value).data
+
+
+def _splat(builder, value, vt):
+    undef = ir.Constant(vt, ir.Undefined)
+    first = builder.insert_element(undef, value, _I64(0))
+    return builder.shuffle_vector(first, undef, ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count))
+
+
+def _codes(builder, base, index):
+    """VW int8 codes at base[index], sign-extended to int32 lanes."""
+    ptr = builder.bitcast(builder.gep(base, [index]), _VB.as_pointer())
+    return builder.sext(builder.load(ptr, align=1), _VI)
+
+
+def _loop(builder, first, last, accs, body):
+    """for k in range(first, last): accs = body(k, accs); the accumulators in phi nodes."""
+    entry = builder.block
+    loop, done = builder.append_basic_block("prom.loop"), builder.append_basic_block("prom.done")
+    builder.cbranch(builder.icmp_signed("<", first, last), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(_I64)
+    k.add_incoming(first, entry)
+    phis = [builder.phi(_VI) for _ in accs]
+    for p, a in zip(phis, accs):
+        p.add_incoming(a, entry)
+    new = body(k, phis)
+    latch = builder.block
+    k_next = builder.add(k, _I64(1))
+    k.add_incoming(k_next, latch)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, latch)
+    builder.cbranch(builder.icmp_signed("<", k_next, last), loop, done)
+    builder.position_at_end(done)
+    outs = [builder.phi(_VI) for _ in accs]
+    for o, a, v in zip(outs, accs, new):
+        o.add_incoming(a, entry)
+        o.add_incoming(v, latch)
+    return outs
+
+
+def _epilogue(builder, accs, out, out_off, out_step, m, scale, bias, lo, hi):
+    """out[out_off + j * out_step + v] = clamp(float(acc_j[v]) * scale + bias, lo, hi) for
+    v < min(VW, m - j * out_step) (compare and select keep NaN): a vector short of VW lanes is
+    stored masked, nothing past its lanes is written (x86 masks its moves; elsewhere LLVM makes a
+    masked store a branch per lane, so full vectors take a plain store)."""
+    s, c = _splat(builder, scale, _VF), _splat(builder, bias, _VF)
+    lo_v, hi_v = _splat(builder, lo, _VF), _splat(builder, hi, _VF)
+    for j, a in enumerate(accs):
+        v = builder.fadd(builder.fmul(builder.sitofp(a, _VF), s), c)
+        v = builder.select(builder.fcmp_ordered("<", v, lo_v), lo_v, v)
+        v = builder.select(builder.fcmp_ordered(">", v, hi_v), hi_v, v)
+        start = builder.mul(out_step, _I64(j))
+        ptr = builder.bitcast(builder.gep(out, [builder.add(out_off, start)]), _VF.as_pointer())
+        left = builder.sub(m, start)
+        with builder.if_else(builder.icmp_signed(">=", left, _I64(VW))) as (full, part):
+            with full:
+                builder.store(v, ptr, align=4)
+            with part:
+                builder.call(_masked_store(builder), [v, ptr, _I32(4), _lanes_below(builder, VW, left)])
+
+
+# ---------------------------------------------------------------------------------------------
+# ternary_tile: for v < NV*VW
+#   sum[v] = sum_{k in [p0, p1)} xq[x_off + idx[k]*pitch + v] - sum_{k in [m0, m1)} xq[x_off + idx[k]*pitch + v]
+# ---------------------------------------------------------------------------------------------
+
+def _vector_ternary_tile(nv: int):
+    @intrinsic
+    def ternary_tile(typingctx, xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
+        sig = types.void(xq, types.int64, types.int64, idx, types.int64, types.int64, types.int64,
+                         types.int64, out, types.int64, types.int64, types.float32, types.float32,
+                         types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            xq_v, x_off_v, pitch_v, idx_v, p0_v, p1_v, m0_v, m1_v, out_v, out_off_v, m_v, s_v, b_v, lo_v, hi_v = args
+            xp = _data(context, builder, signature.args[0], xq_v)
+            ip = _data(context, builder, signature.args[3], idx_v)
+            op = _data(context, builder, signature.args[8], out_v)
+
+            def rows(sign):
+                def body(k, accs):
+                    base = builder.add(x_off_v, builder.mul(builder.load(builder.gep(ip, [k])), pitch_v))
+                    codes = [_codes(builder, xp, builder.add(base, _I64(j * VW))) for j in range(nv)]
+                    op_ = builder.add if sign > 0 else builder.sub
+                    return [op_(a, c) for a, c in zip(accs, codes)]
+                return body
+
+            zero = ir.Constant(_VI, [0] * VW)
+            accs = _loop(builder, p0_v, p1_v, [zero] * nv, rows(+1))
+            accs = _loop(builder, m0_v, m1_v, accs, rows(-1))
+            _epilogue(builder, accs, op, out_off_v, _I64(VW), m_v, s_v, b_v, lo_v, hi_v)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return ternary_tile
+
+
+def _scalar_ternary_tile(nv: int):
+    n = nv * VW
+
+    @njit
+    def ternary_tile(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
+        acc = np.zeros(n, np.int32)
+        for k in range(p0, p1):
+            base = x_off + idx[k] * pitch
+            for v in range(n):
+                acc[v] += np.int32(xq[base + v])
+        for k in range(m0, m1):
+            base = x_off + idx[k] * pitch
+            for v in range(n):
+                acc[v] -= np.int32(xq[base + v])
+        for v in range(m):
+            out[out_off + v] = min(max(np.float32(acc[v]) * scale + bias, lo), hi)
+
+    return ternary_tile
+
+
+# ---------------------------------------------------------------------------------------------
+# taps_tile: for j < NV, v < VW
+#   sum_j[v] = sum_{t in [t0, t1)} w[t] * xq[x_off + offs[t] + j * x_step + v]
+# stored at out[out_off + j * out_step + v] for v < min(VW, m - j * out_step). A conv's taps: v runs
+# over consecutive positions of the padded input (offs[t] is where tap t reads); x_step = out_step =
+# VW for a run of NV * VW positions, x_step = Wp and out_step = Wo for NV output rows of Wo <= VW.
+# ---------------------------------------------------------------------------------------------
+
+def _vector_taps_tile(nv: int):
+    @intrinsic
+    def taps_tile(typingctx, xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi):
+        sig = types.void(xq, types.int64, types.int64, offs, w, types.int64, types.int64, out, types.int64,
+                         types.int64, types.int64, types.float32, types.float32, types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            (xq_v, x_off_v, x_step_v, offs_v, w_v, t0_v, t1_v, out_v, out_off_v, out_step_v, m_v,
+             s_v, b_v, lo_v, hi_v) = args
+            xp = _data(context, builder, signature.args[0], xq_v)
+            fp = _data(context, builder, signature.args[3], offs_v)
+            wp = _data(context, builder, signature.args[4], w_v)
+            op = _data(context, builder, signature.args[7], out_v)
+            starts = [builder.mul(x_step_v, _I64(j)) for j in range(nv)]
+
+            def body(t, accs):
+                base = builder.add(x_off_v, builder.load(builder.gep(fp, [t])))
+                w_s = _splat(builder, builder.sext(builder.load(builder.gep(wp, [t])), _I32), _VI)
+                return [builder.add(a, builder.mul(w_s, _codes(builder, xp, builder.add(base, st))))
+                        for a, st in zip(accs, starts)]
+
+            accs = _loop(builder, t0_v, t1_v, [ir.Constant(_VI, [0] * VW)] * nv, body)
+            _epilogue(builder, accs, op, out_off_v, out_step_v, m_v, s_v, b_v, lo_v, hi_v)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return taps_tile
+
+
+def _scalar_taps_tile(nv: int):
+    @njit
+    def taps_tile(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi):
+        acc = np.zeros((nv, VW), np.int32)
+        for t in range(t0, t1):
+            wt = np.int32(w[t])
+            for j in range(nv):
+                base = x_off + offs[t] + j * x_step
+                for v in range(VW):
+                    acc[j, v] += wt * np.int32(xq[base + v])
+        for j in range(nv):
+            for v in range(min(VW, m - j * out_step)):
+                out[out_off + j * out_step + v] = min(max(np.float32(acc[j, v]) * scale + bias, lo), hi)
+
+    return taps_tile
+
+
+_make_ternary = _scalar_ternary_tile if SCALAR else _vector_ternary_tile
+_make_taps = _scalar_taps_tile if SCALAR else _vector_taps_tile
+_t1, _t2, _t3, _t4 = (_make_ternary(nv) for nv in TILE_NV)
+_c1, _c2, _c3, _c4 = (_make_taps(nv) for nv in TILE_NV)
+
+
+@njit
+def ternary_tile(nv, xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
+    """The ternary tile of nv vectors (1 to 4)."""
+    if nv == 4:
+        _t4(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+    elif nv == 3:
+        _t3(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+    elif nv == 2:
+        _t2(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+    else:
+        _t1(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+
+
+@njit
+def taps_tile(nv, xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi):
+    """The taps tile of nv vectors (1 to 4)."""
+    if nv == 4:
+        _c4(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
+    elif nv == 3:
+        _c3(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
+    elif nv == 2:
+        _c2(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
+    else:
+        _c1(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
