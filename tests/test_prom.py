@@ -98,6 +98,9 @@ CONV_CASES = [  # (x shape, C_out, k, stride, group, dilation, pads, weights)
     ((1, 32, 15, 9), 32, 3, 2, 32, 1, (0, 1, 1, 0), "int8"),       # odd sizes, asymmetric pads
     ((1, 8, 9, 9), 16, 3, 1, 2, 2, (2, 2, 2, 2), "int8"),          # grouped, dilated
     ((1, 8, 9, 9), 16, 1, 2, 1, 1, (0, 0, 0, 0), "ternary"),       # strided 1x1: the general kernel
+    ((2, 24, 7, 7), 40, 1, 1, 1, 1, (0, 0, 0, 0), "int8"),         # int8 1x1: one run of 49 pixels
+    ((1, 4, 3, 70), 8, 3, 1, 1, 1, (1, 1, 1, 1), "int8"),          # rows of 70: two tiles a row
+    ((1, 16, 11, 11), 16, 3, 1, 16, 1, (1, 1, 1, 1), "int8"),      # 11 rows: a tile of 3 rows last
 ]
 
 

@@ -99,7 +99,12 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
             n, o = t // c_out, t % c_out
             x_off = (n * c_in + (o // c_out_g) * c_in_g) * plane
             t0, t1, s, c0 = tap_ptr[o], tap_ptr[o + 1], scale[o], bias[o]
-            if sh == sw == 1 and wo <= VW:
+            if sh == sw == 1 and wp == wo:           # 1x1 convs: the plane is one run of pixels
+                for q0 in range(0, ho * wo, TILE_MAX):
+                    m = min(TILE_MAX, ho * wo - q0)
+                    taps_tile((m + VW - 1) // VW, xp, x_off + q0, VW, tap_offs, tap_w, t0, t1,
+                              yf, t * ho * wo + q0, VW, m, s, c0, lo, hi)
+            elif sh == sw == 1 and wo <= VW:
                 for r in range(0, ho, TILE_NV_MAX):
                     nv = min(TILE_NV_MAX, ho - r)
                     taps_tile(nv, xp, x_off + r * wp, wp, tap_offs, tap_w, t0, t1,
