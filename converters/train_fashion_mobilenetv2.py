@@ -249,7 +249,7 @@ def export(model, path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--qat-epochs", type=int, default=2)
+    p.add_argument("--qat-epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--qat-lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
