@@ -4,7 +4,9 @@ PromConv / PromGemm nodes through these layers, which count per image what the k
     model.compress(Prom())      done by Model itself when the graph holds PROM nodes
 
 Counters per image (FIELDS): dense_macs (the float layer's MACs); executed_macs = int8_mults (the
-int8 x int8 products the kernels do: zero weights are skipped, ternary weights need none);
+int8 x int8 products the layer needs: zero weights are skipped, ternary weights need none; the
+kernels' vector lanes also compute positions they discard, the padding of a 64-pixel tile and the
+skipped columns of a strided conv's wide rows, which are not counted);
 int32_adds (every accumulation); fp32_mults and fp32_adds (the epilogue's scale and bias per
 output, the quantisation's scale per input); weight_bytes (the codes as stored: 2 bits a ternary
 weight, a byte an int8 one, plus 4 bytes per scale and bias); act_bytes (int8 codes read once
