@@ -26,6 +26,7 @@ from haste_edge import modelfile
 from haste_edge.datasets import load_fashion_mnist
 from haste_edge.preprocess import normalise
 from haste_edge.prom.energy import LABEL, PJ, float_picojoules, prom_picojoules
+from haste_edge.prom.method import totals
 
 ASSETS = ROOT / "haste_edge" / "assets"
 ONNX = ROOT / "models" / "fashion_mobilenetv2.onnx"
@@ -115,9 +116,7 @@ def main():
         rows[k] = prom_picojoules(stats)
         if k.startswith("PROM"):
             rows["PROM, accumulations priced as int8 adds"] = prom_picojoules(stats, int8_accumulate=True)
-            counts = {f: int(sum(l.counters[f][0] for l in stats.layers if l.method == "prom"))
-                      for f in ("int8_mults", "int32_adds", "fp32_mults", "fp32_adds", "weight_bytes")}
-            doc["prom_counts"] = counts
+            doc["prom_counts"] = {f: int(v) for f, v in totals(stats).items()}
     lines += ["", f"## Energy per image: {LABEL}", "",
               f"Per-op pJ: {PJ}. Dense MACs {dense:,}. PROM counts per image: {doc.get('prom_counts')}", "",
               "| model | arithmetic uJ | fp16 / this | + weights from DRAM uJ | fp16 / this |", "|---|---|---|---|---|"]

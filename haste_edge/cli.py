@@ -95,10 +95,8 @@ def _mac_report(model) -> str:
     if not model.compressed:
         return f"dense MACs: {_fmt_macs(st['dense_macs'])} per image"
     if model.compression_name == "prom":
-        stats = model.last_stats()
-        total = {f: sum(float(l.counters[f].mean()) for l in stats.layers if l.method == "prom")
-                 for f in ("int8_mults", "int32_adds", "fp32_mults", "fp32_adds")}
-        m = {k: f"{v / 1e6:.2f} M" for k, v in total.items()}
+        from .prom.method import totals
+        m = {k: f"{v / 1e6:.2f} M" for k, v in totals(model.last_stats()).items()}
         return (f"dense MACs: {_fmt_macs(st['dense_macs'])} per image; PROM's {len(model.compressed)} layers did "
                 f"{m['int8_mults']} int8 multiplications, {m['int32_adds']} int32 additions, {m['fp32_mults']} fp32 "
                 f"multiplications (scales, quantisation) and {m['fp32_adds']} fp32 additions (biases) per image")

@@ -125,6 +125,25 @@ def test_prom_conv_matches_reference(case):
     assert np.allclose(run_reference("Conv", [xq, wq, bias], attrs_f)[0], want, atol=1e-4)
 
 
+def test_ternary_weights_off_the_addition_kernel_count_multiplications():
+    """Only a 1x1 stride-1 unpadded group-1 conv runs additions only; a strided ternary 1x1 runs on
+    the int8 taps kernel, and its +-1 weights are counted as the multiplications they are."""
+    from types import SimpleNamespace
+    from haste_edge.prom.method import PromLayer
+    codes = np.array([1, -1, 0, 1, 1, 0], np.int8).reshape(2, 3, 1, 1)
+    weights = {"w": codes, "s": np.ones(2, np.float32)}
+    counts = {}
+    for stride in (1, 2):
+        attrs = dict(kernel_shape=[1, 1], strides=[stride] * 2, dilations=[1, 1], pads=[0] * 4, group=1,
+                     x_scale=0.1, weights="ternary")
+        layer = PromLayer(SimpleNamespace(op="PromConv", inputs=["x", "w", "s"], attrs=attrs),
+                          SimpleNamespace(weights=weights))
+        out = (1, 2, 8 // stride, 8 // stride)
+        counts[stride] = dict(zip(layer.fields, layer._counts((1, 3, 8, 8), out, attrs)))
+    assert counts[1]["int8_mults"] == 0 and counts[1]["int32_adds"] == 4 * 64
+    assert counts[2]["int8_mults"] == counts[2]["int32_adds"] == 4 * 16
+
+
 def test_quantize_pad_codes_equal_numpy():
     x = (np.random.default_rng(1).standard_normal((2, 3, 5, 7)) * 3).astype(np.float32)
     s = act_scale(4.0)

@@ -113,14 +113,13 @@ def _clip_bounds(attrs):
 # reference (oracle)
 # ---------------------------------------------------------------------------------------------
 
-def conv_reference(inputs, attrs):
-    """Direct definition: y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] * xpad[n, g*Cg + c, p*sh + i*dh, q*sw + j*dw]."""
-    x = np.asarray(inputs[0], dtype=np.float64)
-    w = np.asarray(inputs[1], dtype=np.float64)
-    b = inputs[2] if len(inputs) > 2 else None
+def conv_sums(x, w, attrs) -> np.ndarray:
+    """The conv's sums in float64, no bias: y[n,o,p,q] = sum_{c,i,j} w[o,c,i,j] * xpad[n, g*Cg + c, p*sh + i*dh, q*sw + j*dw]."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
     kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
     group = int(attrs["group"])
-    (n, c_out, ho, wo), = conv_infer([x.shape, w.shape, None if b is None else np.shape(b)], attrs)
+    (n, c_out, ho, wo), = conv_infer([x.shape, w.shape], attrs)
     c_in_g, c_out_g = x.shape[1] // group, c_out // group
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     y = np.zeros((n, c_out, ho, wo))
@@ -132,6 +131,14 @@ def conv_reference(inputs, attrs):
                 # input pixels seen by tap (i, j) for every output position: a strided slice
                 patch = xg[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
                 y[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
+    return y
+
+
+def conv_reference(inputs, attrs):
+    """Direct definition: y = conv_sums(x, w) + b[o], then the fused activation and residual."""
+    b = inputs[2] if len(inputs) > 2 else None
+    conv_infer([np.shape(inputs[0]), np.shape(inputs[1]), None if b is None else np.shape(b)], attrs)
+    y = conv_sums(inputs[0], inputs[1], attrs)
     if b is not None:
         y += np.asarray(b, dtype=np.float64)[None, :, None, None]
     has_act, lo, hi = _clip_bounds(attrs)

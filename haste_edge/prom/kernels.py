@@ -33,13 +33,11 @@ def quantize_code(v, inv_scale):
     return np.int8(np.rint(min(max(v * inv_scale, np.float32(-127)), np.float32(127))))
 
 
-def _quantize_rows(x, inv_scale, out):
+@njit
+def quantize_rows(x, inv_scale, out):
     """out[i] = quantize_code(x[i]) for flat float32 x: one long loop."""
     for i in range(x.size):
         out[i] = quantize_code(x[i], inv_scale)
-
-
-quantize_rows = njit(_quantize_rows)
 
 
 @njit
@@ -56,26 +54,31 @@ def quantize_pad(x, inv_scale, pt, pl, out):
                 of[dst + q] = quantize_code(xf[src + q], inv_scale)
 
 
-def _ternary_pointwise(x, inv_scale, xq, row_ptr, row_mid, rows, scale, bias, lo, hi, y):
-    """x (N, C_in, P) float32; output channel o adds the code rows rows[row_ptr[o]:row_mid[o]] and
-    subtracts rows[row_mid[o]:row_ptr[o+1]]; y (N, C_out, P) float32. xq: C_in * P + SLACK int8
-    codes (a tile reads past a row's end into the next row or the slack: lanes it does not store)."""
+def _ternary_pointwise(x, inv_scale, xq, row_ptr, row_mid, row_offs, scale, bias, lo, hi, y):
+    """x (N, C_in, P) float32; output channel o adds the code rows starting at
+    row_offs[row_ptr[o]:row_mid[o]] (input channel x P) and subtracts those at
+    row_offs[row_mid[o]:row_ptr[o+1]]; y (N, C_out, P) float32. xq: C_in * P + SLACK int8 codes
+    (a tile reads past a row's end into the next row or the slack: lanes it does not store)."""
     n_img, c_in, p_all = x.shape
     c_out = y.shape[1]
     for n in range(n_img):
         quantize_rows(x[n].ravel(), inv_scale, xq)
         yn = y[n]
         for o in prange(c_out):
-            a, mid, b = row_ptr[o], row_mid[o], row_ptr[o + 1]
-            s, c0 = scale[o], bias[o]
-            out = yn[o]
+            t0, mid, t1, s, c0, out = row_ptr[o], row_mid[o], row_ptr[o + 1], scale[o], bias[o], yn[o]
             for p0 in range(0, p_all, TILE_MAX):
                 m = min(TILE_MAX, p_all - p0)
-                ternary_tile((m + VW - 1) // VW, xq, p0, p_all, rows, a, mid, mid, b, out, p0, m, s, c0, lo, hi)
+                ternary_tile(_vectors(m), xq, p0, row_offs, t0, mid, t1, out, p0, m, s, c0, lo, hi)
 
 
 ternary_pointwise = njit(_ternary_pointwise)
 ternary_pointwise_parallel = njit(_ternary_pointwise, parallel=True)
+
+
+@njit
+def _vectors(m):
+    """Vectors a tile needs for m values."""
+    return (m + VW - 1) // VW
 
 
 def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g, c_out_g, scale, bias, lo,
@@ -84,42 +87,43 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
     output channel o sums tap_w[t] * codes at tap_offs[t] for t in tap_ptr[o]:tap_ptr[o+1] (its
     nonzero taps; an offset is channel * plane + i * dh * Wp + j * dw within its group's planes).
     Stride 1: output row r's Wo pixels are consecutive codes of padded row r: a tile takes up to
-    four rows of Wo <= 16 (7x7 and 14x14 maps) or a run of up to 64 pixels of one row.
-    Strided: the sums run at stride 1 over "wide rows" of the padded width (position r * Wp + q),
-    wide_len of them, and the outputs are every sh-th row and sw-th column of those (sh * sw
-    times the sums needed: still faster than strided loads; such layers are few and small).
+    four rows of Wo <= 16 (7x7 and 14x14 maps), else the sums run over runs of consecutive
+    positions 64 a tile: the whole plane where rows are unpadded (1x1 convs), else each row.
+    Strided: one run over "wide rows" of the padded width (position r * Wp + q), wide_len of them,
+    and the outputs are every sh-th row and sw-th column of those (sh * sw times the sums needed:
+    still faster than strided loads; such layers are few and small). The loops stay in this one
+    function: a call per run cost about 0.1 us (the stem took 2.5x the time).
     n_chunks: how many parts the output channels are split into (one per thread)."""
     n_img, c_out, ho, wo = y.shape
     c_in = c_in_g * (c_out // c_out_g)
     yf = y.reshape(-1)
-    n_tiles = (wide_len + TILE_MAX - 1) // TILE_MAX
+    strided = sh != 1 or sw != 1
+    row_tiles = not strided and wo <= VW and wp != wo
+    if strided:                          # runs: how many, how long, their steps in xp and the output
+        n_runs, length, x_step, out_step = 1, wide_len, 0, 0
+    elif wp == wo:
+        n_runs, length, x_step, out_step = 1, ho * wo, 0, 0
+    else:
+        n_runs, length, x_step, out_step = ho, wo, wp, wo
     for chunk in prange(n_chunks):
-        wide = np.empty(0 if sh == sw == 1 else n_tiles * TILE_MAX, np.float32)
+        wide = np.empty(wide_len if strided else 0, np.float32)
         for t in range(chunk, n_img * c_out, n_chunks):
             n, o = t // c_out, t % c_out
             x_off = (n * c_in + (o // c_out_g) * c_in_g) * plane
             t0, t1, s, c0 = tap_ptr[o], tap_ptr[o + 1], scale[o], bias[o]
-            if sh == sw == 1 and wp == wo:           # 1x1 convs: the plane is one run of pixels
-                for q0 in range(0, ho * wo, TILE_MAX):
-                    m = min(TILE_MAX, ho * wo - q0)
-                    taps_tile((m + VW - 1) // VW, xp, x_off + q0, VW, tap_offs, tap_w, t0, t1,
-                              yf, t * ho * wo + q0, VW, m, s, c0, lo, hi)
-            elif sh == sw == 1 and wo <= VW:
+            if row_tiles:
                 for r in range(0, ho, TILE_NV_MAX):
                     nv = min(TILE_NV_MAX, ho - r)
                     taps_tile(nv, xp, x_off + r * wp, wp, tap_offs, tap_w, t0, t1,
                               yf, (t * ho + r) * wo, wo, nv * wo, s, c0, lo, hi)
-            elif sh == sw == 1:
-                for r in range(ho):
-                    for q0 in range(0, wo, TILE_MAX):
-                        m = min(TILE_MAX, wo - q0)
-                        taps_tile((m + VW - 1) // VW, xp, x_off + r * wp + q0, VW, tap_offs, tap_w, t0, t1,
-                                  yf, (t * ho + r) * wo + q0, VW, m, s, c0, lo, hi)
-            else:
-                for i in range(n_tiles):
-                    m = min(TILE_MAX, wide_len - i * TILE_MAX)
-                    taps_tile((m + VW - 1) // VW, xp, x_off + i * TILE_MAX, VW, tap_offs, tap_w, t0, t1,
-                              wide, i * TILE_MAX, VW, m, s, c0, lo, hi)
+                continue
+            dst, dst_off = (wide, 0) if strided else (yf, t * ho * wo)
+            for r in range(n_runs):
+                for q0 in range(0, length, TILE_MAX):
+                    m = min(TILE_MAX, length - q0)
+                    taps_tile(_vectors(m), xp, x_off + r * x_step + q0, VW, tap_offs, tap_w, t0, t1,
+                              dst, dst_off + r * out_step + q0, VW, m, s, c0, lo, hi)
+            if strided:
                 out = y[n, o]
                 for r in range(ho):
                     for q in range(wo):

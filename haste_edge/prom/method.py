@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from haste_edge.prom.ops import prom_conv, prom_gemm
+from haste_edge.prom.ops import prom_conv, prom_gemm, ternary_kernel
 
 FIELDS = ("dense_macs", "executed_macs", "int8_mults", "int32_adds", "fp32_mults", "fp32_adds",
           "weight_bytes", "act_bytes", "quantize_ops")
 OVERHEAD = ("quantize_ops",)
 OPS = ("PromConv", "PromGemm")
+
+
+def totals(stats, fields=("int8_mults", "int32_adds", "fp32_mults", "fp32_adds", "weight_bytes")) -> dict:
+    """Per image (mean over the batch), summed over a run's PROM layers (a RunStats)."""
+    return {f: float(sum(l.counters[f].mean() for l in stats.layers if l.method == "prom")) for f in fields}
 
 
 class Prom:
@@ -39,8 +44,10 @@ class PromLayer:
     def __init__(self, node, graph):
         self.op = node.op
         codes = graph.weights[node.inputs[1]]
-        self.ternary = node.op == "PromConv" and node.attrs["weights"] == "ternary"
-        bits = 2 if self.ternary else 8
+        stored_ternary = node.op == "PromConv" and node.attrs["weights"] == "ternary"
+        # only the multiplication-free kernel does without multiplications (ops.ternary_kernel)
+        self.ternary = stored_ternary and ternary_kernel(node.attrs)
+        bits = 2 if stored_ternary else 8
         extras = 4 * codes.shape[0] * (1 + (len(node.inputs) > 3 and bool(node.inputs[3])))
         self.weight_bytes = (codes.size * bits + 7) // 8 + extras
         self.nonzero = int(np.count_nonzero(codes))

@@ -46,6 +46,20 @@ def prom_conv_macs(in_shapes, out_shapes, attrs):
 PARALLEL_MACS = 1_000_000
 
 
+def ternary_kernel(attrs) -> bool:
+    """Whether a PromConv runs on the multiplication-free kernel: ternary weights in a 1x1,
+    stride-1, unpadded, group-1 conv (others take the int8 taps kernel, ternary codes and all)."""
+    kh, kw, sh, sw, _, _, pt, pl, pb, pr = _geometry(attrs)
+    return (attrs["weights"] == "ternary" and kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
+            and int(attrs["group"]) == 1)
+
+
+def _ragged(parts, dtype):
+    """(ptr, values): the parts concatenated, part i at values[ptr[i]:ptr[i+1]]."""
+    ptr = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)]).astype(np.int64)
+    return ptr, np.concatenate([np.asarray(p, dtype) for p in parts] + [np.zeros(0, dtype)])
+
+
 class PreparedPromConv:
     """What a PromConv derives from its weights once: scales, clamp, the ternary weights' row
     lists or the int8 weights' nonzero taps, the activation codes' buffer."""
@@ -63,19 +77,16 @@ class PreparedPromConv:
         self.group = int(attrs["group"])
         self.x_shape = tuple(x_shape)
         n, c, h, w = x_shape
-        pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0 and self.group == 1
-        self.ternary = attrs["weights"] == "ternary" and pointwise
+        self.ternary = ternary_kernel(attrs)
         (_, _, ho, wo), = conv_infer([x_shape, codes.shape], attrs)
         self.parallel = conv_macs([x_shape, codes.shape], [(n, c_out, ho, wo)], attrs) >= PARALLEL_MACS
         flat = codes.reshape(c_out, -1)
         if self.ternary:
-            plus = [np.flatnonzero(r > 0) for r in flat]
-            minus = [np.flatnonzero(r < 0) for r in flat]
-            self.rows = np.concatenate([np.concatenate([p, m]) for p, m in zip(plus, minus)]
-                                       + [np.zeros(0, np.int64)]).astype(np.int64)
-            self.row_ptr = np.concatenate([[0], np.cumsum([len(p) + len(m) for p, m in zip(plus, minus)])]
-                                          ).astype(np.int64)
-            self.row_mid = (self.row_ptr[:-1] + [len(p) for p in plus]).astype(np.int64)
+            # per output channel the rows of its +1 input channels, then of its -1 ones
+            self.row_ptr, rows = _ragged([np.concatenate([np.flatnonzero(r > 0), np.flatnonzero(r < 0)])
+                                          for r in flat], np.int64)
+            self.row_offs = rows * (h * w)
+            self.row_mid = self.row_ptr[:-1] + (flat > 0).sum(axis=1)
             self.xq = np.zeros(c * h * w + kernels.SLACK, np.int8)
         else:
             hp, wp = h + pt + pb, w + pl + pr
@@ -85,12 +96,10 @@ class PreparedPromConv:
             ci, i, j = np.meshgrid(np.arange(c // self.group), np.arange(kh), np.arange(kw), indexing="ij")
             offs = (ci * self.plane + i * dh * wp + j * dw).ravel().astype(np.int64)
             keep = [np.flatnonzero(r) for r in flat]
-            self.tap_ptr = np.concatenate([[0], np.cumsum([len(k) for k in keep])]).astype(np.int64)
-            self.tap_offs = np.concatenate([offs[k] for k in keep] + [np.zeros(0, np.int64)]).astype(np.int64)
-            self.tap_w = np.concatenate([r[k] for r, k in zip(flat, keep)] + [np.zeros(0, np.int8)]).astype(np.int8)
+            self.tap_ptr, self.tap_offs = _ragged([offs[k] for k in keep], np.int64)
+            _, self.tap_w = _ragged([r[k] for r, k in zip(flat, keep)], np.int8)
             # a tile reads up to a vector past the wide rows' end and (kw - 1) * dw past the plane
             self.xq = np.zeros(n * c * self.plane + kernels.SLACK + (kw - 1) * dw, np.int8)
-        self.codes = codes
 
     def run(self, x, y):
         kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
@@ -98,7 +107,7 @@ class PreparedPromConv:
         parallel = self.parallel and numba.get_num_threads() > 1
         if self.ternary:
             run = kernels.ternary_pointwise_parallel if parallel else kernels.ternary_pointwise
-            run(x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.rows,
+            run(x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.row_offs,
                 self.scale, self.bias, self.lo, self.hi, y.reshape(n, c_out, -1))
         else:
             padded = self.xq[:n * x.shape[1] * self.plane].reshape(n, x.shape[1], -1, self.wp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from haste_edge.ops.conv import _clip_bounds, _geometry, conv_infer
+from haste_edge.ops.conv import _clip_bounds, conv_sums
 from haste_edge.prom.quantize import quantize_act
 
 
@@ -21,22 +21,7 @@ def out_scale(x_scale: float, w_scale: np.ndarray) -> np.ndarray:
 def conv_accumulators(x: np.ndarray, codes: np.ndarray, attrs: dict) -> np.ndarray:
     """The int32 sums of a PromConv (N, C_out, H_out, W_out), before scaling: the conv of the
     activation codes with the weight codes, summed in float64 (exact for integers below 2^53)."""
-    xq = quantize_act(x, attrs["x_scale"]).astype(np.float64)
-    kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = _geometry(attrs)
-    group = int(attrs["group"])
-    (n, c_out, ho, wo), = conv_infer([xq.shape, codes.shape], attrs)
-    c_in_g, c_out_g = xq.shape[1] // group, c_out // group
-    xp = np.pad(xq, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    w = np.asarray(codes, np.float64)
-    y = np.zeros((n, c_out, ho, wo))
-    for g in range(group):
-        xg = xp[:, g * c_in_g:(g + 1) * c_in_g]
-        wg = w[g * c_out_g:(g + 1) * c_out_g]
-        for i in range(kh):
-            for j in range(kw):
-                patch = xg[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                y[:, g * c_out_g:(g + 1) * c_out_g] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
-    return y.astype(np.int32)
+    return conv_sums(quantize_act(x, attrs["x_scale"]), codes, attrs).astype(np.int32)
 
 
 def prom_conv_reference(inputs, attrs):

@@ -9,9 +9,10 @@ sums stay exact in int32 for any layer this engine loads). Tiles read NV * VW co
 offset, so callers leave room past the last real value (its lanes are discarded).
 
     ternary_tile  the plus rows added, the minus rows subtracted: no multiplication
-    taps_tile     sum over taps t of w[t] * codes at offs[t]: any conv's taps over "wide rows"
-Plain loops over NV * VW lanes do not vectorise in Numba (LLVM unrolls the constant-trip loop
+    taps_tile     sum over taps t of w[t] * codes at offs[t]: any conv's taps
+Plain loops over NV * VW lanes did not vectorise in Numba (LLVM unrolls the constant-trip loop
 before its vectoriser sees it, and a runtime trip count this short stays in the scalar tail).
+One tile per (kind, NV): intrinsics are chosen when the caller compiles, hence the dispatchers.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from haste_edge.jit import njit
-from haste_edge.microkernel import TARGET, _lanes_below, _masked
+from haste_edge.microkernel import TARGET, _data, _lanes_below, _masked
 
 VW = 16                     # int32 lanes per vector: LLVM splits them into what the CPU has
 TILE_NV = (1, 2, 3, 4)      # tile widths in vectors; a tile covers up to 64 values
@@ -34,10 +35,6 @@ _VB, _VI, _VF = ir.VectorType(_I8, VW), ir.VectorType(_I32, VW), ir.VectorType(i
 
 def _masked_store(builder):
     return _masked(builder, VW)[1]
-
-
-def _data(context, builder, typ, value):
-    return context.make_array(typ)(context, builder, value).data
 
 
 def _splat(builder, value, vt):
@@ -101,33 +98,31 @@ def _epilogue(builder, accs, out, out_off, out_step, m, scale, bias, lo, hi):
 
 # ---------------------------------------------------------------------------------------------
 # ternary_tile: for v < NV*VW
-#   sum[v] = sum_{k in [p0, p1)} xq[x_off + idx[k]*pitch + v] - sum_{k in [m0, m1)} xq[x_off + idx[k]*pitch + v]
+#   sum[v] = sum_{t in [t0, t_mid)} xq[x_off + offs[t] + v] - sum_{t in [t_mid, t1)} xq[x_off + offs[t] + v]
+# stored at out[out_off + v] for v < m: runs of pixels (offs[t]: where input channel t's row starts)
 # ---------------------------------------------------------------------------------------------
 
 def _vector_ternary_tile(nv: int):
     @intrinsic
-    def ternary_tile(typingctx, xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
-        sig = types.void(xq, types.int64, types.int64, idx, types.int64, types.int64, types.int64,
-                         types.int64, out, types.int64, types.int64, types.float32, types.float32,
-                         types.float32, types.float32)
+    def ternary_tile(typingctx, xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi):
+        sig = types.void(xq, types.int64, offs, types.int64, types.int64, types.int64, out, types.int64,
+                         types.int64, types.float32, types.float32, types.float32, types.float32)
 
         def codegen(context, builder, signature, args):
-            xq_v, x_off_v, pitch_v, idx_v, p0_v, p1_v, m0_v, m1_v, out_v, out_off_v, m_v, s_v, b_v, lo_v, hi_v = args
+            xq_v, x_off_v, offs_v, t0_v, mid_v, t1_v, out_v, out_off_v, m_v, s_v, b_v, lo_v, hi_v = args
             xp = _data(context, builder, signature.args[0], xq_v)
-            ip = _data(context, builder, signature.args[3], idx_v)
-            op = _data(context, builder, signature.args[8], out_v)
+            fp = _data(context, builder, signature.args[2], offs_v)
+            op = _data(context, builder, signature.args[6], out_v)
 
-            def rows(sign):
-                def body(k, accs):
-                    base = builder.add(x_off_v, builder.mul(builder.load(builder.gep(ip, [k])), pitch_v))
-                    codes = [_codes(builder, xp, builder.add(base, _I64(j * VW))) for j in range(nv)]
-                    op_ = builder.add if sign > 0 else builder.sub
-                    return [op_(a, c) for a, c in zip(accs, codes)]
+            def rows(combine):
+                def body(t, accs):
+                    base = builder.add(x_off_v, builder.load(builder.gep(fp, [t])))
+                    return [combine(a, _codes(builder, xp, builder.add(base, _I64(j * VW))))
+                            for j, a in enumerate(accs)]
                 return body
 
-            zero = ir.Constant(_VI, [0] * VW)
-            accs = _loop(builder, p0_v, p1_v, [zero] * nv, rows(+1))
-            accs = _loop(builder, m0_v, m1_v, accs, rows(-1))
+            accs = _loop(builder, t0_v, mid_v, [ir.Constant(_VI, [0] * VW)] * nv, rows(builder.add))
+            accs = _loop(builder, mid_v, t1_v, accs, rows(builder.sub))
             _epilogue(builder, accs, op, out_off_v, _I64(VW), m_v, s_v, b_v, lo_v, hi_v)
             return context.get_dummy_value()
 
@@ -140,16 +135,12 @@ def _scalar_ternary_tile(nv: int):
     n = nv * VW
 
     @njit
-    def ternary_tile(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
+    def ternary_tile(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi):
         acc = np.zeros(n, np.int32)
-        for k in range(p0, p1):
-            base = x_off + idx[k] * pitch
+        for t in range(t0, t1):
+            sign = np.int32(1 if t < t_mid else -1)
             for v in range(n):
-                acc[v] += np.int32(xq[base + v])
-        for k in range(m0, m1):
-            base = x_off + idx[k] * pitch
-            for v in range(n):
-                acc[v] -= np.int32(xq[base + v])
+                acc[v] += sign * np.int32(xq[x_off + offs[t] + v])
         for v in range(m):
             out[out_off + v] = min(max(np.float32(acc[v]) * scale + bias, lo), hi)
 
@@ -218,16 +209,16 @@ _c1, _c2, _c3, _c4 = (_make_taps(nv) for nv in TILE_NV)
 
 
 @njit
-def ternary_tile(nv, xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi):
+def ternary_tile(nv, xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi):
     """The ternary tile of nv vectors (1 to 4)."""
     if nv == 4:
-        _t4(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+        _t4(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi)
     elif nv == 3:
-        _t3(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+        _t3(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi)
     elif nv == 2:
-        _t2(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+        _t2(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi)
     else:
-        _t1(xq, x_off, pitch, idx, p0, p1, m0, m1, out, out_off, m, scale, bias, lo, hi)
+        _t1(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi)
 
 
 @njit
