@@ -35,7 +35,7 @@ def quantize_code(v, inv_scale):
 
 @njit
 def quantize_rows(x, inv_scale, out):
-    """out[i] = quantize_code(x[i]) for flat float32 x: one long loop."""
+    """out[i] = quantize_code(x[i]) for flat float32 x (out int8 or int16): one long loop."""
     for i in range(x.size):
         out[i] = quantize_code(x[i], inv_scale)
 
@@ -57,7 +57,7 @@ def quantize_pad(x, inv_scale, pt, pl, out):
 def _ternary_pointwise(x, inv_scale, xq, row_ptr, row_mid, row_offs, scale, bias, lo, hi, y):
     """x (N, C_in, P) float32; output channel o adds the code rows starting at
     row_offs[row_ptr[o]:row_mid[o]] (input channel x P) and subtracts those at
-    row_offs[row_mid[o]:row_ptr[o+1]]; y (N, C_out, P) float32. xq: C_in * P + SLACK int8 codes
+    row_offs[row_mid[o]:row_ptr[o+1]]; y (N, C_out, P) float32. xq: C_in * P + SLACK int16 codes
     (a tile reads past a row's end into the next row or the slack: lanes it does not store)."""
     n_img, c_in, p_all = x.shape
     c_out = y.shape[1]

@@ -87,7 +87,7 @@ class PreparedPromConv:
                                           for r in flat], np.int64)
             self.row_offs = rows * (h * w)
             self.row_mid = self.row_ptr[:-1] + (flat > 0).sum(axis=1)
-            self.xq = np.zeros(c * h * w + kernels.SLACK, np.int8)
+            self.xq = np.zeros(c * h * w + kernels.SLACK, np.int16)   # int16 codes: tiles.py
         else:
             hp, wp = h + pt + pb, w + pl + pr
             self.plane, self.wp = hp * wp, wp
