@@ -144,13 +144,15 @@ def test_ternary_weights_off_the_addition_kernel_count_multiplications():
     assert counts[2]["int8_mults"] == counts[2]["int32_adds"] == 4 * 16
 
 
-def test_quantize_pad_codes_equal_numpy():
-    x = (np.random.default_rng(1).standard_normal((2, 3, 5, 7)) * 3).astype(np.float32)
+@pytest.mark.parametrize("w", [7, 16, 37])        # rows shorter than, as long as, longer than a vector
+def test_quantize_pad_codes_equal_numpy(w):
+    x = (np.random.default_rng(1).standard_normal((2, 3, 5, w)) * 3).astype(np.float32)
+    x[0, 0, 0, :3] = [0.5 * 4 / 127, 1.5 * 4 / 127, -2.5 * 4 / 127]      # ties round to even
     s = act_scale(4.0)
-    out = np.full((2, 3, 8, 9), 99, np.int8)
+    out = np.full((2, 3, 8, w + 2), 99, np.int8)
     kernels.quantize_pad(x, inv_scale(s), 2, 1, out)
-    assert np.array_equal(out[:, :, 2:7, 1:8], quantize_act(x, s))
-    out[:, :, 2:7, 1:8] = 99
+    assert np.array_equal(out[:, :, 2:7, 1:w + 1], quantize_act(x, s))
+    out[:, :, 2:7, 1:w + 1] = 99
     assert (out == 99).all()               # the border (zeroed once when a layer is prepared) untouched
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from haste_edge.jit import njit, prange
-from haste_edge.prom.tiles import TILE_MAX, TILE_NV, VW, taps_tile, ternary_tile
+from haste_edge.prom.tiles import TILE_MAX, TILE_NV, VW, quantize16, taps_tile, ternary_tile
 
 TILE_NV_MAX = TILE_NV[-1]
 
@@ -50,8 +50,8 @@ def quantize_pad(x, inv_scale, pt, pl, out):
     for plane in range(n_img * c):
         for r in range(h):
             src, dst = (plane * h + r) * w, (plane * hp + pt + r) * wp + pl
-            for q in range(w):
-                of[dst + q] = quantize_code(xf[src + q], inv_scale)
+            for q0 in range(0, w, VW):
+                quantize16(xf, src + q0, of, dst + q0, min(VW, w - q0), inv_scale)
 
 
 def _ternary_pointwise(x, inv_scale, xq, row_ptr, row_mid, row_offs, scale, bias, lo, hi, y):

@@ -27,7 +27,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from haste_edge.jit import njit
-from haste_edge.microkernel import TARGET, _data, _lanes_below, _masked
+from haste_edge.microkernel import MASKED_MOVES, TARGET, _data, _lanes_below, _masked
 
 VW = 16                     # int32 lanes per vector: LLVM splits them into what the CPU has
 TILE_NV = (1, 2, 3, 4)      # tile widths in vectors; a tile covers up to 64 values
@@ -261,3 +261,48 @@ def taps_tile(nv, xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m,
         _c2(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
     else:
         _c1(xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize16: dst[d_off + v] = clip(rint(src[s_off + v] * inv_scale), -127, 127) as int8 for v < n <= 16
+# (masked load and store: nothing outside them read or written). The padded copy of a 7x7 map's
+# rows is 7 values a row: a plain loop that short stays scalar.
+# ---------------------------------------------------------------------------------------------
+
+@intrinsic
+def _vector_quantize16(typingctx, src, s_off, dst, d_off, n, inv_scale):
+    sig = types.void(src, types.int64, dst, types.int64, types.int64, types.float32)
+
+    def codegen(context, builder, signature, args):
+        s_v, s_o, d_v, d_o, n_v, inv_v = args
+        vb = ir.VectorType(_I8, VW)
+        load, _ = _masked(builder, VW)
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vb, vb.as_pointer(), _I32, ir.VectorType(ir.IntType(1), VW)]),
+            f"llvm.masked.store.v{VW}i8.p0v{VW}i8")
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VF, [_VF]), f"llvm.rint.v{VW}f32")
+        mask = _lanes_below(builder, VW, n_v)
+        sp = _data(context, builder, signature.args[0], s_v)
+        dp = _data(context, builder, signature.args[2], d_v)
+        x = builder.call(load, [builder.bitcast(builder.gep(sp, [s_o]), _VF.as_pointer()), _I32(4), mask,
+                                ir.Constant(_VF, [0.0] * VW)])
+        x = builder.fmul(x, _splat(builder, inv_v, _VF))
+        lo, hi = ir.Constant(_VF, [-127.0] * VW), ir.Constant(_VF, [127.0] * VW)
+        x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+        x = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
+        codes = builder.fptosi(builder.call(rint, [x]), vb)
+        builder.call(store, [codes, builder.bitcast(builder.gep(dp, [d_o]), vb.as_pointer()), _I32(1), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit
+def _scalar_quantize16(src, s_off, dst, d_off, n, inv_scale):
+    for v in range(n):
+        x = min(max(src[s_off + v] * inv_scale, np.float32(-127)), np.float32(127))
+        dst[d_off + v] = np.int8(np.rint(x))
+
+
+# masked moves are cheap on x86; elsewhere LLVM makes them a branch per lane: the plain loop there
+quantize16 = _vector_quantize16 if MASKED_MOVES and not SCALAR else _scalar_quantize16
