@@ -100,7 +100,9 @@ CONV_CASES = [  # (x shape, C_out, k, stride, group, dilation, pads, weights)
     ((1, 8, 9, 9), 16, 1, 2, 1, 1, (0, 0, 0, 0), "ternary"),       # strided 1x1: the general kernel
     ((2, 24, 7, 7), 40, 1, 1, 1, 1, (0, 0, 0, 0), "int8"),         # int8 1x1: one run of 49 pixels
     ((1, 4, 3, 70), 8, 3, 1, 1, 1, (1, 1, 1, 1), "int8"),          # rows of 70: two tiles a row
-    ((1, 16, 11, 11), 16, 3, 1, 16, 1, (1, 1, 1, 1), "int8"),      # 11 rows: a tile of 3 rows last
+    ((1, 16, 11, 11), 16, 3, 1, 16, 1, (1, 1, 1, 1), "int8"),      # 11x11: wide rows at stride 1
+    ((2, 24, 7, 7), 24, 3, 1, 24, 1, (1, 1, 1, 1), "int8"),        # 7x7 depthwise: wide rows
+    ((1, 8, 13, 13), 8, 3, 1, 8, 1, (1, 1, 1, 1), "int8"),         # 13 rows of 13: row tiles, 1 last
 ]
 
 

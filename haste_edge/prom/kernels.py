@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from haste_edge.jit import njit, prange
+from haste_edge.microkernel import MASKED_MOVES, copy_upto16
 from haste_edge.prom.tiles import TILE_MAX, TILE_NV, VW, quantize16, taps_tile, ternary_tile
 
 TILE_NV_MAX = TILE_NV[-1]
@@ -87,26 +88,29 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
     output channel o sums tap_w[t] * codes at tap_offs[t] for t in tap_ptr[o]:tap_ptr[o+1] (its
     nonzero taps; an offset is channel * plane + i * dh * Wp + j * dw within its group's planes).
     Stride 1: output row r's Wo pixels are consecutive codes of padded row r: a tile takes up to
-    four rows of Wo <= 16 (7x7 and 14x14 maps), else the sums run over runs of consecutive
-    positions 64 a tile: the whole plane where rows are unpadded (1x1 convs), else each row.
-    Strided: one run over "wide rows" of the padded width (position r * Wp + q), wide_len of them,
-    and the outputs are every sh-th row and sw-th column of those (sh * sw times the sums needed:
-    still faster than strided loads; such layers are few and small). The loops stay in this one
-    function: a call per run cost about 0.1 us (the stem took 2.5x the time).
+    four rows of Wo <= 16 (14x14 maps), else the sums run over runs of consecutive positions 64 a
+    tile: the whole plane where rows are unpadded (1x1 convs), else each row. Strided convs and
+    small maps where it takes fewer vectors (7x7: 4 against 7): one run over "wide rows" of the
+    padded width (position r * Wp + q), wide_len of them, into a scratch, and the outputs are
+    every sh-th row and sw-th column of those (strided: sh * sw times the sums needed, still faster
+    than strided loads; such layers are few and small). The loops stay in this one function: a
+    call per run cost about 0.1 us (the stem took 2.5x the time).
     n_chunks: how many parts the output channels are split into (one per thread)."""
     n_img, c_out, ho, wo = y.shape
     c_in = c_in_g * (c_out // c_out_g)
     yf = y.reshape(-1)
-    strided = sh != 1 or sw != 1
-    row_tiles = not strided and wo <= VW and wp != wo
-    if strided:                          # runs: how many, how long, their steps in xp and the output
+    wide_rows = sh != 1 or sw != 1
+    row_tiles = not wide_rows and wo <= VW and wp != wo
+    if row_tiles and _vectors(wide_len) < ho:           # each row tile vector holds one row
+        wide_rows, row_tiles = True, False
+    if wide_rows:                        # runs: how many, how long, their steps in xp and the output
         n_runs, length, x_step, out_step = 1, wide_len, 0, 0
     elif wp == wo:
         n_runs, length, x_step, out_step = 1, ho * wo, 0, 0
     else:
         n_runs, length, x_step, out_step = ho, wo, wp, wo
     for chunk in prange(n_chunks):
-        wide = np.empty(wide_len if strided else 0, np.float32)
+        wide = np.empty(wide_len if wide_rows else 0, np.float32)
         for t in range(chunk, n_img * c_out, n_chunks):
             n, o = t // c_out, t % c_out
             x_off = (n * c_in + (o // c_out_g) * c_in_g) * plane
@@ -117,13 +121,16 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
                     taps_tile(nv, xp, x_off + r * wp, wp, tap_offs, tap_w, t0, t1,
                               yf, (t * ho + r) * wo, wo, nv * wo, s, c0, lo, hi)
                 continue
-            dst, dst_off = (wide, 0) if strided else (yf, t * ho * wo)
+            dst, dst_off = (wide, 0) if wide_rows else (yf, t * ho * wo)
             for r in range(n_runs):
                 for q0 in range(0, length, TILE_MAX):
                     m = min(TILE_MAX, length - q0)
                     taps_tile(_vectors(m), xp, x_off + r * x_step + q0, VW, tap_offs, tap_w, t0, t1,
                               dst, dst_off + r * out_step + q0, VW, m, s, c0, lo, hi)
-            if strided:
+            if wide_rows and sw == 1 and MASKED_MOVES and wo <= VW:
+                for r in range(ho):
+                    copy_upto16(wide, r * sh * wp, yf, (t * ho + r) * wo, wo)
+            elif wide_rows:
                 out = y[n, o]
                 for r in range(ho):
                     for q in range(wo):
