@@ -103,9 +103,7 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
     row_tiles = not wide_rows and wo <= VW and wp != wo
     if row_tiles and _vectors(wide_len) < ho:           # each row tile vector holds one row
         wide_rows, row_tiles = True, False
-    if wide_rows:                        # runs: how many, how long, their steps in xp and the output
-        n_runs, length, x_step, out_step = 1, wide_len, 0, 0
-    elif wp == wo:
+    if wp == wo:                         # runs: how many, how long, their steps in xp and the output
         n_runs, length, x_step, out_step = 1, ho * wo, 0, 0
     else:
         n_runs, length, x_step, out_step = ho, wo, wp, wo
@@ -121,20 +119,23 @@ def _int8_conv(xp, plane, tap_ptr, tap_offs, tap_w, wide_len, wp, sh, sw, c_in_g
                     taps_tile(nv, xp, x_off + r * wp, wp, tap_offs, tap_w, t0, t1,
                               yf, (t * ho + r) * wo, wo, nv * wo, s, c0, lo, hi)
                 continue
-            dst, dst_off = (wide, 0) if wide_rows else (yf, t * ho * wo)
-            for r in range(n_runs):
-                for q0 in range(0, length, TILE_MAX):
-                    m = min(TILE_MAX, length - q0)
-                    taps_tile(_vectors(m), xp, x_off + r * x_step + q0, VW, tap_offs, tap_w, t0, t1,
-                              dst, dst_off + r * out_step + q0, VW, m, s, c0, lo, hi)
-            if wide_rows and sw == 1 and MASKED_MOVES and wo <= VW:
+            if not wide_rows:
+                for r in range(n_runs):
+                    for q0 in range(0, length, TILE_MAX):
+                        m = min(TILE_MAX, length - q0)
+                        taps_tile(_vectors(m), xp, x_off + r * x_step + q0, VW, tap_offs, tap_w, t0, t1,
+                                  yf, t * ho * wo + r * out_step + q0, VW, m, s, c0, lo, hi)
+                continue
+            for q0 in range(0, wide_len, TILE_MAX):     # not merged with the loop above: choosing
+                m = min(TILE_MAX, wide_len - q0)        # between two arrays costs reference counting
+                taps_tile(_vectors(m), xp, x_off + q0, VW, tap_offs, tap_w, t0, t1, wide, q0, VW, m, s, c0, lo, hi)
+            if sw == 1 and MASKED_MOVES and wo <= VW:
                 for r in range(ho):
                     copy_upto16(wide, r * sh * wp, yf, (t * ho + r) * wo, wo)
-            elif wide_rows:
-                out = y[n, o]
+            else:
                 for r in range(ho):
                     for q in range(wo):
-                        out[r, q] = wide[r * sh * wp + q * sw]
+                        yf[(t * ho + r) * wo + q] = wide[r * sh * wp + q * sw]
 
 
 int8_conv = njit(_int8_conv)

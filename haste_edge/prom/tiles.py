@@ -237,7 +237,7 @@ _t1, _t2, _t3, _t4 = (_make_ternary(nv) for nv in TILE_NV)
 _c1, _c2, _c3, _c4 = (_make_taps(nv) for nv in TILE_NV)
 
 
-@njit
+@njit(inline="always")
 def ternary_tile(nv, xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi):
     """The ternary tile of nv vectors (1 to 4)."""
     if nv == 4:
@@ -250,7 +250,7 @@ def ternary_tile(nv, xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bia
         _t1(xq, x_off, offs, t0, t_mid, t1, out, out_off, m, scale, bias, lo, hi)
 
 
-@njit
+@njit(inline="always")
 def taps_tile(nv, xq, x_off, x_step, offs, w, t0, t1, out, out_off, out_step, m, scale, bias, lo, hi):
     """The taps tile of nv vectors (1 to 4)."""
     if nv == 4:
