@@ -154,6 +154,35 @@ def choose_variant(rows: int, cols: int) -> int:
 # IR pieces both vector tiles are made of
 # ---------------------------------------------------------------------------------------------
 
+def phi_loop(builder, first, last, accs, body):
+    """for k in range(first, last): accs = body(k, accs), the accumulators (any LLVM values) carried
+    in phi nodes from their values in accs; body may branch. Returns them after the loop (accs
+    unchanged if first >= last)."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop, done = builder.append_basic_block("mk.loop"), builder.append_basic_block("mk.done")
+    builder.cbranch(builder.icmp_signed("<", first, last), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(i64)
+    k.add_incoming(first, entry)
+    phis = [builder.phi(a.type) for a in accs]
+    for p, a in zip(phis, accs):
+        p.add_incoming(a, entry)
+    new = body(k, phis)
+    latch = builder.block                 # the body may have branched
+    k_next = builder.add(k, i64(1))
+    k.add_incoming(k_next, latch)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, latch)
+    builder.cbranch(builder.icmp_signed("<", k_next, last), loop, done)
+    builder.position_at_end(done)
+    outs = [builder.phi(a.type) for a in accs]
+    for o, a, v in zip(outs, accs, new):
+        o.add_incoming(a, entry)
+        o.add_incoming(v, latch)
+    return outs
+
+
 class _IR:
     """The vector type, llvm.fma, splat and the clamped store for one tile's codegen."""
 
@@ -193,29 +222,7 @@ class _IR:
     def reduction(self, n, n_acc, body):
         """for t in range(n), n_acc vector accumulators carried in phi nodes from zero; body(t, accs)
         emits one step and returns the new accumulators. Returns them after the loop (zero if n <= 0)."""
-        b, i64 = self.b, self.i64
-        entry = b.block
-        loop, done = b.append_basic_block("mk.loop"), b.append_basic_block("mk.done")
-        b.cbranch(b.icmp_signed(">", n, i64(0)), loop, done)
-        b.position_at_end(loop)
-        t = b.phi(i64)
-        t.add_incoming(i64(0), entry)
-        acc = [b.phi(self.vt) for _ in range(n_acc)]
-        for a in acc:
-            a.add_incoming(self.zero, entry)
-        new = body(t, acc)
-        latch = b.block                   # the body may have branched
-        t_next = b.add(t, i64(1))
-        t.add_incoming(t_next, latch)
-        for a, v in zip(acc, new):
-            a.add_incoming(v, latch)
-        b.cbranch(b.icmp_signed("<", t_next, n), loop, done)
-        b.position_at_end(done)
-        outs = [b.phi(self.vt) for _ in range(n_acc)]
-        for o, v in zip(outs, new):
-            o.add_incoming(self.zero, entry)
-            o.add_incoming(v, latch)
-        return outs
+        return phi_loop(self.b, self.i64(0), n, [self.zero] * n_acc, body)
 
     def store_clamped(self, v, bias_s, lo_s, hi_s, base, index):
         """base[index:index+vw] = clamp(v + bias, lo, hi); compare and select keep NaN."""

@@ -27,7 +27,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from haste_edge.jit import njit
-from haste_edge.microkernel import MASKED_MOVES, TARGET, _data, _lanes_below, _masked
+from haste_edge.microkernel import MASKED_MOVES, TARGET, _data, _lanes_below, _masked, phi_loop
 
 VW = 16                     # int32 lanes per vector: LLVM splits them into what the CPU has
 TILE_NV = (1, 2, 3, 4)      # tile widths in vectors; a tile covers up to 64 values
@@ -62,32 +62,6 @@ def _min(builder, a, b):
 
 def _max(builder, a, b):
     return builder.select(builder.icmp_signed(">", a, b), a, b)
-
-
-def _loop(builder, first, last, accs, body):
-    """for k in range(first, last): accs = body(k, accs); the accumulators in phi nodes."""
-    entry = builder.block
-    loop, done = builder.append_basic_block("prom.loop"), builder.append_basic_block("prom.done")
-    builder.cbranch(builder.icmp_signed("<", first, last), loop, done)
-    builder.position_at_end(loop)
-    k = builder.phi(_I64)
-    k.add_incoming(first, entry)
-    phis = [builder.phi(a.type) for a in accs]
-    for p, a in zip(phis, accs):
-        p.add_incoming(a, entry)
-    new = body(k, phis)
-    latch = builder.block
-    k_next = builder.add(k, _I64(1))
-    k.add_incoming(k_next, latch)
-    for p, v in zip(phis, new):
-        p.add_incoming(v, latch)
-    builder.cbranch(builder.icmp_signed("<", k_next, last), loop, done)
-    builder.position_at_end(done)
-    outs = [builder.phi(a.type) for a in accs]
-    for o, a, v in zip(outs, accs, new):
-        o.add_incoming(a, entry)
-        o.add_incoming(v, latch)
-    return outs
 
 
 def _epilogue(builder, accs, out, out_off, out_step, m, scale, bias, lo, hi):
@@ -142,13 +116,13 @@ def _vector_ternary_tile(nv: int):
             def run(r, acc):                 # rows [c0, c1): at most SUM16_ROWS, summed in int16
                 c0 = builder.add(t0_v, builder.mul(r, _I64(SUM16_ROWS)))
                 c1 = _min(builder, builder.add(c0, _I64(SUM16_ROWS)), t1_v)
-                part = _loop(builder, c0, _min(builder, c1, mid_v), [ir.Constant(v16, [0] * lanes)],
+                part = phi_loop(builder, c0, _min(builder, c1, mid_v), [ir.Constant(v16, [0] * lanes)],
                              rows(builder.add))
-                part = _loop(builder, _max(builder, c0, mid_v), c1, part, rows(builder.sub))
+                part = phi_loop(builder, _max(builder, c0, mid_v), c1, part, rows(builder.sub))
                 return [builder.add(acc[0], builder.sext(part[0], v32))]
 
             n_runs = builder.sdiv(builder.add(builder.sub(t1_v, t0_v), _I64(SUM16_ROWS - 1)), _I64(SUM16_ROWS))
-            acc, = _loop(builder, _I64(0), n_runs, [ir.Constant(v32, [0] * lanes)], run)
+            acc, = phi_loop(builder, _I64(0), n_runs, [ir.Constant(v32, [0] * lanes)], run)
             undef = ir.Constant(v32, ir.Undefined)
             accs = [builder.shuffle_vector(acc, undef, ir.Constant(ir.VectorType(_I32, VW), list(range(j * VW, (j + 1) * VW))))
                     for j in range(nv)]
@@ -205,7 +179,7 @@ def _vector_taps_tile(nv: int):
                 return [builder.add(a, builder.mul(w_s, _codes(builder, xp, builder.add(base, st))))
                         for a, st in zip(accs, starts)]
 
-            accs = _loop(builder, t0_v, t1_v, [ir.Constant(_VI, [0] * VW)] * nv, body)
+            accs = phi_loop(builder, t0_v, t1_v, [ir.Constant(_VI, [0] * VW)] * nv, body)
             _epilogue(builder, accs, op, out_off_v, out_step_v, m_v, s_v, b_v, lo_v, hi_v)
             return context.get_dummy_value()
 
