@@ -23,9 +23,10 @@ class NodeView:
     def has(self, i: int) -> bool:
         return i < len(self.inputs) and self.inputs[i] != ""
 
-    def const(self, i: int, what: str, dtypes: tuple[str, ...]):
+    def const(self, i: int, what: str, dtypes: tuple[str, ...], vector: bool = True):
         """Value of input i, which must be known before run time (a weight or a folded shape) and have
-        one of `dtypes` (the types the ONNX spec allows there; onnxruntime refuses others)."""
+        one of `dtypes` (the types the ONNX spec allows there; onnxruntime refuses others). Integer
+        parameters must be 1-D unless vector is False (Gather's indices may have any rank)."""
         if not self.has(i):
             return None
         name = self.inputs[i]
@@ -36,7 +37,7 @@ class NodeView:
         v = np.asarray(self._consts[name])
         if v.dtype.name not in dtypes:
             self.fail(f"its {what} (input '{name}') has dtype {v.dtype}, expected {' or '.join(dtypes)}")
-        if v.dtype.kind == "i" and v.ndim != 1:  # integer parameters (axes, pads, shape) are vectors
+        if vector and v.dtype.kind == "i" and v.ndim != 1:  # integer parameters (axes, pads, shape) are vectors
             self.fail(f"its {what} (input '{name}') has shape {list(v.shape)}, expected a 1-D tensor")
         return v
 
@@ -200,6 +201,53 @@ def pad(nv: NodeView):
     return dict(pads=pads, value=value), nv.inputs[:1]
 
 
+def layer_norm(nv: NodeView):
+    stash = int(nv.attrs.get("stash_type", 1))
+    if stash != 1:
+        nv.fail(f"stash_type {stash} is not supported (only 1: statistics in float32 or wider)")
+    return dict(axis=int(nv.attrs.get("axis", -1)), epsilon=float(nv.attrs.get("epsilon", 1e-5))), nv.inputs[:3]
+
+
+def gelu(nv: NodeView):
+    approximate = nv.attrs.get("approximate", "none")
+    approximate = approximate.decode(errors="replace") if isinstance(approximate, bytes) else approximate
+    if approximate not in ("none", "tanh"):
+        nv.fail(f"unknown approximate {approximate!r} (expected 'none' or 'tanh')")
+    return dict(approximate=approximate), nv.inputs[:1]
+
+
+def split(nv: NodeView):
+    """Resolve the part sizes: input `split` (opset >= 13), attribute `split` (older), num_outputs
+    (opset >= 18: equal parts, the last one smaller when the dim does not divide), else equal parts
+    for the outputs."""
+    axis = int(nv.attrs.get("axis", 0))
+    shape = nv.shape(0)
+    if not -len(shape) <= axis < len(shape):
+        nv.fail(f"axis {axis} out of range for input shape {tuple(shape)}")
+    dim = shape[axis]
+    outputs = len(nv.node.output)
+    parts = _ints(nv.const(1, "split", INT64)) if nv.opset >= 13 else _ints(nv.attrs.get("split"))
+    if parts is None:
+        count = int(nv.attrs.get("num_outputs", outputs))
+        if count != outputs or count < 1:
+            nv.fail(f"num_outputs {count} but {outputs} outputs")
+        if nv.opset >= 18 and "num_outputs" in nv.attrs:
+            size = -(-dim // count)
+            parts = [min(size, max(0, dim - i * size)) for i in range(count)]
+        elif dim % count:
+            nv.fail(f"dim {dim} of axis {axis} does not split into {count} equal parts")
+        else:
+            parts = [dim // count] * count
+    if len(parts) != outputs or sum(parts) != dim or min(parts) < 0:
+        nv.fail(f"split {parts} does not cut dim {dim} of axis {axis} into {outputs} parts")
+    return dict(axis=axis, split=parts), nv.inputs[:1]
+
+
+def gather(nv: NodeView):
+    indices = nv.const(1, "indices", ("int32", "int64"), vector=False)
+    return dict(axis=int(nv.attrs.get("axis", 0)), indices=indices.astype(np.int64).tolist()), nv.inputs[:1]
+
+
 def check_inference_dropout(nv: NodeView, used: set):
     """Dropout runs as identity: only when not training and its mask output is unused."""
     if len(nv.node.output) > 1 and nv.node.output[1] in used:
@@ -252,6 +300,11 @@ RULES = {
     "Concat": _plain(("axis", None)),
     "Pad": pad,
     "Identity": _plain(),
+    "LayerNormalization": layer_norm,
+    "Erf": _plain(),
+    "Gelu": gelu,
+    "Split": split,
+    "Gather": gather,
 }
 
 

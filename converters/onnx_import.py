@@ -25,7 +25,8 @@ from . import onnx_canonical
 from .graph_passes import optimise
 
 # Ops that may appear in a model as long as they only compute constants (folded at conversion).
-FOLD_ONLY = {"Shape", "Gather", "Cast", "Constant", "ConstantOfShape", "Slice", "Range", "Expand",
+# Engine ops (Gather...) are folded too where they compute constants.
+FOLD_ONLY = {"Shape", "Cast", "Constant", "ConstantOfShape", "Slice", "Range", "Expand",
              "Equal", "Where", "Floor", "Ceil", "Sqrt", "Size", "Dropout"}
 _BATCHES = (3, 5)  # two batch sizes for the folding passes; unlikely to collide with real dims
 
@@ -209,18 +210,30 @@ def _static_pass(model, consts, input_shapes, batch, opset):
             else:
                 c_attrs, tensor_inputs = onnx_canonical.canonical(nv)
             in_shapes = [shapes.get(n) if n else None for n in tensor_inputs]
+            outputs = _outputs(node, op)
             try:
-                checks.check(op, c_attrs, tensor_inputs, list(node.output[:1]), registry.OPS[op].attrs)
+                checks.check(op, c_attrs, tensor_inputs, outputs, registry.OPS[op].attrs)
                 out_shapes = registry.OPS[op].infer(in_shapes, c_attrs)
             except ValueError as e:
                 raise ModelFileError(f"{op} node '{node.name}': {e}") from None
             for name, s in zip(node.output, out_shapes):
                 shapes[name] = tuple(int(d) for d in s)
-            canon[node.name or node.output[0]] = (op, c_attrs, list(tensor_inputs))
+            canon[node.name or node.output[0]] = (op, c_attrs, list(tensor_inputs), outputs)
         for name in node.output:
             if name in values:
                 shapes[name] = values[name].shape
     return values, shapes, canon
+
+
+def _outputs(node, op) -> list[str]:
+    """The node's outputs the engine computes: Identity's (Dropout's) first; otherwise all up to the
+    last named one (absent optional outputs at the end are dropped, e.g. LayerNormalization's Mean)."""
+    if op == "Identity":
+        return [o for o in node.output if o][:1]
+    outs = list(node.output)
+    while outs and not outs[-1]:
+        outs.pop()
+    return outs
 
 
 def _merge_passes(passes, node_names):
@@ -230,7 +243,7 @@ def _merge_passes(passes, node_names):
     for key in node_names:
         if key not in canon_a:
             continue
-        op, attrs_a, ins = canon_a[key]
+        op, attrs_a, ins, _ = canon_a[key]
         attrs_b = canon_b[key][1]
         if attrs_a == attrs_b:
             continue
@@ -275,9 +288,8 @@ def import_onnx(path) -> Graph:
     for node, key in zip(model.graph.node, names):
         if key not in canon:
             continue
-        op, attrs, ins = canon[key]
-        nodes.append(Node(op, key, ins, [o for o in node.output if o][:1] if op == "Identity" else
-                          list(node.output), attrs))
+        op, attrs, ins, outs = canon[key]
+        nodes.append(Node(op, key, ins, outs, attrs))
     outputs = [o.name for o in model.graph.output]
     weights = {}
     for n in nodes:

@@ -97,6 +97,24 @@ def _none(a):
     pass
 
 
+def _gelu(a):
+    if a.get("approximate") not in ("none", "tanh"):
+        raise ValueError(f"attribute approximate: expected 'none' or 'tanh', got {a.get('approximate')!r}")
+
+
+def _gather(a):
+    _int(a, "axis")
+    v = a.get("indices")
+    while isinstance(v, list) and v and isinstance(v[0], list):   # nested lists: check the leaves
+        v = [x for row in v for x in row]
+    if not (_is_int(v) or (isinstance(v, list) and all(_is_int(x) for x in v))):
+        raise ValueError(f"attribute indices: expected an integer or (nested) lists of integers, got {v!r}")
+
+
+# ops with more than one output: (min, max) outputs; every other op has exactly one
+OUTPUTS = {"LayerNormalization": (1, 3), "Split": (1, MANY)}
+
+
 # op -> (min inputs, max inputs, attribute rule); inputs past min may be "" (absent optional)
 RULES = {
     "Conv": (2, 3, _conv),
@@ -129,6 +147,12 @@ RULES = {
     "Concat": (1, MANY, lambda a: _int(a, "axis")),
     "Pad": (1, 1, _pad),
     "Identity": (1, 1, _none),
+    "LayerNormalization": (2, 3, lambda a: (_int(a, "axis"), _float(a, "epsilon", positive=True))),
+    "Erf": (1, 1, _none),
+    "Gelu": (1, 1, _gelu),
+    "Split": (1, 1, lambda a: (_int(a, "axis"), _ints(a, "split", lo=0))),
+    "Gather": (1, 1, _gather),
+    "ScaledDotProductAttention": (3, 3, lambda a: _float(a, "scale")),
     "PromConv": (3, 4, _prom_conv),
     "PromGemm": (3, 4, lambda a: _float(a, "x_scale", positive=True)),
 }
@@ -145,8 +169,12 @@ def check(op: str, attrs: dict, inputs: list, outputs: list, known: tuple) -> No
     missing = [i for i, x in enumerate(inputs) if not x and (i < lo or hi == MANY)]
     if missing:
         raise ValueError(f"required input {missing[0]} is absent")
-    if len(outputs) != 1 or not outputs[0]:
-        raise ValueError(f"expected 1 output, got {len(outputs)}")
+    out_lo, out_hi = OUTPUTS.get(op, (1, 1))
+    if not out_lo <= len(outputs) <= out_hi:
+        want = str(out_lo) if out_lo == out_hi else f"{out_lo} to {out_hi}"
+        raise ValueError(f"expected {want} outputs, got {len(outputs)}")
+    if not all(outputs):
+        raise ValueError(f"output {[bool(o) for o in outputs].index(False)} is absent (unnamed)")
     unknown = sorted(set(attrs) - set(known))
     if unknown:
         raise ValueError(f"unknown attribute {unknown[0]!r}")
@@ -155,3 +183,5 @@ def check(op: str, attrs: dict, inputs: list, outputs: list, known: tuple) -> No
     if missing:
         raise ValueError(f"attribute {missing[0]} is missing")
     rule(attrs)
+    if op == "Split" and len(attrs["split"]) != len(outputs):
+        raise ValueError(f"attribute split: {len(attrs['split'])} parts for {len(outputs)} outputs")
