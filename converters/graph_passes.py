@@ -3,12 +3,16 @@
 - Identity / inference Dropout disappear (their consumers read the input directly).
 - BatchNormalization right after a Conv folds into the conv's weights and bias.
 - Relu / Clip right after a Conv becomes the conv's fused epilogue.
+- A transformer's exported attention becomes one ScaledDotProductAttention node, its exported erf
+  GELU one Gelu node (attention_fusion.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from haste_edge.graph import Graph, Node
+
+from .attention_fusion import fuse_attention, fuse_gelu
 
 
 def _single_consumer(graph: Graph, tensor: str) -> Node | None:
@@ -85,6 +89,8 @@ def optimise(graph: Graph) -> Graph:
     remove_identities(graph)
     fold_batch_norms(graph)
     fuse_activations(graph)
+    fuse_attention(graph)
+    fuse_gelu(graph)
     drop_unused_weights(graph)
     graph.check()
     return graph
