@@ -1,0 +1,262 @@
+"""HTTM's compiled kernel: reference.py's algorithm (read its docstring) in Numba loops, one image at
+a time, float32, with the same groups (same matching, same tie rules) and counters.
+
+Block layouts are prepared once per (tokens, tokens per frame, ns, nt, kept) in Python
+(`block_plan`) and passed as flat arrays. Attention on the merged sets (`attention`, also the dense
+kernel's core): the group means of every head padded to the largest head's count (heads differ
+only by their outliers; padded keys get a -1e30 score), two batched products on the BLAS and the
+softmax of softmax.py.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from haste_edge.httm.reference import block_tokens, destinations
+from haste_edge.jit import njit
+from haste_edge.softmax import softmax_rows
+
+FIELDS = ("dense_macs", "executed_macs", "match_macs", "merge_adds", "queries_kept", "keys_kept")
+OVERHEAD = ("match_macs", "merge_adds")
+
+
+@lru_cache(maxsize=64)
+def block_plan(n_tokens: int, per_frame: int, ns: int, nt: int, kept: float):
+    """(tokens (N,) in block order, block starts (B+1,), is_dst (N,) per position in that order,
+    merges (B,) sources merged per block, similarity MACs per feature): read-only arrays."""
+    blocks = block_tokens(n_tokens, per_frame, ns, nt)
+    tokens = np.concatenate(blocks)
+    starts = np.zeros(len(blocks) + 1, np.int64)
+    is_dst = np.zeros(n_tokens, np.bool_)
+    merges = np.zeros(len(blocks), np.int64)
+    sim_pairs = 0
+    for b, blk in enumerate(blocks):
+        starts[b + 1] = starts[b] + len(blk)
+        k, dst = destinations(len(blk), kept)
+        merges[b] = len(blk) - k
+        is_dst[starts[b] + dst] = True
+        if merges[b]:
+            sim_pairs += (len(blk) - len(dst)) * len(dst)
+    for a in (tokens, starts, is_dst, merges):
+        a.flags.writeable = False
+    return tokens, starts, is_dst, merges, sim_pairs
+
+
+@njit
+def _unit_rows(x):
+    """x (N, c) rows scaled to unit length (float32; zero rows stay zero)."""
+    n, c = x.shape
+    u = np.empty((n, c), np.float32)
+    for i in range(n):
+        s = np.float32(0.0)
+        for j in range(c):
+            s += x[i, j] * x[i, j]
+        inv = np.float32(1.0) / np.float32(max(math.sqrt(s), 1e-12))
+        for j in range(c):
+            u[i, j] = x[i, j] * inv
+    return u
+
+
+@njit
+def _number_groups(parent, group):
+    """group[i] = index of parent[i]'s group, groups numbered by their first token; returns the count.
+    parent[i] is a member of i's group whose own parent is itself."""
+    n = parent.shape[0]
+    number = np.full(n, -1, np.int64)
+    m = 0
+    for i in range(n):
+        r = parent[i]
+        if number[r] < 0:
+            number[r] = m
+            m += 1
+        group[i] = number[r]
+    return m
+
+
+@njit
+def match_groups(x, tokens, starts, is_dst, merges, group):
+    """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count."""
+    n = x.shape[0]
+    u = _unit_rows(x)
+    parent = np.arange(n)
+    c = x.shape[1]
+    for b in range(starts.shape[0] - 1):
+        r = merges[b]
+        if r == 0:
+            continue
+        s0, s1 = starts[b], starts[b + 1]
+        n_src = 0
+        for p in range(s0, s1):
+            n_src += not is_dst[p]
+        src = np.empty(n_src, np.int64)
+        best = np.empty(n_src, np.int64)
+        score = np.empty(n_src, np.float32)
+        i = 0
+        for p in range(s0, s1):
+            if is_dst[p]:
+                continue
+            ts = tokens[p]
+            top, arg = np.float32(-np.inf), -1
+            for q in range(s0, s1):
+                if not is_dst[q]:
+                    continue
+                td = tokens[q]
+                dot = np.float32(0.0)
+                for j in range(c):
+                    dot += u[ts, j] * u[td, j]
+                if dot > top:
+                    top, arg = dot, td
+            src[i], best[i], score[i] = ts, arg, top
+            i += 1
+        order = np.argsort(-score, kind="mergesort")      # stable: the earlier source on ties
+        for t in range(r):
+            parent[src[order[t]]] = best[order[t]]
+    return _number_groups(parent, group)
+
+
+@njit
+def _means(x, group, m, sizes, out):
+    """out[:m] = the means of x's rows per group; sizes[:m] the group sizes."""
+    d = x.shape[1]
+    out[:m] = 0.0
+    sizes[:m] = 0.0
+    for i in range(x.shape[0]):
+        g = group[i]
+        sizes[g] += 1.0
+        for j in range(d):
+            out[g, j] += x[i, j]
+    for g in range(m):
+        inv = np.float32(1.0) / sizes[g]
+        for j in range(d):
+            out[g, j] *= inv
+
+
+@njit
+def split_outliers(q, groups, counts, n_out):
+    """reference.split_outliers on groups (heads, N) in place; counts (heads,) updated."""
+    heads, n, d = q.shape
+    if n_out == 0:
+        return
+    dist = np.zeros(n, np.float64)
+    means = np.empty((n, d), np.float32)
+    sizes = np.empty(n, np.float32)
+    for h in range(heads):
+        _means(q[h], groups[h], counts[h], sizes, means)
+        for i in range(n):
+            s = 0.0
+            g = groups[h, i]
+            for j in range(d):
+                e = q[h, i, j] - means[g, j]
+                s += e * e
+            dist[i] += math.sqrt(s)
+    order = np.argsort(-dist, kind="mergesort")
+    out = np.zeros(n, np.bool_)
+    for t in range(n_out):
+        out[order[t]] = True
+    parent = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    for h in range(heads):
+        first[:] = -1
+        for i in range(n):
+            if not out[i] and first[groups[h, i]] < 0:
+                first[groups[h, i]] = i
+        for i in range(n):
+            parent[i] = i if out[i] else first[groups[h, i]]
+        counts[h] = _number_groups(parent, groups[h])
+
+
+@njit
+def merge_heads(x, groups, counts, out, sizes):
+    """out[h, :counts[h]] = the group means of x[h] (heads, N, d); rows past a head's count zero;
+    sizes (heads, M) the group sizes (0 past the count)."""
+    for h in range(x.shape[0]):
+        out[h] = 0.0
+        sizes[h] = 0.0
+        _means(x[h], groups[h], counts[h], sizes[h], out[h])
+
+
+@njit
+def log_sizes(sizes, bias):
+    """bias = log(sizes), and -1e30 for padding rows (size 0): no weight in the softmax."""
+    for h in range(sizes.shape[0]):
+        for t in range(sizes.shape[1]):
+            bias[h, t] = np.log(sizes[h, t]) if sizes[h, t] > 0 else np.float32(-1e30)
+
+
+@njit
+def unmerge(o, groups, out):
+    """out[h, i] = o[h, groups[h, i]]."""
+    for h in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[h, i] = o[h, groups[h, i]]
+
+
+def attention(q, k, v, bias, scale, out):
+    """out (H, M, d) = softmax(q k^T * scale + bias) v over the heads: the dense kernel's core too.
+    The two products on the BLAS (batched over heads), the softmax in softmax.py's loops."""
+    s = np.matmul(q, k.transpose(0, 2, 1))
+    softmax_rows(s, bias, np.float32(scale))
+    return np.matmul(s, v, out=out)
+
+
+def _matched(x, plan, uniform, groups, counts):
+    """Per-head groups of x (heads, N, d) into groups (heads, N), counts (heads,)."""
+    tokens, starts, is_dst, merges, _ = plan
+    heads, n, d = x.shape
+    if not merges.any():
+        groups[:] = np.arange(n)
+        counts[:] = n
+    elif uniform:
+        counts[0] = match_groups(np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, heads * d), tokens,
+                                 starts, is_dst, merges, groups[0])
+        groups[1:] = groups[0]
+        counts[1:] = counts[0]
+    else:
+        for h in range(heads):
+            counts[h] = match_groups(x[h], tokens, starts, is_dst, merges, groups[h])
+
+
+def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """(out (heads, N, d), counters (len(FIELDS),) int64) for one image; q, k, v (heads, N, d)."""
+    q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
+    heads, n, d = q.shape
+    uniform = config.mode == "uniform"
+    plan_q = block_plan(n, per_frame, config.ns, config.nt, config.q)
+    plan_k = block_plan(n, per_frame, config.ns, config.nt, config.kv)
+    gq, gk = np.empty((heads, n), np.int64), np.empty((heads, n), np.int64)
+    mq, mk = np.empty(heads, np.int64), np.empty(heads, np.int64)
+    _matched(q, plan_q, uniform, gq, mq)
+    n_out = int(round(config.outliers * n))
+    split_outliers(q, gq, mq, n_out)
+    _matched(k, plan_k, uniform, gk, mk)
+    if out is None:
+        out = np.empty((heads, n, d), np.float32)
+    m_q, m_k = int(mq.max()), int(mk.max())
+    qm, qs = np.empty((heads, m_q, d), np.float32), np.empty((heads, m_q), np.float32)
+    km, ks = np.empty((heads, m_k, d), np.float32), np.empty((heads, m_k), np.float32)
+    vm = np.empty((heads, m_k, d), np.float32)
+    merge_heads(q, gq, mq, qm, qs)
+    merge_heads(k, gk, mk, km, ks)
+    merge_heads(v, gk, mk, vm, ks)
+    bias = np.empty((heads, m_k), np.float32)
+    log_sizes(ks, bias)
+    unmerge(attention(qm, km, vm, bias, scale, np.empty((heads, m_q, d), np.float32)), gq, out)
+    return out, counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out)
+
+
+def counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out) -> np.ndarray:
+    """FIELDS for one image. match_macs: unit-length scaling (a MAC per feature) and the
+    similarities of every matching, plus the outliers' distances; merge_adds: a feature per token and
+    merged tensor (q when its queries merge, k and v when theirs do)."""
+    match = merged = 0
+    for plan, tensors in ((plan_q, 1), (plan_k, 2)):
+        if plan[3].any():
+            width = heads * d                     # head-wise: heads matchings of d features each
+            match += n * width + plan[4] * width  # uniform: one matching of heads*d features
+            merged += tensors * heads * n * d
+    if n_out:
+        match += heads * n * d
+    executed = int(2 * d * np.dot(mq, mk))
+    return np.array([2 * heads * n * n * d, executed, match, merged, int(mq.sum()), int(mk.sum())], np.int64)
