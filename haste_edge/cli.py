@@ -85,8 +85,14 @@ def _input_spec(model, args) -> dict:
 
 def _load(args):
     model = load(args.model)
+    if getattr(args, "haste", None) and getattr(args, "httm", None):
+        raise InputError("--haste and --httm: one compression method at a time")
     if getattr(args, "haste", None):
         model.set_haste(args.haste)
+    if getattr(args, "httm", None):
+        if not model.set_httm(args.httm):
+            raise InputError(f"--httm: {model.path} has no attention layer to merge tokens in "
+                             f"(ScaledDotProductAttention nodes after `start`)")
     return model
 
 
@@ -100,6 +106,14 @@ def _mac_report(model) -> str:
         return (f"dense MACs: {_fmt_macs(st['dense_macs'])} per image; PROM's {len(model.compressed)} layers did "
                 f"{m['int8_mults']} int8 multiplications, {m['int32_adds']} int32 additions, {m['fp32_mults']} fp32 "
                 f"multiplications (scales, quantisation) and {m['fp32_adds']} fp32 additions (biases) per image")
+    if model.compression_name == "httm":
+        from .httm.method import attention_summary
+        a = attention_summary(model.last_stats())
+        return (f"dense MACs: {_fmt_macs(st['dense_macs'])}, executed: {_fmt_macs(st['executed_macs'])} "
+                f"+ {_fmt_macs(st['overhead_ops'])} HTTM matching and merging ops per image (mean); attention "
+                f"layers: {_fmt_macs(a['dense_macs'])} dense -> {_fmt_macs(a['executed_macs'])} executed, "
+                f"{a['queries_kept']:.1%} of queries and {a['keys_kept']:.1%} of keys kept; HTTM on "
+                f"{len(model.compressed)} attention layers")
     return (f"dense MACs: {_fmt_macs(st['dense_macs'])}, executed: {_fmt_macs(st['executed_macs'])} "
             f"+ {_fmt_macs(st['overhead_ops'])} HASTE overhead ops per image (mean); "
             f"saved {st['reduction']:.1%} without overhead, {st['reduction_with_overhead']:.1%} with it "
@@ -334,7 +348,7 @@ def cmd_bench(args):
     # --runs and --seconds exclude each other; neither: 100 runs
     opts = BenchOptions(runs=None if args.seconds is not None else (args.runs or 100), seconds=args.seconds,
                         warmup=args.warmup, input=args.input, idle_seconds=args.idle_seconds)
-    result = run_bench(args.model, args.haste, opts)
+    result = run_bench(args.model, args.haste, opts, httm=args.httm)
     print(format_report(result))
     if args.json:
         write_json(args.json, result)
@@ -348,6 +362,10 @@ def cmd_warmup(args):
                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_warmup(res))
 
+
+HTTM_HELP = ("merge tokens in attention per head (HTTM), e.g. q=0.5,kv=0.3 (kept fractions of queries and "
+             "keys/values; ns patches x nt frames per matching block, outliers fraction kept unmerged, "
+             "mode=head|uniform, start first merged layer), or a named setting: fast")
 
 HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
               "start first compressed conv, 1x1 on/off, strided on/off), or a named setting: fast, "
@@ -430,12 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=_positive, default=3, help="labels shown per image (default 3)")
     c.add_argument("--runs", type=_positive, default=5, help="timed runs; the median is reported (default 5)")
     c.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    c.add_argument("--httm", default=None, metavar="SPEC", help=HTTM_HELP)
     _add_preprocess(c)
     c.set_defaults(func=cmd_classify)
 
     f = sub.add_parser("profile", help="per-layer time, dense and executed MACs, sorted by time")
     _add_model(f, positional=True)
     f.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    f.add_argument("--httm", default=None, metavar="SPEC", help=HTTM_HELP)
     f.add_argument("--input", default=None, metavar="IMAGE", help="an image (default: random input)")
     f.add_argument("--runs", type=_positive, default=20, help="profiled runs averaged (default 20)")
     _add_preprocess(f)
@@ -444,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="start-up, latency, memory, MACs and energy per inference")
     _add_model(b, positional=True)
     b.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    b.add_argument("--httm", default=None, metavar="SPEC", help=HTTM_HELP)
     n = b.add_mutually_exclusive_group()
     n.add_argument("--runs", type=int, default=None, help="timed runs (default 100)")
     n.add_argument("--seconds", type=float, default=None, help="time runs for this long instead")
@@ -499,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=_int_at_least(0), default=0, help="use only the first N images (0: all)")
     e.add_argument("--batch", type=_positive, default=50, help="images per inference (default 50)")
     e.add_argument("--haste", default=None, metavar="SPEC", help=HASTE_HELP)
+    e.add_argument("--httm", default=None, metavar="SPEC", help=HTTM_HELP)
     _add_preprocess(e)
     e.set_defaults(func=cmd_eval)
     return p

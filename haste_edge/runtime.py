@@ -491,6 +491,12 @@ class Model:
         layers = self.compress(None if config is None else Haste(config))
         return {name: layer.setting for name, layer in layers.items()}
 
+    def set_httm(self, config=None) -> dict:
+        """Shorthand for compress(Httm(config)) (an HttmConfig or a spec like "q=0.5,kv=0.5"; tokens
+        per frame from the model's sidecar), or compress(None). Returns {attention node: layer}."""
+        from .httm.method import Httm, tokens_per_frame
+        return self.compress(None if config is None else Httm(config, tokens_per_frame(self.meta)))
+
     def last_stats(self):
         """RunStats of this thread's last run: dense and executed MACs per layer and per image,
         and the compression method's overhead."""

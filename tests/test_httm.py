@@ -104,7 +104,7 @@ def test_outliers_stay_unmerged_in_every_head():
     q[:, 60] *= 8                                # far from anything it could merge with
     plan = kernel.block_plan(98, 49, 16, 2, 0.5)
     groups, counts = np.empty((3, 98), np.int64), np.empty(3, np.int64)
-    kernel._matched(q, plan, False, groups, counts)
+    kernel._match_heads(q, *plan[:4], False, groups, counts)
     kernel.split_outliers(q, groups, counts, 5)
     for h in range(3):
         assert np.count_nonzero(groups[h] == groups[h, 60]) == 1

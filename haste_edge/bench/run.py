@@ -73,13 +73,13 @@ def _energy(meter, probe, idle_w, idle_window, joules, window, runs) -> dict:
 
 
 def run_bench(model_path=None, haste: str | None = None, opts: BenchOptions | None = None,
-              stream=None, clock=time.perf_counter) -> dict:
+              stream=None, clock=time.perf_counter, httm: str | None = None) -> dict:
     from haste_edge import DEFAULT_MODEL, load
     from haste_edge.energy import MeterUnavailable, measure_idle_watts, probe_meter
     from haste_edge.jit import CACHE_DIR
     opts = opts or BenchOptions()
     res = {"format": FORMAT, "version": FORMAT_VERSION, "interrupted": False,
-           "model": {"path": str(model_path or DEFAULT_MODEL), "haste": haste},
+           "model": {"path": str(model_path or DEFAULT_MODEL), "haste": haste, "httm": httm},
            "settings": {"runs": opts.runs, "seconds": opts.seconds, "warmup": opts.warmup,
                         "batch": 1, "idle_seconds": opts.idle_seconds}}
     meter = None
@@ -88,6 +88,8 @@ def run_bench(model_path=None, haste: str | None = None, opts: BenchOptions | No
         model = load(model_path)
         if haste:
             res["model"]["haste_convs"] = len(model.set_haste(haste))
+        if httm:
+            res["model"]["httm_layers"] = len(model.set_httm(httm))
         res["load_s"] = clock() - t0
         res["peak_rss_after_load_mib"] = peak_rss_mib()
         inputs, res["settings"]["input"] = make_inputs(model, opts.input)

@@ -2,8 +2,8 @@
 a time, float32, with the same groups (same matching, same tie rules) and counters.
 
 Block layouts are prepared once per (tokens, tokens per frame, ns, nt, kept) in Python
-(`block_plan`) and passed as flat arrays. Attention on the merged sets (`attention`, also the dense
-kernel's core): the group means of every head padded to the largest head's count (heads differ
+(`block_plan`) and passed as flat arrays. Attention on the merged sets is the dense kernel's
+(ops/attention.py): the group means of every head padded to the largest head's count (heads differ
 only by their outliers; padded keys get a -1e30 score), two batched products on the BLAS and the
 softmax of softmax.py.
 """
@@ -16,9 +16,9 @@ import numpy as np
 
 from haste_edge.httm.reference import block_tokens, destinations
 from haste_edge.jit import njit
-from haste_edge.softmax import softmax_rows
+from haste_edge.ops.attention import attention
 
-FIELDS = ("dense_macs", "executed_macs", "match_macs", "merge_adds", "queries_kept", "keys_kept")
+FIELDS = ("dense_macs", "executed_macs", "match_macs", "merge_adds", "queries_kept", "keys_kept", "head_tokens")
 OVERHEAD = ("match_macs", "merge_adds")
 
 
@@ -77,43 +77,77 @@ def _number_groups(parent, group):
 
 @njit
 def match_groups(x, tokens, starts, is_dst, merges, group):
-    """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count."""
-    n = x.shape[0]
+    """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count.
+    Per block the destinations' unit vectors are gathered into contiguous rows, each similarity a
+    unit-stride dot product; the sources ranked by an insertion sort (blocks are small)."""
+    n, c = x.shape
     u = _unit_rows(x)
     parent = np.arange(n)
-    c = x.shape[1]
+    width = 0
+    for b in range(starts.shape[0] - 1):
+        width = max(width, starts[b + 1] - starts[b])
+    dsts = np.empty((width, c), np.float32)
+    dst_tok = np.empty(width, np.int64)
+    src = np.empty(width, np.int64)
+    best = np.empty(width, np.int64)
+    score = np.empty(width, np.float32)
+    order = np.empty(width, np.int64)
     for b in range(starts.shape[0] - 1):
         r = merges[b]
         if r == 0:
             continue
-        s0, s1 = starts[b], starts[b + 1]
-        n_src = 0
-        for p in range(s0, s1):
-            n_src += not is_dst[p]
-        src = np.empty(n_src, np.int64)
-        best = np.empty(n_src, np.int64)
-        score = np.empty(n_src, np.float32)
-        i = 0
-        for p in range(s0, s1):
+        n_dst = n_src = 0
+        for p in range(starts[b], starts[b + 1]):
+            t = tokens[p]
             if is_dst[p]:
-                continue
-            ts = tokens[p]
-            top, arg = np.float32(-np.inf), -1
-            for q in range(s0, s1):
-                if not is_dst[q]:
-                    continue
-                td = tokens[q]
+                dst_tok[n_dst] = t
+                dsts[n_dst] = u[t]
+                n_dst += 1
+            else:
+                src[n_src] = t
+                n_src += 1
+        for i in range(n_src):
+            ui = u[src[i]]
+            top, arg = np.float32(-np.inf), 0
+            for t in range(n_dst):
+                dt = dsts[t]
                 dot = np.float32(0.0)
                 for j in range(c):
-                    dot += u[ts, j] * u[td, j]
-                if dot > top:
-                    top, arg = dot, td
-            src[i], best[i], score[i] = ts, arg, top
-            i += 1
-        order = np.argsort(-score, kind="mergesort")      # stable: the earlier source on ties
+                    dot += ui[j] * dt[j]
+                if dot > top:                              # the first maximum on ties
+                    top, arg = dot, t
+            best[i], score[i] = dst_tok[arg], top
+        for i in range(n_src):                             # by score, the earlier source on ties
+            o, j = i, i - 1
+            while j >= 0 and score[order[j]] < score[o]:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = o
         for t in range(r):
             parent[src[order[t]]] = best[order[t]]
     return _number_groups(parent, group)
+
+
+@njit
+def _match_heads(x, tokens, starts, is_dst, merges, uniform, groups, counts):
+    """Per-head groups of x (heads, N, d) into groups (heads, N), counts (heads,)."""
+    heads, n, d = x.shape
+    if merges.sum() == 0:
+        for h in range(heads):
+            for i in range(n):
+                groups[h, i] = i
+            counts[h] = n
+    elif uniform:
+        side = np.empty((n, heads * d), np.float32)        # the heads' vectors side by side
+        for h in range(heads):
+            side[:, h * d:(h + 1) * d] = x[h]
+        counts[0] = match_groups(side, tokens, starts, is_dst, merges, groups[0])
+        for h in range(1, heads):
+            groups[h] = groups[0]
+            counts[h] = counts[0]
+    else:
+        for h in range(heads):
+            counts[h] = match_groups(x[h], tokens, starts, is_dst, merges, groups[h])
 
 
 @njit
@@ -193,47 +227,18 @@ def unmerge(o, groups, out):
             out[h, i] = o[h, groups[h, i]]
 
 
-def attention(q, k, v, bias, scale, out):
-    """out (H, M, d) = softmax(q k^T * scale + bias) v over the heads: the dense kernel's core too.
-    The two products on the BLAS (batched over heads), the softmax in softmax.py's loops."""
-    s = np.matmul(q, k.transpose(0, 2, 1))
-    softmax_rows(s, bias, np.float32(scale))
-    return np.matmul(s, v, out=out)
-
-
-def _matched(x, plan, uniform, groups, counts):
-    """Per-head groups of x (heads, N, d) into groups (heads, N), counts (heads,)."""
-    tokens, starts, is_dst, merges, _ = plan
-    heads, n, d = x.shape
-    if not merges.any():
-        groups[:] = np.arange(n)
-        counts[:] = n
-    elif uniform:
-        counts[0] = match_groups(np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, heads * d), tokens,
-                                 starts, is_dst, merges, groups[0])
-        groups[1:] = groups[0]
-        counts[1:] = counts[0]
-    else:
-        for h in range(heads):
-            counts[h] = match_groups(x[h], tokens, starts, is_dst, merges, groups[h])
-
-
-def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None) -> tuple[np.ndarray, np.ndarray]:
-    """(out (heads, N, d), counters (len(FIELDS),) int64) for one image; q, k, v (heads, N, d)."""
-    q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
+@njit
+def merge_inputs(q, k, v, q_plan, k_plan, uniform, n_out):
+    """Matching, outliers and merging of one image's q, k, v (heads, N, d): (query groups (heads,
+    N), merged q (heads, Mq, d), merged k and v (heads, Mk, d), key bias (heads, Mk): log sizes,
+    -1e30 on padding, group counts per head of queries and of keys)."""
     heads, n, d = q.shape
-    uniform = config.mode == "uniform"
-    plan_q = block_plan(n, per_frame, config.ns, config.nt, config.q)
-    plan_k = block_plan(n, per_frame, config.ns, config.nt, config.kv)
     gq, gk = np.empty((heads, n), np.int64), np.empty((heads, n), np.int64)
     mq, mk = np.empty(heads, np.int64), np.empty(heads, np.int64)
-    _matched(q, plan_q, uniform, gq, mq)
-    n_out = int(round(config.outliers * n))
+    _match_heads(q, q_plan[0], q_plan[1], q_plan[2], q_plan[3], uniform, gq, mq)
     split_outliers(q, gq, mq, n_out)
-    _matched(k, plan_k, uniform, gk, mk)
-    if out is None:
-        out = np.empty((heads, n, d), np.float32)
-    m_q, m_k = int(mq.max()), int(mk.max())
+    _match_heads(k, k_plan[0], k_plan[1], k_plan[2], k_plan[3], uniform, gk, mk)
+    m_q, m_k = mq.max(), mk.max()
     qm, qs = np.empty((heads, m_q, d), np.float32), np.empty((heads, m_q), np.float32)
     km, ks = np.empty((heads, m_k, d), np.float32), np.empty((heads, m_k), np.float32)
     vm = np.empty((heads, m_k, d), np.float32)
@@ -242,7 +247,26 @@ def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None) -> t
     merge_heads(v, gk, mk, vm, ks)
     bias = np.empty((heads, m_k), np.float32)
     log_sizes(ks, bias)
-    unmerge(attention(qm, km, vm, bias, scale, np.empty((heads, m_q, d), np.float32)), gq, out)
+    return gq, qm, km, vm, bias, mq, mk
+
+
+def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None, scores=None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(out (heads, N, d), counters (len(FIELDS),) int64) for one image; q, k, v (heads, N, d).
+    scores: float32 scratch of at least heads * N * N (a fresh (heads, N, N) array per call cost
+    as much again as the attention itself on 196 tokens: page faults)."""
+    q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
+    heads, n, d = q.shape
+    uniform = config.mode == "uniform"
+    plan_q = block_plan(n, per_frame, config.ns, config.nt, config.q)
+    plan_k = block_plan(n, per_frame, config.ns, config.nt, config.kv)
+    n_out = int(round(config.outliers * n))
+    gq, qm, km, vm, bias, mq, mk = merge_inputs(q, k, v, plan_q[:4], plan_k[:4], uniform, n_out)
+    if out is None:
+        out = np.empty((heads, n, d), np.float32)
+    m_q, m_k = qm.shape[1], km.shape[1]
+    s = None if scores is None else scores[:heads * m_q * m_k].reshape(heads, m_q, m_k)
+    unmerge(attention(qm, km, vm, bias, scale, np.empty(qm.shape, np.float32), s), gq, out)
     return out, counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out)
 
 
@@ -259,4 +283,5 @@ def counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out) -> np.ndarray:
     if n_out:
         match += heads * n * d
     executed = int(2 * d * np.dot(mq, mk))
-    return np.array([2 * heads * n * n * d, executed, match, merged, int(mq.sum()), int(mk.sum())], np.int64)
+    return np.array([2 * heads * n * n * d, executed, match, merged, int(mq.sum()), int(mk.sum()), heads * n],
+                    np.int64)
