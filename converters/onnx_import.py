@@ -322,7 +322,8 @@ def _type_name(elem_type: int) -> str:
 
 
 def _sidecar(path: Path) -> dict:
-    """Preprocessing and labels from `<model>.json` beside the model, when present."""
+    """Preprocessing, labels and the architecture's description (HTTM reads tokens_per_frame there) from
+    `<model>.json` beside the model, when present."""
     side = path.with_suffix(".json")
     if not side.is_file():
         return {}
@@ -330,4 +331,4 @@ def _sidecar(path: Path) -> dict:
         info = json.loads(side.read_text())
     except (OSError, ValueError) as e:
         raise ModelFileError(f"{side}: unreadable model description: {e}") from None
-    return {k: info[k] for k in ("name", "dataset", "input", "labels") if k in info}
+    return {k: info[k] for k in ("name", "dataset", "input", "labels", "architecture") if k in info}

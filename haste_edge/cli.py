@@ -302,7 +302,7 @@ def cmd_eval(args):
         total = len(items)
     else:
         from .datasets import load_fashion_mnist
-        from .preprocess import normalise
+        from .preprocess import frame_views, normalise
         _check_fashion_mnist(args.fashion_mnist or FASHION_MNIST_DIR)
         images, labels = load_fashion_mnist("test", root=args.fashion_mnist)
         if args.limit:
@@ -310,7 +310,8 @@ def cmd_eval(args):
 
         def batches():
             for i in range(0, len(images), args.batch):
-                x = np.stack([normalise(im.astype(np.float32), spec) for im in images[i:i + args.batch]])
+                x = frame_views(np.stack([normalise(im.astype(np.float32), spec)
+                                          for im in images[i:i + args.batch]]), spec)
                 yield x, labels[i:i + args.batch]
         total = len(images)
     correct = done = 0

@@ -2,7 +2,11 @@
 
 Keys of meta["input"]: mode ("L" or "RGB"), resize (short side, pixels), crop (centre crop, pixels),
 size ([H, W]: the image is stretched to it if still another size), scale (multiplies 0..255 values),
-mean and std (per channel, applied after scale), layout "NCHW".
+mean and std (per channel, applied after scale), layout "NCHW", and for a model that reads several
+frames of one item (a multi-frame transformer) frames: {"count": T, "shift": s, "noise": sigma,
+"seed": n}: frame 0 is the image, frame t > 0 a copy shifted by up to s pixels each way (the border
+black) with Gaussian noise of std sigma in normalised units (frame_views; the same batch always
+gets the same views).
 
 Pixel values reach `scale` on the 0..255 range of an 8-bit image, whatever the file stores:
 - 8-bit modes (L, P, RGB, CMYK, YCbCr, ...) go through Pillow's conversion; an alpha channel
@@ -105,7 +109,32 @@ def normalise(x: np.ndarray, spec: dict) -> np.ndarray:
 
 
 def load_batch(paths, spec: dict) -> np.ndarray:
-    return np.stack([load_image(p, spec) for p in paths])
+    return frame_views(np.stack([load_image(p, spec) for p in paths]), spec)
+
+
+def frame_views(x: np.ndarray, spec: dict) -> np.ndarray:
+    """(N, 1, H, W) normalised images -> (N, T, H, W) with spec["frames"] (module docstring);
+    x itself when the spec has no frames."""
+    frames = spec.get("frames") or {}
+    count = int(frames.get("count", 1))
+    if count <= 1:
+        return x
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise InputError(f"frames: views are made of one-channel images, got a batch of shape {x.shape}")
+    shift, noise = int(frames.get("shift", 2)), np.float32(frames.get("noise", 0.1))
+    rng = np.random.default_rng(int(frames.get("seed", 0)))
+    black = np.float32((0.0 - np.float32(spec.get("mean", [0.0])[0])) / np.float32(spec.get("std", [1.0])[0]))
+    n, _, h, w = x.shape
+    padded = np.full((n, h + 2 * shift, w + 2 * shift), black, np.float32)
+    padded[:, shift:shift + h, shift:shift + w] = x[:, 0]
+    out = np.empty((n, count, h, w), np.float32)
+    out[:, 0] = x[:, 0]
+    for t in range(1, count):
+        dy, dx = rng.integers(0, 2 * shift + 1, n), rng.integers(0, 2 * shift + 1, n)
+        for i in range(n):
+            out[i, t] = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[:, t] += noise * rng.standard_normal((n, h, w)).astype(np.float32)
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

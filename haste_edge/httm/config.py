@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields, replace
 class HttmConfig:
     q: float = 1.0
     kv: float = 1.0
-    ns: int = 16
-    nt: int = 2
+    ns: int = 8
+    nt: int = 4
     outliers: float = 0.0
     mode: str = "head"
     start: int = 0

@@ -25,7 +25,8 @@ OVERHEAD = ("match_macs", "merge_adds")
 @lru_cache(maxsize=64)
 def block_plan(n_tokens: int, per_frame: int, ns: int, nt: int, kept: float):
     """(tokens (N,) in block order, block starts (B+1,), is_dst (N,) per position in that order,
-    merges (B,) sources merged per block, similarity MACs per feature): read-only arrays."""
+    merges (B,) sources merged per block, similarity pairs (MACs per feature), whether any merge):
+    the arrays read-only."""
     blocks = block_tokens(n_tokens, per_frame, ns, nt)
     tokens = np.concatenate(blocks)
     starts = np.zeros(len(blocks) + 1, np.int64)
@@ -41,7 +42,7 @@ def block_plan(n_tokens: int, per_frame: int, ns: int, nt: int, kept: float):
             sim_pairs += (len(blk) - len(dst)) * len(dst)
     for a in (tokens, starts, is_dst, merges):
         a.flags.writeable = False
-    return tokens, starts, is_dst, merges, sim_pairs
+    return tokens, starts, is_dst, merges, sim_pairs, bool(merges.any())
 
 
 @njit
@@ -276,12 +277,12 @@ def counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out) -> np.ndarray:
     merged tensor (q when its queries merge, k and v when theirs do)."""
     match = merged = 0
     for plan, tensors in ((plan_q, 1), (plan_k, 2)):
-        if plan[3].any():
+        if plan[5]:
             width = heads * d                     # head-wise: heads matchings of d features each
             match += n * width + plan[4] * width  # uniform: one matching of heads*d features
             merged += tensors * heads * n * d
     if n_out:
         match += heads * n * d
-    executed = int(2 * d * np.dot(mq, mk))
-    return np.array([2 * heads * n * n * d, executed, match, merged, int(mq.sum()), int(mk.sum()), heads * n],
-                    np.int64)
+    mq, mk = mq.tolist(), mk.tolist()
+    executed = 2 * d * sum(a * b for a, b in zip(mq, mk))
+    return np.array([2 * heads * n * n * d, executed, match, merged, sum(mq), sum(mk), heads * n], np.int64)

@@ -19,9 +19,9 @@ OP = "ScaledDotProductAttention"
 
 
 def tokens_per_frame(meta: dict) -> int:
-    """Tokens of one frame from a model's sidecar ("tokens_per_frame"), 0 when it has none (then
-    every attention's tokens are one frame)."""
-    return int(meta.get("tokens_per_frame", 0) or 0)
+    """Tokens of one frame from a model's sidecar (architecture.tokens_per_frame), 0 when it has
+    none (then every attention's tokens are one frame)."""
+    return int((meta.get("architecture") or {}).get("tokens_per_frame", 0) or 0)
 
 
 def attention_summary(stats) -> dict:
