@@ -711,7 +711,8 @@ def every_other_upto16(typingctx, src, s_off, dst, d_off, n):
     return sig, codegen
 
 
-def _make_tile(mr, nv, vw):
+def make_tile(mr, nv, vw):
+    """The tile above (MR x NV*VW), vector IR or its scalar twin (HASTE_EDGE_MICROKERNEL=scalar)."""
     return _make_scalar_tile(mr, nv * vw) if TARGET["kind"] == "scalar" else _make_vector_tile(mr, nv, vw)
 
 
@@ -722,9 +723,9 @@ def _make_lanes_tile(mr, nv, vw, a_step):
 
 
 # one global per variant: a compiled kernel must see its tile as a constant
-tile0 = _make_tile(*SHAPES[0])
-tile1 = _make_tile(*SHAPES[1])
-tile2 = _make_tile(*SHAPES[2])
+tile0 = make_tile(*SHAPES[0])
+tile1 = make_tile(*SHAPES[1])
+tile2 = make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from haste_edge import microkernel as mk
 from haste_edge.httm.reference import block_tokens, destinations
 from haste_edge.jit import njit
 from haste_edge.ops.attention import attention
@@ -24,43 +25,49 @@ OVERHEAD = ("match_macs", "merge_adds")
 
 @lru_cache(maxsize=64)
 def block_plan(n_tokens: int, per_frame: int, ns: int, nt: int, kept: float):
-    """(tokens (N,) in block order, block starts (B+1,), is_dst (N,) per position in that order,
-    merges (B,) sources merged per block, similarity pairs (MACs per feature), whether any merge):
-    the arrays read-only."""
+    """(tokens (N,): each block's destinations, then its sources, each in block order; block starts
+    (B+1,); destinations per block (B,); sources merged per block (B,); similarity pairs (MACs per
+    feature); whether any merge): the arrays read-only."""
     blocks = block_tokens(n_tokens, per_frame, ns, nt)
-    tokens = np.concatenate(blocks)
+    tokens = np.empty(n_tokens, np.int64)
     starts = np.zeros(len(blocks) + 1, np.int64)
-    is_dst = np.zeros(n_tokens, np.bool_)
+    n_dst = np.zeros(len(blocks), np.int64)
     merges = np.zeros(len(blocks), np.int64)
     sim_pairs = 0
     for b, blk in enumerate(blocks):
         starts[b + 1] = starts[b] + len(blk)
+        s0 = starts[b]
         k, dst = destinations(len(blk), kept)
+        is_dst = np.zeros(len(blk), np.bool_)
+        is_dst[dst] = True
+        tokens[s0:s0 + len(blk)] = np.concatenate([blk[is_dst], blk[~is_dst]])
+        n_dst[b] = len(dst)
         merges[b] = len(blk) - k
-        is_dst[starts[b] + dst] = True
         if merges[b]:
             sim_pairs += (len(blk) - len(dst)) * len(dst)
-    for a in (tokens, starts, is_dst, merges):
+    for a in (tokens, starts, n_dst, merges):
         a.flags.writeable = False
-    return tokens, starts, is_dst, merges, sim_pairs, bool(merges.any())
+    return tokens, starts, n_dst, merges, sim_pairs, bool(merges.any())
 
 
-@njit
-def _unit_rows(x):
-    """x (N, c) rows scaled to unit length (float32; zero rows stay zero)."""
+@njit(error_model="numpy")
+def _unit_columns(x, tokens, width):
+    """(c, width) float32: column p is x[tokens[p]] scaled to unit length (zero rows stay zero);
+    columns past N are zero (the similarity tile reads 16 at a time)."""
     n, c = x.shape
-    u = np.empty((n, c), np.float32)
-    for i in range(n):
+    ut = np.zeros((c, width), np.float32)
+    for p in range(n):
+        t = tokens[p]
         s = np.float32(0.0)
-        for j in range(c):
-            s += x[i, j] * x[i, j]
+        for k in range(c):
+            s += x[t, k] * x[t, k]
         inv = np.float32(1.0) / np.float32(max(math.sqrt(s), 1e-12))
-        for j in range(c):
-            u[i, j] = x[i, j] * inv
-    return u
+        for k in range(c):
+            ut[k, p] = x[t, k] * inv
+    return ut
 
 
-@njit
+@njit(error_model="numpy")
 def _number_groups(parent, group):
     """group[i] = index of parent[i]'s group, groups numbered by their first token; returns the count.
     parent[i] is a member of i's group whose own parent is itself."""
@@ -76,48 +83,57 @@ def _number_groups(parent, group):
     return m
 
 
-@njit
-def match_groups(x, tokens, starts, is_dst, merges, group):
+# Similarities of 4 sources to 16 destinations per call: the microkernel's register tile (vector
+# IR, one <16 x float> accumulator per source, the features as its k loop); a unit-stride dot
+# product per pair reached 5 GMAC/s on 32 features (horizontal sums), and matching then took more
+# time than the attention it saved.
+_SIM_MR, _SIM_NR = 4, 16
+_sim_tile = mk.make_tile(_SIM_MR, 1, _SIM_NR)
+
+
+@njit(error_model="numpy")
+def match_groups(x, tokens, starts, n_dsts, merges, group):
     """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count.
-    Per block the destinations' unit vectors are gathered into contiguous rows, each similarity a
-    unit-stride dot product; the sources ranked by an insertion sort (blocks are small)."""
+    The unit vectors are laid out feature-major in block_plan's token order, so a block's
+    destinations are contiguous columns (the tile's B) and each run of 4 of its sources is copied
+    into the tile's A panel: the tile gives their similarities to 16 destinations at a time. The
+    sources are ranked by an insertion sort (blocks are small)."""
     n, c = x.shape
-    u = _unit_rows(x)
-    parent = np.arange(n)
-    width = 0
+    width = n + _SIM_NR
+    ut = _unit_columns(x, tokens, width)
+    utf = ut.reshape(-1)
+    offs = np.arange(c) * width
+    most = 0
     for b in range(starts.shape[0] - 1):
-        width = max(width, starts[b + 1] - starts[b])
-    dsts = np.empty((width, c), np.float32)
-    dst_tok = np.empty(width, np.int64)
-    src = np.empty(width, np.int64)
-    best = np.empty(width, np.int64)
-    score = np.empty(width, np.float32)
-    order = np.empty(width, np.int64)
+        most = max(most, starts[b + 1] - starts[b])
+    w = -(-most // _SIM_NR) * _SIM_NR
+    src_p = np.zeros(c * _SIM_MR, np.float32)       # src_p[k * 4 + i]: feature k of source i of a run
+    sims = np.empty(_SIM_MR * w, np.float32)         # sims[i * w + t]
+    no_bias = np.zeros(_SIM_MR, np.float32)
+    lo, hi = np.float32(-np.inf), np.float32(np.inf)
+    best = np.empty(most, np.int64)
+    score = np.empty(most, np.float32)
+    order = np.empty(most, np.int64)
+    parent = np.arange(n)
     for b in range(starts.shape[0] - 1):
         r = merges[b]
         if r == 0:
             continue
-        n_dst = n_src = 0
-        for p in range(starts[b], starts[b + 1]):
-            t = tokens[p]
-            if is_dst[p]:
-                dst_tok[n_dst] = t
-                dsts[n_dst] = u[t]
-                n_dst += 1
-            else:
-                src[n_src] = t
-                n_src += 1
-        for i in range(n_src):
-            ui = u[src[i]]
-            top, arg = np.float32(-np.inf), 0
-            for t in range(n_dst):
-                dt = dsts[t]
-                dot = np.float32(0.0)
-                for j in range(c):
-                    dot += ui[j] * dt[j]
-                if dot > top:                              # the first maximum on ties
-                    top, arg = dot, t
-            best[i], score[i] = dst_tok[arg], top
+        s0, n_dst = starts[b], n_dsts[b]
+        f0, n_src = s0 + n_dst, starts[b + 1] - s0 - n_dst          # the sources' first column
+        for i0 in range(0, n_src, _SIM_MR):
+            rows = min(_SIM_MR, n_src - i0)
+            for k in range(c):
+                for i in range(rows):
+                    src_p[k * _SIM_MR + i] = ut[k, f0 + i0 + i]
+            for t0 in range(0, n_dst, _SIM_NR):
+                _sim_tile(src_p, utf, offs, s0 + t0, c, sims, t0, w, no_bias, lo, hi)
+            for i in range(rows):
+                arg = 0
+                for t in range(1, n_dst):                  # the first maximum on ties
+                    if sims[i * w + t] > sims[i * w + arg]:
+                        arg = t
+                best[i0 + i], score[i0 + i] = tokens[s0 + arg], sims[i * w + arg]
         for i in range(n_src):                             # by score, the earlier source on ties
             o, j = i, i - 1
             while j >= 0 and score[order[j]] < score[o]:
@@ -125,12 +141,12 @@ def match_groups(x, tokens, starts, is_dst, merges, group):
                 j -= 1
             order[j + 1] = o
         for t in range(r):
-            parent[src[order[t]]] = best[order[t]]
+            parent[tokens[f0 + order[t]]] = best[order[t]]
     return _number_groups(parent, group)
 
 
-@njit
-def _match_heads(x, tokens, starts, is_dst, merges, uniform, groups, counts):
+@njit(error_model="numpy")
+def _match_heads(x, tokens, starts, n_dsts, merges, uniform, groups, counts):
     """Per-head groups of x (heads, N, d) into groups (heads, N), counts (heads,)."""
     heads, n, d = x.shape
     if merges.sum() == 0:
@@ -142,16 +158,16 @@ def _match_heads(x, tokens, starts, is_dst, merges, uniform, groups, counts):
         side = np.empty((n, heads * d), np.float32)        # the heads' vectors side by side
         for h in range(heads):
             side[:, h * d:(h + 1) * d] = x[h]
-        counts[0] = match_groups(side, tokens, starts, is_dst, merges, groups[0])
+        counts[0] = match_groups(side, tokens, starts, n_dsts, merges, groups[0])
         for h in range(1, heads):
             groups[h] = groups[0]
             counts[h] = counts[0]
     else:
         for h in range(heads):
-            counts[h] = match_groups(x[h], tokens, starts, is_dst, merges, groups[h])
+            counts[h] = match_groups(x[h], tokens, starts, n_dsts, merges, groups[h])
 
 
-@njit
+@njit(error_model="numpy")
 def _means(x, group, m, sizes, out):
     """out[:m] = the means of x's rows per group; sizes[:m] the group sizes."""
     d = x.shape[1]
@@ -168,7 +184,7 @@ def _means(x, group, m, sizes, out):
             out[g, j] *= inv
 
 
-@njit
+@njit(error_model="numpy")
 def split_outliers(q, groups, counts, n_out):
     """reference.split_outliers on groups (heads, N) in place; counts (heads,) updated."""
     heads, n, d = q.shape
@@ -202,7 +218,7 @@ def split_outliers(q, groups, counts, n_out):
         counts[h] = _number_groups(parent, groups[h])
 
 
-@njit
+@njit(error_model="numpy")
 def merge_heads(x, groups, counts, out, sizes):
     """out[h, :counts[h]] = the group means of x[h] (heads, N, d); rows past a head's count zero;
     sizes (heads, M) the group sizes (0 past the count)."""
@@ -212,7 +228,7 @@ def merge_heads(x, groups, counts, out, sizes):
         _means(x[h], groups[h], counts[h], sizes[h], out[h])
 
 
-@njit
+@njit(error_model="numpy")
 def log_sizes(sizes, bias):
     """bias = log(sizes), and -1e30 for padding rows (size 0): no weight in the softmax."""
     for h in range(sizes.shape[0]):
@@ -220,7 +236,7 @@ def log_sizes(sizes, bias):
             bias[h, t] = np.log(sizes[h, t]) if sizes[h, t] > 0 else np.float32(-1e30)
 
 
-@njit
+@njit(error_model="numpy")
 def unmerge(o, groups, out):
     """out[h, i] = o[h, groups[h, i]]."""
     for h in range(out.shape[0]):
@@ -228,7 +244,7 @@ def unmerge(o, groups, out):
             out[h, i] = o[h, groups[h, i]]
 
 
-@njit
+@njit(error_model="numpy")
 def merge_inputs(q, k, v, q_plan, k_plan, uniform, n_out):
     """Matching, outliers and merging of one image's q, k, v (heads, N, d): (query groups (heads,
     N), merged q (heads, Mq, d), merged k and v (heads, Mk, d), key bias (heads, Mk): log sizes,
