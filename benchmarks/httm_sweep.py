@@ -68,7 +68,7 @@ def accuracy(model, xs, labels):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="fashion_vit_t4")
-    ap.add_argument("--onnx", default=None, help="the model's ONNX file for onnxruntime (default: artifacts/vit/<model>.onnx)")
+    ap.add_argument("--onnx", default=None, help="the model's ONNX file for onnxruntime (default: models/<model>.onnx)")
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
@@ -91,7 +91,7 @@ def main():
               f"(+{macs[2] / 1e6:.2f} M), {time.perf_counter() - t0:.0f} s", flush=True)
 
     # timing: one image at a time, all settings and onnxruntime interleaved
-    onnx = args.onnx or ROOT / "artifacts" / "vit" / f"{tag}.onnx"
+    onnx = args.onnx or ROOT / "models" / f"{tag}.onnx"
     sess = ort_session(onnx, 1)
     name = base.input_names[0]
     images = np.concatenate(xs)[:args.runs]
