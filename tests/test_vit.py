@@ -119,3 +119,20 @@ def test_torch_layer_norm_export(tmp_path):
     with torch.no_grad():
         want = ln(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(Model(graph).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_bias_adds_fuse_and_match_unfused(monkeypatch):
+    """A Linear layer's MatMul -> Add(bias) runs as one MatMul step with the bias (runtime.py); the
+    bundled ViT gives the same logits both ways (up to the order of two float additions)."""
+    import haste_edge
+    from haste_edge import runtime
+    from haste_edge.preprocess import load_batch
+    model = haste_edge.load("fashion_vit")
+    x = load_batch(haste_edge.sample_images(), model.meta["input"])
+    fused = model.run({"input": x})["logits"]
+    steps = model.last_plan.steps
+    assert sum(st.op == "MatMul" and len(st.inputs) == 3 for st in steps) == 24
+    assert sum(st.op == "Add" for st in steps) == 38 - 24
+    monkeypatch.setattr(runtime, "FUSE_MATMUL_BIASES", False)
+    plain = haste_edge.load("fashion_vit").run({"input": x})["logits"]
+    np.testing.assert_allclose(fused, plain, rtol=0, atol=1e-5 * np.abs(plain).max())

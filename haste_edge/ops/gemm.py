@@ -196,13 +196,20 @@ def matmul_reference(inputs, attrs):
     batch, m, k, n, out = _matmul_dims(a.shape, b.shape)
     a3 = np.broadcast_to(a.reshape(a.shape[:-1] + (1, k)) if a.ndim == 1 else a, batch + (m, k))
     b3 = np.broadcast_to(b.reshape(b.shape + (1,)) if b.ndim == 1 else b, batch + (k, n))
-    return [np.einsum("...mk,...kn->...mn", a3, b3).reshape(out).astype(np.float32)]
+    y = np.einsum("...mk,...kn->...mn", a3, b3).reshape(out)
+    if len(inputs) > 2 and inputs[2] is not None:         # the bias the plan fused (runtime.py)
+        y = y + np.asarray(inputs[2], dtype=np.float64).reshape(-1)
+    return [y.astype(np.float32)]
 
 
 @register("MatMul", infer=matmul_infer, reference=matmul_reference, macs=matmul_macs, attrs=())
 def matmul(inputs, attrs, outs=None):
+    """A third input, a vector of the output's last size, is a bias the plan fused from the Add
+    that followed (runtime._fuse_matmul_biases)."""
     a, b = inputs[0], inputs[1]
     if outs is None:
         outs = [np.empty(matmul_infer([a.shape, b.shape], attrs)[0], dtype=np.float32)]
     np.matmul(a, b, out=outs[0])
+    if len(inputs) > 2 and inputs[2] is not None:
+        np.add(outs[0], inputs[2].reshape(-1), out=outs[0])
     return outs
