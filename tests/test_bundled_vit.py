@@ -88,3 +88,10 @@ def test_bad_httm_use_is_one_line(args, words, capsys):
     assert cli.main(args) != 0
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bench_with_httm_feeds_the_frames_and_names_the_method(capsys):
+    assert cli.main(["--threads", "1", "bench", "fashion_vit_t4", "--httm", "fast", "--runs", "3",
+                     "--idle-seconds", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "HTTM fast on 6 attention layers" in out and "HTTM overhead ops" in out

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from haste_edge.errors import InputError
-from haste_edge.preprocess import load_image
+from haste_edge.preprocess import load_batch
 
 N_RANDOM = 8
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -22,7 +22,7 @@ def _images(paths, model) -> list[np.ndarray]:
     spec = model.meta.get("input")
     if not spec:
         raise InputError(f"{model.path}: the model stores no image preprocessing; use --input random")
-    return [load_image(p, spec)[None] for p in paths]
+    return [load_batch([p], spec) for p in paths]        # a multi-frame model's views included
 
 
 def make_inputs(model, choice: str | None) -> tuple[list[np.ndarray], str]:

@@ -60,7 +60,8 @@ def _macs_lines(r: dict) -> list[str]:
              f"  executed: {_spread_line(m['executed'], _macs)}"]
     if m["overhead_ops"]["max"] > 0:
         pct = lambda v: f"{v:.1%}"  # noqa: E731
-        lines += [f"  HASTE overhead ops: {_spread_line(m['overhead_ops'], _macs)}",
+        method = "HTTM" if r["model"].get("httm") else "HASTE"
+        lines += [f"  {method} overhead ops: {_spread_line(m['overhead_ops'], _macs)}",
                   f"  saved: {_spread_line(m['saved'], pct)}; counting overhead as MACs: "
                   f"{_spread_line(m['saved_with_overhead'], pct)}"]
     return lines
@@ -90,6 +91,8 @@ def format_report(r: dict) -> str:
     model = Path(r["model"]["path"]).name
     mode = (f"HASTE {r['model']['haste']} on {r['model'].get('haste_convs', '?')} convs"
             if r["model"]["haste"] else "dense")
+    if r["model"].get("httm"):
+        mode = f"HTTM {r['model']['httm']} on {r['model'].get('httm_layers', '?')} attention layers"
     lines = [f"haste-edge bench: {model}, {mode}, batch 1"]
     if "machine" in r:
         lines += header_lines(r["machine"])
