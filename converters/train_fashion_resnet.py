@@ -137,6 +137,18 @@ def set_seeds(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seeded_run(threads: int, seed: int):
+    """Torch on `threads` threads, every generator seeded: (a torch Generator for the data order and
+    augmentation, log(msg) printing the seconds since this call)."""
+    torch.set_num_threads(threads)
+    set_seeds(seed)
+    start = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - start:6.0f} s] {msg}", flush=True)
+    return torch.Generator().manual_seed(seed), log
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_fashion_resnet import (FMNIST_MEAN, FMNIST_STD, augment, datasets, preprocess,  # noqa: E402
-                                  set_seeds, verify_onnx)
+                                  seeded_run, verify_onnx)
 from vit import FashionViT, export  # noqa: E402
 
 MODEL_NAME = "fashion_vit"
@@ -87,13 +87,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    set_seeds(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    t_start = time.time()
-
-    def log(msg):
-        print(f"[{time.time() - t_start:6.0f} s] {msg}", flush=True)
+    gen, log = seeded_run(args.threads, args.seed)
 
     train_x, train_y = datasets.load_fashion_mnist("train", args.data_root)
     test_x, test_y = datasets.load_fashion_mnist("test", args.data_root)
