@@ -84,9 +84,8 @@ def _number_groups(parent, group):
 
 
 # Similarities of 4 sources to 16 destinations per call: the microkernel's register tile (vector
-# IR, one <16 x float> accumulator per source, the features as its k loop); a unit-stride dot
-# product per pair reached 5 GMAC/s on 32 features (horizontal sums), and matching then took more
-# time than the attention it saved.
+# IR, one <16 x float> accumulator per source, the features as its k loop); a dot product per pair
+# ends in a horizontal sum, which on 32 features cost more than the products.
 _SIM_MR, _SIM_NR = 4, 16
 _sim_tile = mk.make_tile(_SIM_MR, 1, _SIM_NR)
 
@@ -270,8 +269,8 @@ def merge_inputs(q, k, v, q_plan, k_plan, uniform, n_out):
 def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None, scores=None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(out (heads, N, d), counters (len(FIELDS),) int64) for one image; q, k, v (heads, N, d).
-    scores: float32 scratch of at least heads * N * N (a fresh (heads, N, N) array per call cost
-    as much again as the attention itself on 196 tokens: page faults)."""
+    scores: float32 scratch of at least heads * N * N (kept by the layer: a fresh array this size
+    per call page-faults)."""
     q, k, v = (np.ascontiguousarray(a, np.float32) for a in (q, k, v))
     heads, n, d = q.shape
     uniform = config.mode == "uniform"
@@ -284,18 +283,18 @@ def httm_attention(q, k, v, scale: float, config, per_frame: int, out=None, scor
     m_q, m_k = qm.shape[1], km.shape[1]
     s = None if scores is None else scores[:heads * m_q * m_k].reshape(heads, m_q, m_k)
     unmerge(attention(qm, km, vm, bias, scale, np.empty(qm.shape, np.float32), s), gq, out)
-    return out, counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out)
+    return out, counters(heads, n, d, mq, mk, plan_q, plan_k, n_out)
 
 
-def counters(heads, n, d, mq, mk, plan_q, plan_k, uniform, n_out) -> np.ndarray:
+def counters(heads, n, d, mq, mk, plan_q, plan_k, n_out) -> np.ndarray:
     """FIELDS for one image. match_macs: unit-length scaling (a MAC per feature) and the
     similarities of every matching, plus the outliers' distances; merge_adds: a feature per token and
     merged tensor (q when its queries merge, k and v when theirs do)."""
     match = merged = 0
     for plan, tensors in ((plan_q, 1), (plan_k, 2)):
         if plan[5]:
-            width = heads * d                     # head-wise: heads matchings of d features each
-            match += n * width + plan[4] * width  # uniform: one matching of heads*d features
+            width = heads * d     # head-wise: heads matchings of d features; uniform: one of heads*d
+            match += n * width + plan[4] * width
             merged += tensors * heads * n * d
     if n_out:
         match += heads * n * d

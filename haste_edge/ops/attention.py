@@ -89,8 +89,7 @@ def _zero_bias(attrs, shape) -> np.ndarray:
 def attention(q, k, v, bias, scale, out, scores=None):
     """out (H, N, dv) = softmax(q k^T * scale + bias) v for q (H, N, d), k (H, M, d), v (H, M, dv),
     bias (H, M) added to every row of its head (HTTM's log group sizes; zeros here): the two
-    products batched over H on the BLAS, the softmax in softmax.py's vectorised loops (3 heads of
-    196 tokens: 0.13 ms against 0.31 for the same steps in NumPy)."""
+    products batched over H on the BLAS, the softmax in softmax.py's vectorised loops."""
     s = np.matmul(q, k.swapaxes(-1, -2), out=scores)       # K^T as a view: BLAS reads it transposed
     softmax_rows(s, bias, np.float32(scale))
     return np.matmul(s, v, out=out)
