@@ -1,6 +1,7 @@
 """The conv rule against an alternative, side by side with onnxruntime, in one process.
 
-    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128]
+    python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
+                                                no-winograd4-blocked|winograd4-blocked-784]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -18,6 +19,8 @@ Two copies of each model: one planned under the alternative, one under the defau
   gemm-blas       the default, but small-batch Gemms on OpenBLAS, not the row loops (ops/gemm.py)
   pointwise-small-blas  the default, but on more threads small pointwise convs on OpenBLAS's threads
   no-lanes-prefetch  the default, but the lanes tiles prefetch no weights (microkernel.LANES_PREFETCH_K)
+  no-winograd4-blocked  the default, but no conv on Winograd F(4x4) between blocked tensors
+  winograd4-blocked-784  the default, but Winograd F(4x4) between blocked tensors from 784 pixels
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
                   thread count
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
@@ -56,7 +59,9 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "pointwise-small-blas": "small pointwise convs on OpenBLAS's threads",
                 "no-lanes-prefetch": "lanes tiles without weight prefetch",
                 "winograd4-64": "Winograd F(4x4) from 64 input channels",
-                "winograd4-128": "Winograd F(4x4) from 128 input channels"}
+                "winograd4-128": "Winograd F(4x4) from 128 input channels",
+                "no-winograd4-blocked": "no Winograd F(4x4) on blocked tensors",
+                "winograd4-blocked-784": "Winograd F(4x4) on blocked tensors from 28x28 maps"}
 
 
 def _least_padding(rows, cols):
@@ -72,7 +77,8 @@ def alternative(name):
     saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-             mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL)
+             mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
+             conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -99,6 +105,10 @@ def alternative(name):
         conv_mod._SERIAL_SMALL_POINTWISE = False
     elif name == "no-lanes-prefetch":
         mk.LANES_PREFETCH_K = 0
+    elif name == "no-winograd4-blocked":
+        conv_mod._WINOGRAD4_BLOCKED = False
+    elif name.startswith("winograd4-blocked-"):
+        conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS = int(name.split("-")[2])
     elif name.startswith("winograd4-"):
         conv_mod._WINOGRAD4_MIN_CHANNELS = conv_mod._WINOGRAD4_MIN_CHANNELS_POOL = int(name.split("-")[1])
     try:
@@ -107,7 +117,8 @@ def alternative(name):
         (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
-         mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL) = saved
+         mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
+         conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS) = saved
 
 
 def planned(name, against=None):

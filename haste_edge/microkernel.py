@@ -792,6 +792,163 @@ transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vec
 
 
 # ---------------------------------------------------------------------------------------------
+# Winograd F(4x4,3x3) tile transforms on vectors of VL channels (ops/conv_winograd4_blocked.py):
+#   input:  v[v_off + (i*6 + j)*v_step : +VL] = (B^T d B)[i, j],  d[r, c] = src[s_off + r*s_row + c*VL : +VL]
+#   output: y[y_off + a*y_row + b*VL : +VL] = clamp(bias[b_off : +VL] + (A^T M A)[a, b], lo, hi) for
+#           a < n_rows, b < n_cols, M[i, j] = m[m_off + (i*6 + j)*m_step : +VL]
+# Columns are transformed first (each row of d or M), then rows; winograd4_bt / winograd4_at give
+# the operations and their order to the vector form, its scalar twin and the NumPy reference
+# (winograd4_input_reference, winograd4_output_reference): they agree to rounding (the compiler
+# may fuse a multiply and an add into one FMA, which rounds once).
+# ---------------------------------------------------------------------------------------------
+
+_F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+@njit(inline="always")
+def winograd4_bt(d0, d1, d2, d3, d4, d5):
+    """B^T (interpolation points 0, +-1, +-2) applied to one 6-vector."""
+    return (_F4 * d0 - _F5 * d2 + d4, d3 + d4 - _F4 * (d1 + d2), _F4 * (d1 - d2) - d3 + d4,
+            _F2 * (d3 - d1) - d2 + d4, _F2 * (d1 - d3) - d2 + d4, _F4 * d1 - _F5 * d3 + d5)
+
+
+@njit(inline="always")
+def winograd4_at(m0, m1, m2, m3, m4, m5):
+    """A^T applied to one 6-vector."""
+    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + _F2 * (m3 - m4), m1 + m2 + _F4 * (m3 + m4),
+            m1 - m2 + _F8 * (m3 - m4) + m5)
+
+
+def _bt_ir(b, k, d):
+    """winograd4_bt's operations on six LLVM vectors; k[c] the constant vector c."""
+    d0, d1, d2, d3, d4, d5 = d
+    add, sub, mul = b.fadd, b.fsub, b.fmul
+    return (add(sub(mul(k[4], d0), mul(k[5], d2)), d4), sub(add(d3, d4), mul(k[4], add(d1, d2))),
+            add(sub(mul(k[4], sub(d1, d2)), d3), d4), add(sub(mul(k[2], sub(d3, d1)), d2), d4),
+            add(sub(mul(k[2], sub(d1, d3)), d2), d4), add(sub(mul(k[4], d1), mul(k[5], d3)), d5))
+
+
+def _at_ir(b, k, m):
+    """winograd4_at's operations on six LLVM vectors."""
+    m0, m1, m2, m3, m4, m5 = m
+    add, sub, mul = b.fadd, b.fsub, b.fmul
+    return (add(add(add(add(m0, m1), m2), m3), m4), add(sub(m1, m2), mul(k[2], sub(m3, m4))),
+            add(add(m1, m2), mul(k[4], add(m3, m4))), add(add(sub(m1, m2), mul(k[8], sub(m3, m4))), m5))
+
+
+def _make_vector_winograd4_input(vw: int):
+    @intrinsic
+    def winograd4_input(typingctx, src, s_off, s_row, v, v_off, v_step):
+        sig = types.void(src, types.int64, types.int64, v, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            s_v, s_o, s_r, v_v, v_o, v_s = args
+            x = _IR(builder, vw)
+            sp, vp = _data(context, builder, signature.args[0], s_v), _data(context, builder, signature.args[3], v_v)
+            k = {c: ir.Constant(x.vt, [float(c)] * vw) for c in (2, 4, 5)}
+            d = [[x.load(sp, builder.add(builder.add(s_o, builder.mul(s_r, x.i64(r))), x.i64(c * vw)))
+                  for c in range(6)] for r in range(6)]
+            t = [_bt_ir(builder, k, d[r]) for r in range(6)]          # t[r][j]: columns first
+            for j in range(6):
+                col = _bt_ir(builder, k, [t[r][j] for r in range(6)])
+                for i in range(6):
+                    at = builder.add(v_o, builder.mul(v_s, x.i64(i * 6 + j)))
+                    builder.store(col[i], builder.bitcast(builder.gep(vp, [at]), x.vt.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return winograd4_input
+
+
+def _make_vector_winograd4_output(vw: int):
+    @intrinsic
+    def winograd4_output(typingctx, m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
+        sig = types.void(m, types.int64, types.int64, y, types.int64, types.int64, bias, types.int64,
+                         types.float32, types.float32, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            m_v, m_o, m_s, y_v, y_o, y_r, b_v, b_o, lo_v, hi_v, nr_v, nc_v = args
+            x = _IR(builder, vw)
+            mp, yp = _data(context, builder, signature.args[0], m_v), _data(context, builder, signature.args[3], y_v)
+            bp = _data(context, builder, signature.args[6], b_v)
+            k = {c: ir.Constant(x.vt, [float(c)] * vw) for c in (2, 4, 8)}
+            mv = [[x.load(mp, builder.add(m_o, builder.mul(m_s, x.i64(i * 6 + j)))) for j in range(6)]
+                  for i in range(6)]
+            t = [_at_ir(builder, k, mv[i]) for i in range(6)]          # t[i][b]: columns first
+            bias_v, lo_s, hi_s = x.load(bp, b_o), x.splat(lo_v), x.splat(hi_v)
+            for b in range(4):
+                col = _at_ir(builder, k, [t[i][b] for i in range(6)])
+                for a in range(4):
+                    inside = builder.and_(builder.icmp_signed("<", x.i64(a), nr_v),
+                                          builder.icmp_signed("<", x.i64(b), nc_v))
+                    with builder.if_then(inside, likely=True):
+                        at = builder.add(builder.add(y_o, builder.mul(y_r, x.i64(a))), x.i64(b * vw))
+                        x.store_clamped(col[a], bias_v, lo_s, hi_s, yp, at)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return winograd4_output
+
+
+def _make_scalar_winograd4_input(vw: int):
+    @njit
+    def winograd4_input(src, s_off, s_row, v, v_off, v_step):
+        t = np.empty((6, 6), np.float32)
+        for lane in range(vw):
+            for r in range(6):
+                o = s_off + r * s_row + lane
+                t[r, 0], t[r, 1], t[r, 2], t[r, 3], t[r, 4], t[r, 5] = winograd4_bt(
+                    src[o], src[o + vw], src[o + 2 * vw], src[o + 3 * vw], src[o + 4 * vw], src[o + 5 * vw])
+            for j in range(6):
+                col = winograd4_bt(t[0, j], t[1, j], t[2, j], t[3, j], t[4, j], t[5, j])
+                for i in range(6):
+                    v[v_off + (i * 6 + j) * v_step + lane] = col[i]
+    return winograd4_input
+
+
+def _make_scalar_winograd4_output(vw: int):
+    @njit
+    def winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
+        t = np.empty((6, 4), np.float32)
+        for lane in range(vw):
+            for i in range(6):
+                o = m_off + i * 6 * m_step + lane
+                t[i, 0], t[i, 1], t[i, 2], t[i, 3] = winograd4_at(
+                    m[o], m[o + m_step], m[o + 2 * m_step], m[o + 3 * m_step], m[o + 4 * m_step], m[o + 5 * m_step])
+            for b in range(min(4, n_cols)):
+                col = winograd4_at(t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
+                for a in range(min(4, n_rows)):
+                    val = col[a] + bias[b_off + lane]
+                    val = lo if val < lo else val
+                    y[y_off + a * y_row + b * vw + lane] = hi if val > hi else val
+    return winograd4_output
+
+
+def winograd4_input_reference(d: np.ndarray) -> np.ndarray:
+    """(6, 6, VL) windows -> (36, VL) transformed, in winograd4_input's float32 operations."""
+    t = np.stack(winograd4_bt.py_func(*[d[:, c] for c in range(6)]), axis=1)        # (6 rows, 6, VL)
+    v = np.stack(winograd4_bt.py_func(*[t[r] for r in range(6)]), axis=0)           # (6, 6, VL)
+    return v.reshape(36, -1)
+
+
+def winograd4_output_reference(m: np.ndarray, bias, lo=-np.inf, hi=np.inf) -> np.ndarray:
+    """(36, VL) products -> (4, 4, VL) outputs, in winograd4_output's float32 operations."""
+    mm = m.reshape(6, 6, -1)
+    t = np.stack(winograd4_at.py_func(*[mm[:, j] for j in range(6)]), axis=1)       # (6, 4, VL)
+    y = np.stack(winograd4_at.py_func(*[t[i] for i in range(6)]), axis=0)           # (4, 4, VL)
+    y = y + np.asarray(bias, np.float32)
+    y = np.where(y < np.float32(lo), np.float32(lo), y)
+    return np.where(y > np.float32(hi), np.float32(hi), y).astype(np.float32)
+
+
+_wino_kind = _make_scalar_winograd4_input if TARGET["kind"] == "scalar" else _make_vector_winograd4_input
+winograd4_input = _wino_kind(DWB_VL)
+winograd4_output = (_make_scalar_winograd4_output if TARGET["kind"] == "scalar"
+                    else _make_vector_winograd4_output)(DWB_VL)
+
+# ---------------------------------------------------------------------------------------------
 # packing, the tiled product, the reference
 # ---------------------------------------------------------------------------------------------
 
@@ -1018,6 +1175,46 @@ def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, 
         _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
                     bias, bias_panels[cb], lo32, hi32, b_pf)
 
+
+
+@njit
+def gemm_lanes_batched(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
+                       parallel):
+    """gemm_lanes for a batch of products (Winograd's 36 positions) in one call, no epilogue:
+    product p reads A at p*a_pos + a_starts[t] + aoffs[k] + i*VW (a lanes tile of variant 3-5) with
+    B's panels b[p], and writes C at p*c_pos + c_starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
+    channel-blocked layout); zero_bias: zeros, as long as a panel's channels. Tiles spread over
+    the threads (parallel) or run on the calling one."""
+    inf = np.float32(np.inf)
+    if parallel:
+        _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
+                            zero_bias, -inf, inf)
+    else:
+        _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
+                              zero_bias, -inf, inf)
+
+
+@njit
+def _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
+                          lo32, hi32):
+    for p in range(b.shape[0]):
+        for cb in range(b.shape[1]):
+            for r in range(a_starts.shape[0]):
+                _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
+                            p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, 0)
+
+
+@njit(parallel=True)
+def _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
+                        lo32, hi32):
+    n_cb, n_blocks = b.shape[1], a_starts.shape[0]
+    per = n_cb * n_blocks
+    for t in prange(b.shape[0] * per):
+        p = t // per
+        cb = (t - p * per) // n_blocks
+        r = t - p * per - cb * n_blocks
+        _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
+                    p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, 0)
 
 def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:
     """gemm_lanes' blocks (len(a_starts) * mr, N) for B (K, N) unpacked, in float64 accumulation,

@@ -38,6 +38,8 @@ from haste_edge.ops.conv_direct import DirectConv, use_lanes
 from haste_edge.ops.conv_winograd import WinogradConv
 from haste_edge.ops.conv_winograd import applicable as winograd_applicable
 from haste_edge.ops.conv_winograd4 import Winograd4Conv
+from haste_edge.ops import conv_winograd4_blocked
+from haste_edge.ops.conv_winograd4_blocked import BlockedWinograd4Conv
 from haste_edge.ops.window import split_phases
 from haste_edge.ops.registry import Held, register, step_state
 from haste_edge.scratch import scratch
@@ -432,6 +434,20 @@ def winograd4_rule(attrs, group, pixels, c_in_g, threads) -> bool:
     return (_WINOGRAD4 and winograd_applicable(attrs, group) and pixels >= _WINOGRAD4_MIN_PIXELS
             and c_in_g >= least)
 
+# Winograd F(4x4,3x3) on channel-blocked tensors (conv_winograd4_blocked): 3x3 stride-1 convs
+# with at least these many output pixels and input channels, when the runtime keeps both their
+# input and output blocked. Thread-independent: the runtime's layout follows it.
+_WINOGRAD4_BLOCKED = True
+_WINOGRAD4_BLOCKED_MIN_PIXELS = 196
+_WINOGRAD4_BLOCKED_MIN_CHANNELS = 32
+
+
+def winograd4_blocked_rule(attrs, group, pixels, c_in_g) -> bool:
+    """Whether a conv between blocked tensors takes Winograd F(4x4,3x3) (the rule above)."""
+    return (_WINOGRAD4_BLOCKED and BLOCKED_LAYOUT and conv_winograd4_blocked.applicable(attrs, group)
+            and pixels >= _WINOGRAD4_BLOCKED_MIN_PIXELS and c_in_g >= _WINOGRAD4_BLOCKED_MIN_CHANNELS)
+
+
 # microkernel convs below this many MACs run on the calling thread (waking the pool's sleeping
 # workers cost 0.1-0.3 ms per parallel loop at 2 threads here: README "Performance")
 _MICRO_SERIAL_MACS = 1_000_000
@@ -500,7 +516,9 @@ class _Plan:
             # taken by the one-thread rule on more threads (then on the calling thread)
             self.micro_serial = macs < _MICRO_SERIAL_MACS or (self.threads > 1 and one_thread_rule)
         self.micro = None      # the prepared paths' state (_PREPARED), made on the first call with W
-        if in_blocked or out_blocked:                # blocked_output said yes
+        if in_blocked and out_blocked and winograd4_blocked_rule(attrs, group, ho * wo, self.c_in_g):
+            self.path = "winograd4_blocked"          # Winograd F(4x4,3x3) on VL-channel vectors
+        elif in_blocked or out_blocked:              # blocked_output said yes
             self.path = "depthwise_blocked" if group > 1 else "blocked"
         elif group > 1 and w_shape[1] == 1:
             blocked = _DW_BLOCKED and depthwise_block_bytes(self) <= _DW_BLOCK_MAX_BYTES
@@ -555,9 +573,14 @@ def blocked_output(attrs, x_shape, w_shape) -> int | None:
         if depthwise and plan.path == "depthwise_blocked":
             return conv_blocked.blocks(c_out)
         return None
-    if winograd4_rule(attrs, 1, plan.out_shape[2] * plan.out_shape[3], plan.c_in_g, plan.threads):
-        return None                                  # Winograd's rule (NCHW in and out)
+    ho, wo = plan.out_shape[2], plan.out_shape[3]
     v = conv_blocked.lanes_variant(plan)
+    if winograd4_blocked_rule(attrs, 1, ho * wo, plan.c_in_g):
+        # Winograd when the input comes blocked too, else the lanes product (then on any panel size)
+        nb = conv_winograd4_blocked.output_blocks(ho, wo, c_out)
+        return None if v is None else max(nb, conv_blocked.out_blocks(c_out, v))
+    if winograd4_rule(attrs, 1, ho * wo, plan.c_in_g, plan.threads):
+        return None                                  # Winograd's rule (NCHW in and out)
     if v is None or 4 * plan.k * mk.lanes_dims_py(v)[1] > _BLOCKED_MAX_PANEL_BYTES:
         return None
     return conv_blocked.out_blocks(c_out, v)
@@ -605,7 +628,8 @@ def _packed_weights(plan, w):
 
 # paths whose per-node state (packed weights, offsets) is made from W on the first call
 _PREPARED = {"direct": DirectConv, "winograd": WinogradConv, "winograd4": Winograd4Conv,
-             "depthwise_blocked": BlockedDepthwiseConv, "blocked": BlockedConv}
+             "depthwise_blocked": BlockedDepthwiseConv, "blocked": BlockedConv,
+             "winograd4_blocked": BlockedWinograd4Conv}
 
 _NO_COLS = np.empty((1, 1), dtype=np.float32)   # cols placeholder when nothing is gathered
 

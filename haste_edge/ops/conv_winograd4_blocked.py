@@ -1,0 +1,149 @@
+"""Winograd F(4x4, 3x3) on channel-blocked tensors (conv_blocked's layout), VL channels per vector.
+
+The same algorithm as conv_winograd4 (its docstring: Y = A^T [U * (B^T d B)] A per 4x4 block of
+outputs, 36 products instead of 144 multiplications per output block and channel pair), laid out
+so every stage works on whole vectors of VL channels:
+- input: the blocked image, zero-padded (conv_blocked.blocked_phases with stride 1), then per
+  channel block and 4x4 block s of outputs (its 6x6 window of VL-channel vectors) the transform
+  microkernel.winograd4_input, into V[p, cb, s, lane] (p < 36 positions);
+- products: per position p, M_p (blocks x C_out) = V_p (blocks x C_in) @ U_p (C_in x C_out) on the
+  lanes tile (output channels in the vector lanes, MR blocks per tile, microkernel.gemm_lanes_batched),
+  U_p packed once per node; M[p, cb, s, lane] is channel-blocked too;
+- output: per output channel block and block s, microkernel.winograd4_output: A^T M A, bias,
+  clamp, stored straight into the blocked output (edge blocks store only their real pixels).
+The NCHW version transforms one channel at a time across blocks, strided by 4 pixels; here each
+vector load holds VL channels of one pixel and nothing is strided. Blocks are counted row-major
+(s = ty * tw + tx) and padded to a multiple of the tile's MR with junk blocks never stored.
+
+Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit, prange
+from haste_edge.ops import conv_winograd
+from haste_edge.ops.conv_blocked import blocked_phases, blocks, out_blocks
+from haste_edge.ops.conv_winograd4 import transform_filters
+from haste_edge.ops.registry import Prepared
+from haste_edge.scratch import aligned_empty, scratch
+from haste_edge.threads import kernel_threads
+
+VL = mk.DWB_VL
+
+
+def out_tiles(ho: int, wo: int) -> tuple[int, int]:
+    """4x4 output blocks down and across."""
+    return -(-ho // 4), -(-wo // 4)
+
+
+def gemm_variant(ho: int, wo: int, c_out: int) -> int:
+    """The lanes tile of the products: least padded work over the blocks and output channels."""
+    th, tw = out_tiles(ho, wo)
+    return mk.choose_lanes(th * tw, c_out)
+
+
+def applicable(attrs, group: int) -> bool:
+    return conv_winograd.applicable(attrs, group)
+
+
+def output_blocks(ho: int, wo: int, c_out: int) -> int:
+    """Channel blocks the output buffer needs at least (a panel's NV)."""
+    return out_blocks(c_out, gemm_variant(ho, wo, c_out))
+
+
+class BlockedWinograd4Conv(Prepared):
+    """One node's prepared state: U packed into lanes panels per position, the block geometry."""
+
+    def __init__(self, w: np.ndarray, plan):
+        n_img, c_out, ho, wo = plan.out_shape
+        c_in = plan.shapes[0][1]
+        self.w_src = w
+        self.th, self.tw = out_tiles(ho, wo)
+        self.hp, self.wp = 4 * self.th + 2, 4 * self.tw + 2      # the padded rows and columns read
+        v = gemm_variant(ho, wo, c_out)
+        self.variant = v + 3                                      # the tile reading blocks VL apart
+        mr, nv = mk.LANES[v][0], mk.LANES[v][1]
+        nr = nv * VL
+        n = self.th * self.tw
+        self.n_pad = -(-n // mr) * mr
+        self.cbi, self.cbo = blocks(c_in), out_blocks(c_out, v)
+        # channel panels of NR channels, the last overlapping its neighbour (conv_blocked.BlockedConv)
+        starts = np.minimum(np.arange(-(-blocks(c_out) // nv)) * nv, self.cbo - nv) * VL
+        u = np.zeros((36, int(starts[-1]) + nr, c_in), np.float32)
+        u[:, :c_out] = transform_filters(w)
+        self.wt = aligned_empty(36 * len(starts) * c_in * nr).reshape(36, len(starts), c_in * nr)
+        for p in range(36):
+            for i, s in enumerate(starts):
+                self.wt[p, i] = mk.pack_lanes(u[p, s:s + nr], nr)[0]
+        c = np.arange(c_in)
+        self.aoffs = ((c // VL) * self.n_pad * VL + c % VL).astype(np.int64)     # V[p, c // VL, s, c % VL]
+        self.a_starts = (np.arange(self.n_pad // mr) * mr * VL).astype(np.int64)
+        self.a_pos = self.cbi * self.n_pad * VL
+        self.c_panels = (starts // VL * self.n_pad * VL).astype(np.int64)
+        self.c_pos = self.cbo * self.n_pad * VL
+        self.zero_bias = np.zeros(nr, np.float32)
+        self.bias = (None, None)
+
+    def padded_bias(self, bias) -> np.ndarray:
+        """The bias zero-padded to whole channel blocks (kept while the same array comes in)."""
+        if self.bias[0] is not bias:
+            self.bias = (bias, mk.pad_rows(bias, self.cbo * VL))
+        return self.bias[1]
+
+    def calls(self, x, y, bias, plan):
+        """y (N, CB, ho, wo, VL) = the conv of x (N, CB', H, W, VL), bias and clamp included."""
+        # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.calls says why)
+        parallel = not (kernel_threads() == 1 or plan.micro_serial)
+        pt, pl = plan.geo[6], plan.geo[7]
+        ho, wo = plan.out_shape[2], plan.out_shape[3]
+        padded = scratch("phases", self.cbi * self.hp * self.wp * VL)
+        v = scratch("wino_v", 36 * self.a_pos)
+        m = scratch("wino_m", 36 * self.c_pos)
+        stage_in, stage_out = (_inputs_pool, _outputs_pool) if parallel else (_inputs_serial, _outputs_serial)
+        calls = []
+        for i in range(x.shape[0]):
+            calls += [(stage_in, (x[i], padded, v, pt, pl, self.hp, self.wp, self.th, self.tw, self.n_pad,
+                                  self.cbi)),
+                      (mk.gemm_lanes_batched, (self.variant, v, self.aoffs, self.a_starts, self.a_pos, self.wt, m,
+                                               self.a_starts, self.c_panels, self.n_pad * VL, self.c_pos,
+                                               self.zero_bias, parallel)),
+                      (stage_out, (m, y[i], self.padded_bias(bias), self.th, self.tw, self.n_pad, self.cbo, ho, wo,
+                                   blocks(plan.out_shape[1]), plan.lo, plan.hi))]
+        return calls
+
+
+def _make_stages(parallel: bool):
+    """The input stage (pad and transform, per input channel block) and the output stage (per
+    output channel block), on the pool (parallel) or the calling thread: two compiled copies, as
+    conv_winograd4's."""
+    @njit(parallel=parallel)
+    def inputs(x, padded, v, pt, pl, hp, wp, th, tw, n_pad, cbi):
+        plane = hp * wp * VL
+        v_step = cbi * n_pad * VL
+        for cb in prange(cbi):
+            pc = padded[cb * plane:(cb + 1) * plane]
+            blocked_phases(x[cb:cb + 1], pc, 1, 1, pt, pl, hp, wp, 1, 1)
+            for ty in range(th):
+                for tx in range(tw):
+                    mk.winograd4_input(pc, (4 * ty * wp + 4 * tx) * VL, wp * VL, v,
+                                       (cb * n_pad + ty * tw + tx) * VL, v_step)
+
+    @njit(parallel=parallel)
+    def outputs(m, y, bias, th, tw, n_pad, cbo, ho, wo, n_blocks, lo, hi):
+        lo32, hi32 = np.float32(lo), np.float32(hi)
+        m_step = cbo * n_pad * VL
+        yf = y.reshape(-1)
+        for t in prange(n_blocks * th):
+            cb, ty = t // th, t % th
+            for tx in range(tw):
+                mk.winograd4_output(m, (cb * n_pad + ty * tw + tx) * VL, m_step, yf,
+                                    ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
+                                    min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+
+    return inputs, outputs
+
+
+_inputs_serial, _outputs_serial = _make_stages(False)
+_inputs_pool, _outputs_pool = _make_stages(True)

@@ -1,0 +1,130 @@
+"""Winograd F(4x4,3x3) on channel-blocked tensors (ops/conv_winograd4_blocked.py): its tile
+transforms against their NumPy references (the same float32 operations: equal to rounding), the
+batched lanes product against the plain product, and whole convs against the float64 conv
+reference within conv_winograd4's error bound. NumPy only: also run on the emulated aarch64 board."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+
+from conv_cases import make, poison_scratch
+from haste_edge import microkernel as mk
+from haste_edge.jit import njit
+from haste_edge.ops import conv as conv_mod
+from haste_edge.ops import conv_winograd4_blocked as wb
+from haste_edge.ops.conv_blocked import VL, blocks, from_blocked, to_blocked
+from haste_edge.threads import numba_single_thread
+
+RNG = np.random.default_rng(0)
+
+
+@njit
+def _input_tile(src, s_off, s_row, v, v_off, v_step):          # intrinsics run from compiled code
+    mk.winograd4_input(src, s_off, s_row, v, v_off, v_step)
+
+
+@njit
+def _output_tile(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
+    mk.winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols)
+
+
+def test_input_tile_equals_reference():
+    row = 9 * VL                                       # a window inside a wider padded row
+    src = RNG.standard_normal(7 * row + 5).astype(np.float32)
+    v = np.full(1 + 36 * 2 * VL, np.nan, np.float32)
+    _input_tile(src, row + 2 * VL, row, v, 1, 2 * VL)      # positions 2*VL apart, from 1
+    d = np.stack([src[2 * row + r * row - row + 2 * VL:][:6 * VL].reshape(6, VL) for r in range(6)])
+    got = v[1:].reshape(36, 2, VL)
+    want = mk.winograd4_input_reference(d)
+    np.testing.assert_allclose(got[:, 0], want, rtol=0, atol=1e-6 * np.abs(want).max())
+    assert np.isnan(got[:, 1]).all() and np.isnan(v[0])           # nothing else touched
+
+
+@pytest.mark.parametrize("n_rows,n_cols", [(4, 4), (2, 3), (1, 4), (4, 1)])
+@pytest.mark.parametrize("lo,hi", [(-np.inf, np.inf), (0.0, np.inf), (-0.5, 0.7)])
+def test_output_tile_equals_reference_and_stores_only_real_pixels(n_rows, n_cols, lo, hi):
+    m = RNG.standard_normal(36 * 2 * VL).astype(np.float32)          # position p at p*2*VL
+    bias = RNG.standard_normal(3 * VL).astype(np.float32)
+    y_row = 6 * VL
+    y = np.full(5 * y_row, np.nan, np.float32)
+    _output_tile(m, VL, 2 * VL, y, y_row + VL, y_row, bias, VL, np.float32(lo), np.float32(hi),
+                        n_rows, n_cols)
+    want = mk.winograd4_output_reference(m.reshape(36, 2, VL)[:, 1], bias[VL:2 * VL], lo, hi)
+    scale = np.abs(mk.winograd4_output_reference(m.reshape(36, 2, VL)[:, 1], bias[VL:2 * VL])).max()
+    got = y.reshape(5, 6, VL)[1:5, 1:5]
+    np.testing.assert_allclose(got[:n_rows, :n_cols], want[:n_rows, :n_cols], rtol=0, atol=1e-6 * scale)
+    written = np.zeros((5, 6), bool)
+    written[1:1 + n_rows, 1:1 + n_cols] = True
+    assert np.isnan(y.reshape(5, 6, VL)[~written]).all()               # nothing else touched
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_batched_lanes_product_matches_plain_product(parallel):
+    v = 3                                              # lanes tile variant 0 read at a step of VL
+    mr, nr = mk.lanes_dims_py(0)
+    k, n_blocks, n_pos, n_cb = 2 * VL + 3, 2, 3, 2
+    n_pad = n_blocks * mr
+    cbi = blocks(k)
+    a = RNG.standard_normal(n_pos * cbi * n_pad * VL).astype(np.float32)
+    c_idx = np.arange(k)
+    aoffs = ((c_idx // VL) * n_pad * VL + c_idx % VL).astype(np.int64)
+    a_starts = (np.arange(n_blocks) * mr * VL).astype(np.int64)
+    w = RNG.standard_normal((n_pos, n_cb * nr, k)).astype(np.float32)
+    b = np.stack([[mk.pack_lanes(w[p, i * nr:(i + 1) * nr], nr)[0] for i in range(n_cb)] for p in range(n_pos)])
+    cbo = n_cb * nr // VL
+    c = np.full(n_pos * cbo * n_pad * VL, np.nan, np.float32)
+    c_panels = (np.arange(n_cb) * (nr // VL) * n_pad * VL).astype(np.int64)
+    with numba_single_thread() if not parallel else nullcontext():
+        mk.gemm_lanes_batched(v, a, aoffs, a_starts, cbi * n_pad * VL, b, c, a_starts, c_panels, n_pad * VL,
+                              cbo * n_pad * VL, np.zeros(nr, np.float32), parallel)
+    got = c.reshape(n_pos, cbo, n_pad, VL).transpose(0, 2, 1, 3).reshape(n_pos, n_pad, cbo * VL)
+    for p in range(n_pos):
+        want = mk.gemm_lanes_reference(a[p * cbi * n_pad * VL:], aoffs, a_starts, mr, w[p].T, a_step=VL)
+        np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+# (N, C_in, H, W, C_out, kernel, strides, dilations, pads, group, activation): whole and partial
+# 4x4 blocks, channels off the vector width, more output blocks than a panel, no padding, batch
+CASES = {
+    "14x14-partial-blocks": (1, 32, 14, 14, 40, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu"),
+    "28x28-batch2": (2, 36, 28, 28, 24, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Clip"),
+    "16x16-unpadded": (1, 40, 16, 16, 72, (3, 3), (1, 1), (1, 1), [0, 0, 0, 0], 1, ""),
+    "16x16-asym-pads": (1, 48, 16, 16, 16, (3, 3), (1, 1), (1, 1), [1, 0, 1, 2], 1, "Relu"),
+}
+BOUND = 5e-6                    # conv_winograd4's, relative to the output's scale, x sqrt(C_in)
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("one_thread", [True, False])
+def test_blocked_winograd_conv_matches_reference(name, one_thread):
+    inputs, attrs = make(CASES[name])
+    x, w = inputs[0], inputs[1]
+    nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
+    assert nb is not None and nb >= blocks(w.shape[0])
+    (n, c_out, ho, wo), = conv_mod.conv_infer([x.shape, w.shape], attrs)
+    y = np.full((n, nb, ho, wo, VL), np.nan, np.float32)
+    poison_scratch()                                   # no stage may read scratch it did not write
+    xb = to_blocked(x, blocks(x.shape[1]) + 1)         # a spare block: never read
+    with numba_single_thread() if one_thread else nullcontext():
+        conv_mod.conv([xb, w, inputs[2]], attrs, [y])
+        assert conv_mod._get_plan(attrs, x.shape, w.shape, (True, True)).path == "winograd4_blocked"
+    assert np.isfinite(y[:, :blocks(c_out)]).all()
+    got = from_blocked(y, c_out)
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    scale = np.abs(conv_mod.conv_reference(inputs, {**attrs, "activation": ""})[0]).max()
+    assert np.abs(got - want).max() <= BOUND * max(scale, 1.0) * np.sqrt(x.shape[1])
+
+
+def test_rule_takes_blocked_winograd_on_maps_and_channels_it_pays_on():
+    lo_px, lo_ch = conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._WINOGRAD4_BLOCKED_MIN_CHANNELS
+    a = dict(kernel_shape=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1])
+    assert conv_mod.winograd4_blocked_rule(a, 1, lo_px, lo_ch)
+    assert not conv_mod.winograd4_blocked_rule(a, 1, lo_px - 1, lo_ch)
+    assert not conv_mod.winograd4_blocked_rule(a, 1, lo_px, lo_ch - 1)
+    assert not conv_mod.winograd4_blocked_rule({**a, "strides": [2, 2]}, 1, lo_px, lo_ch)
+    # NCHW on either side: the lanes product instead (it takes any layout)
+    (x, w, _), attrs = make(CASES["14x14-partial-blocks"])
+    assert conv_mod._Plan(attrs, x.shape, w.shape, True, False).path == "blocked"
+    assert conv_mod._Plan(attrs, x.shape, w.shape, False, True).path == "blocked"
