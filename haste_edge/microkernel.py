@@ -624,6 +624,24 @@ def every_other16(typingctx, src, s_off, dst, d_off):
     return sig, codegen
 
 
+@intrinsic
+def max_into(typingctx, dst, d_off, src, s_off):
+    """dst[d_off + t] = dst[d_off + t] if dst[d_off + t] >= src[s_off + t] else src[s_off + t], t <
+    DWB_VL: MaxPool's step on one vector of channels (a NaN in src is taken, one in dst replaced)."""
+    sig = types.void(dst, types.int64, src, types.int64)
+
+    def codegen(context, builder, signature, args):
+        d_v, d_o, s_v, s_o = args
+        x = _IR(builder, DWB_VL)
+        dp, sp = _data(context, builder, signature.args[0], d_v), _data(context, builder, signature.args[2], s_v)
+        a, b = x.load(dp, d_o), x.load(sp, s_o)
+        keep = builder.fcmp_ordered(">=", a, b)
+        builder.store(builder.select(keep, a, b), builder.bitcast(builder.gep(dp, [d_o]), x.vt.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _lanes_below(builder, count, limit):
     """<count x i1>: lane i < limit (an i64)."""
     i32 = ir.IntType(32)

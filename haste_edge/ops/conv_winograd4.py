@@ -115,14 +115,7 @@ def _make_stages(parallel: bool):
     return inputs, outputs
 
 
-_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)   # float32 arithmetic
-
-
-@njit(inline="always")
-def _bt(d0, d1, d2, d3, d4, d5):
-    """B^T applied to one 6-vector (module docstring)."""
-    return (_4 * d0 - _5 * d2 + d4, d3 + d4 - _4 * (d1 + d2), _4 * (d1 - d2) - d3 + d4,
-            _2 * (d3 - d1) - d2 + d4, _2 * (d1 - d3) - d2 + d4, _4 * d1 - _5 * d3 + d5)
+_bt, _at = mk.winograd4_bt, mk.winograd4_at           # B^T and A^T on one 6-vector
 
 
 @njit
@@ -155,13 +148,6 @@ def input_transform(ph, v, t, step, n_blocks, plane, wq):
             v[(18 + j) * step + s] = e3
             v[(24 + j) * step + s] = e4
             v[(30 + j) * step + s] = e5
-
-
-@njit(inline="always")
-def _at(m0, m1, m2, m3, m4, m5):
-    """A^T applied to one 6-vector."""
-    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + _2 * (m3 - m4), m1 + m2 + _4 * (m3 + m4),
-            m1 - m2 + _8 * (m3 - m4) + m5)
 
 
 @njit(inline="always")

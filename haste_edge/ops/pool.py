@@ -18,6 +18,7 @@ from haste_edge.ops.window import valid_range
 from haste_edge.ops.reduce import row_means as row_means_serial
 from haste_edge.ops.conv_blocked import VL as BLOCK_VL
 from haste_edge.ops.conv_blocked import means_call
+from haste_edge.microkernel import max_into
 from haste_edge.ops.registry import register
 from haste_edge.threads import kernel_threads
 
@@ -165,7 +166,7 @@ def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl, n_chunks):
     """MaxPool on channel-blocked x (N, CB, H, W, VL) into y (N, CB, Ho, Wo, VL), parallel over
     n_chunks runs of output rows. Separable as _pool: the rows an output row's windows cover are
     reduced into one (W, VL) row (contiguous loops), then each output pixel takes the max of its
-    columns there, VL channels at a time from a local vector."""
+    columns there, VL channels at a time."""
     n_img, n_cb, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     ho, wo = y.shape[2], y.shape[3]
     xf, yf = x.reshape(-1), y.reshape(-1)
@@ -174,31 +175,27 @@ def _maxpool_blocked(x, y, kh, kw, sh, sw, dh, dw, pt, pl, n_chunks):
     per = -(-tasks // n_chunks)
     for chunk in prange(n_chunks):
         rows = np.empty(w * BLOCK_VL, dtype=np.float32)             # scratch per chunk, not per row
-        acc = np.empty(BLOCK_VL, dtype=np.float32)
         for task in range(chunk * per, min(tasks, (chunk + 1) * per)):
-            _maxpool_blocked_row(xf, yf, rows, acc, task // ho, task % ho, h, w, ho, wo, kh, kw, sh, sw, dh,
+            _maxpool_blocked_row(xf, yf, rows, task // ho, task % ho, h, w, ho, wo, kh, kw, sh, sw, dh,
                                  dw, pt, pl, lowest)
 
 
 @njit
-def _maxpool_blocked_row(xf, yf, rows, acc, plane, p, h, w, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, lowest):
+def _maxpool_blocked_row(xf, yf, rows, plane, p, h, w, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, lowest):
     """_maxpool_blocked's output row p of one (image, channel block) plane."""
+    # one vector of VL channels per step (microkernel.max_into): a lane loop here stayed scalar
     rows[:] = lowest
     i_lo, i_hi = valid_range(kh, p * sh - pt, dh, h)
     for i in range(i_lo, i_hi):
-        src = xf[(plane * h + p * sh - pt + i * dh) * w * BLOCK_VL:]
-        for t in range(w * BLOCK_VL):
-            rows[t] = rows[t] if rows[t] >= src[t] else src[t]
+        src = (plane * h + p * sh - pt + i * dh) * w * BLOCK_VL
+        for t in range(0, w * BLOCK_VL, BLOCK_VL):
+            max_into(rows, t, xf, src + t)
+    d = (plane * ho + p) * wo * BLOCK_VL
+    yf[d:d + wo * BLOCK_VL] = lowest
     for q in range(wo):
-        acc[:] = lowest
         j_lo, j_hi = valid_range(kw, q * sw - pl, dw, w)
         for j in range(j_lo, j_hi):
-            c = (q * sw - pl + j * dw) * BLOCK_VL
-            for lane in range(BLOCK_VL):
-                acc[lane] = acc[lane] if acc[lane] >= rows[c + lane] else rows[c + lane]
-        d = ((plane * ho + p) * wo + q) * BLOCK_VL
-        for lane in range(BLOCK_VL):
-            yf[d + lane] = acc[lane]
+            max_into(yf, d + q * BLOCK_VL, rows, (q * sw - pl + j * dw) * BLOCK_VL)
 
 
 @njit
