@@ -1197,34 +1197,35 @@ def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, 
 
 @njit
 def gemm_lanes_batched(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                       parallel):
+                       parallel, pf):
     """gemm_lanes for a batch of products (Winograd's 36 positions) in one call, no epilogue:
     product p reads A at p*a_pos + a_starts[t] + aoffs[k] + i*VW (a lanes tile of variant 3-5) with
     B's panels b[p], and writes C at p*c_pos + c_starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
     channel-blocked layout); zero_bias: zeros, as long as a panel's channels. Tiles spread over
-    the threads (parallel) or run on the calling one."""
+    the threads (parallel) or run on the calling one; pf > 0: they prefetch B pf k-steps ahead."""
     inf = np.float32(np.inf)
+    b_pf = pf * b.shape[2] // max(1, aoffs.shape[0])
     if parallel:
         _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
-                            zero_bias, -inf, inf)
+                            zero_bias, -inf, inf, b_pf)
     else:
         _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
-                              zero_bias, -inf, inf)
+                              zero_bias, -inf, inf, b_pf)
 
 
 @njit
 def _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                          lo32, hi32):
+                          lo32, hi32, b_pf):
     for p in range(b.shape[0]):
         for cb in range(b.shape[1]):
             for r in range(a_starts.shape[0]):
                 _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
-                            p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, 0)
+                            p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
 
 
 @njit(parallel=True)
 def _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                        lo32, hi32):
+                        lo32, hi32, b_pf):
     n_cb, n_blocks = b.shape[1], a_starts.shape[0]
     per = n_cb * n_blocks
     for t in prange(b.shape[0] * per):
@@ -1232,7 +1233,7 @@ def _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_pa
         cb = (t - p * per) // n_blocks
         r = t - p * per - cb * n_blocks
         _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
-                    p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, 0)
+                    p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
 
 def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:
     """gemm_lanes' blocks (len(a_starts) * mr, N) for B (K, N) unpacked, in float64 accumulation,

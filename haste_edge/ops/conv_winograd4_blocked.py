@@ -31,6 +31,9 @@ from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
 
 VL = mk.DWB_VL
+# k steps ahead the products prefetch U (0: not at all); U comes from memory on an inference's
+# first pass, where the hardware prefetcher alone falls behind (microkernel.LANES_PREFETCH_K)
+PREFETCH_K = 16
 
 
 def out_tiles(ho: int, wo: int) -> tuple[int, int]:
@@ -85,6 +88,7 @@ class BlockedWinograd4Conv(Prepared):
         self.c_pos = self.cbo * self.n_pad * VL
         self.zero_bias = np.zeros(nr, np.float32)
         self.bias = (None, None)
+        self.pf = PREFETCH_K
 
     def padded_bias(self, bias) -> np.ndarray:
         """The bias zero-padded to whole channel blocks (kept while the same array comes in)."""
@@ -108,7 +112,7 @@ class BlockedWinograd4Conv(Prepared):
                                   self.cbi)),
                       (mk.gemm_lanes_batched, (self.variant, v, self.aoffs, self.a_starts, self.a_pos, self.wt, m,
                                                self.a_starts, self.c_panels, self.n_pad * VL, self.c_pos,
-                                               self.zero_bias, parallel)),
+                                               self.zero_bias, parallel, self.pf)),
                       (stage_out, (m, y[i], self.padded_bias(bias), self.th, self.tw, self.n_pad, self.cbo, ho, wo,
                                    blocks(plan.out_shape[1]), plan.lo, plan.hi))]
         return calls
