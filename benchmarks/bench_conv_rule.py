@@ -2,7 +2,7 @@
 
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
-                                                blocked-panels-512k]
+                                                blocked-panels-512k|no-winograd4-fused]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -23,6 +23,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   no-winograd4-blocked  the default, but no conv on Winograd F(4x4) between blocked tensors
   winograd4-blocked-784  the default, but Winograd F(4x4) between blocked tensors from 784 pixels
   blocked-panels-512k  the default, but no conv keeps the blocked layout with a weight panel over 512 KiB
+  no-winograd4-fused  the default, but blocked Winograd's three stages never fused per chunk of blocks
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
                   thread count
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
@@ -42,7 +43,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge import microkernel as mk, runtime
-from haste_edge.ops import conv as conv_mod, conv_direct, gemm as gemm_mod
+from haste_edge.ops import conv as conv_mod, conv_direct, conv_winograd4_blocked, gemm as gemm_mod
 
 
 def onnx_path(name):
@@ -64,7 +65,8 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-128": "Winograd F(4x4) from 128 input channels",
                 "no-winograd4-blocked": "no Winograd F(4x4) on blocked tensors",
                 "winograd4-blocked-784": "Winograd F(4x4) on blocked tensors from 28x28 maps",
-                "blocked-panels-512k": "blocked layout for weight panels up to 512 KiB only"}
+                "blocked-panels-512k": "blocked layout for weight panels up to 512 KiB only",
+                "no-winograd4-fused": "blocked Winograd's stages never fused per chunk"}
 
 
 def _least_padding(rows, cols):
@@ -81,7 +83,8 @@ def alternative(name):
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
              mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
-             conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM)
+             conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
+             conv_winograd4_blocked.FUSED_MAX_U_BYTES)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -110,6 +113,8 @@ def alternative(name):
         mk.LANES_PREFETCH_K = 0
     elif name == "blocked-panels-512k":
         conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM = (1 << 62, 0)
+    elif name == "no-winograd4-fused":
+        conv_winograd4_blocked.FUSED_MAX_U_BYTES = 0
     elif name == "no-winograd4-blocked":
         conv_mod._WINOGRAD4_BLOCKED = False
     elif name.startswith("winograd4-blocked-"):
@@ -123,7 +128,8 @@ def alternative(name):
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
          mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
-         conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM) = saved
+         conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
+         conv_winograd4_blocked.FUSED_MAX_U_BYTES) = saved
 
 
 def planned(name, against=None):

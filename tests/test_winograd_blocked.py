@@ -128,3 +128,24 @@ def test_rule_takes_blocked_winograd_on_maps_and_channels_it_pays_on():
     (x, w, _), attrs = make(CASES["14x14-partial-blocks"])
     assert conv_mod._Plan(attrs, x.shape, w.shape, True, False).path == "blocked"
     assert conv_mod._Plan(attrs, x.shape, w.shape, False, True).path == "blocked"
+
+
+def test_fused_stages_give_the_three_stages_results():
+    """On one thread small-U convs run their stages per chunk of blocks (a partial last chunk here):
+    the same operations on every value as the three separate stages, but the compiler may fuse a
+    multiply and an add in one copy and not in the other: equal within F(4x4)'s rounding bound."""
+    inputs, attrs = make(CASES["28x28-batch2"])
+    x, w, b = inputs
+    nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
+    plan = conv_mod._Plan(attrs, x.shape, w.shape, True, True)
+    conv = wb.BlockedWinograd4Conv(w, plan)
+    assert conv.fused and conv.th * conv.tw % conv.ct != 0
+    xb = to_blocked(x)
+    out = {}
+    for fused in (True, False):
+        conv.fused = fused
+        y = out[fused] = np.full((x.shape[0], nb) + plan.out_shape[2:] + (VL,), np.nan, np.float32)
+        with numba_single_thread():
+            conv.run(xb, y, b, plan)
+    got, want = out[True][:, :blocks(w.shape[0])], out[False][:, :blocks(w.shape[0])]
+    assert np.abs(got - want).max() <= BOUND * max(np.abs(want).max(), 1.0) * np.sqrt(x.shape[1])

@@ -15,6 +15,13 @@ The NCHW version transforms one channel at a time across blocks, strided by 4 pi
 vector load holds VL channels of one pixel and nothing is strided. Blocks are counted row-major
 (s = ty * tw + tx) and padded to a multiple of the tile's MR with junk blocks never stored.
 
+On one thread, where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages
+run per chunk of blocks instead, with a small V and M that stay in cache: V and M make no round trip
+through memory (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of reading U once
+per chunk. Whole models took 0.92x (ResNet-18 at 224) and 0.95x (the bundled ResNet) the time with
+it at 1 thread; on 2 threads, the chunks spread over them, 1.03x and 1.01x
+(benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md): there the stages stay apart.
+
 Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
 """
 from __future__ import annotations
@@ -34,6 +41,10 @@ VL = mk.DWB_VL
 # k steps ahead the products prefetch U (0: not at all); U comes from memory on an inference's
 # first pass, where the hardware prefetcher alone falls behind (microkernel.LANES_PREFETCH_K)
 PREFETCH_K = 16
+# U up to this many bytes: the stages run fused per chunk of blocks (module docstring), a chunk's V
+# and M about CHUNK_BYTES together
+FUSED_MAX_U_BYTES = 1 << 20
+CHUNK_BYTES = 192 << 10
 
 
 def out_tiles(ho: int, wo: int) -> tuple[int, int]:
@@ -89,6 +100,13 @@ class BlockedWinograd4Conv(Prepared):
         self.zero_bias = np.zeros(nr, np.float32)
         self.bias = (None, None)
         self.pf = PREFETCH_K
+        # fused: chunks of ct blocks (a multiple of MR), V and M laid out as above with ct blocks
+        self.fused = 4 * self.wt.size <= FUSED_MAX_U_BYTES
+        per_block = 36 * (self.cbi + self.cbo) * VL * 4
+        self.ct = mr * max(1, min(CHUNK_BYTES // (per_block * mr), self.n_pad // mr))
+        self.aoffs_c = ((c // VL) * self.ct * VL + c % VL).astype(np.int64)
+        self.a_starts_c = (np.arange(self.ct // mr) * mr * VL).astype(np.int64)
+        self.c_panels_c = (starts // VL * self.ct * VL).astype(np.int64)
 
     def padded_bias(self, bias) -> np.ndarray:
         """The bias zero-padded to whole channel blocks (kept while the same array comes in)."""
@@ -103,6 +121,17 @@ class BlockedWinograd4Conv(Prepared):
         pt, pl = plan.geo[6], plan.geo[7]
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         padded = scratch("phases", self.cbi * self.hp * self.wp * VL)
+        if self.fused and not parallel:
+            v = scratch("wino_v", 36 * self.cbi * self.ct * VL)
+            m = scratch("wino_m", 36 * self.cbo * self.ct * VL)
+            geo = (self.hp, self.wp, self.th, self.tw, self.ct, self.cbi, self.cbo, ho, wo,
+                   blocks(plan.out_shape[1]), plan.lo, plan.hi)
+            calls = []
+            for i in range(x.shape[0]):
+                calls += [(_pad, (x[i], padded, pt, pl, self.hp, self.wp, self.cbi)),
+                          (_fused, (padded, v, m, y[i], self.padded_bias(bias), self.variant, self.aoffs_c,
+                                   self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias, self.pf, *geo))]
+            return calls
         v = scratch("wino_v", 36 * self.a_pos)
         m = scratch("wino_m", 36 * self.c_pos)
         stage_in, stage_out = (_inputs_pool, _outputs_pool) if parallel else (_inputs_serial, _outputs_serial)
@@ -151,3 +180,34 @@ def _make_stages(parallel: bool):
 
 _inputs_serial, _outputs_serial = _make_stages(False)
 _inputs_pool, _outputs_pool = _make_stages(True)
+
+
+@njit
+def _pad(x, padded, pt, pl, hp, wp, cbi):
+    """The zero-padded blocked input (its first cbi channel blocks), on the calling thread."""
+    plane = hp * wp * VL
+    for cb in range(cbi):
+        blocked_phases(x[cb:cb + 1], padded[cb * plane:(cb + 1) * plane], 1, 1, pt, pl, hp, wp, 1, 1)
+
+
+@njit
+def _fused(padded, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, th, tw, ct, cbi,
+           cbo, ho, wo, n_blocks, lo, hi):
+    """The three stages per chunk of ct blocks (module docstring), V and M one chunk's."""
+    n = th * tw
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    yf = y.reshape(-1)
+    for s0 in range(0, n, ct):
+        s1 = min(n, s0 + ct)
+        for cb in range(cbi):
+            pc = padded[cb * hp * wp * VL:(cb + 1) * hp * wp * VL]
+            for s in range(s0, s1):
+                ty, tx = s // tw, s % tw
+                mk.winograd4_input(pc, (4 * ty * wp + 4 * tx) * VL, wp * VL, v, (cb * ct + s - s0) * VL, cbi * ct * VL)
+        mk.gemm_lanes_batched(variant, v, aoffs, a_starts, cbi * ct * VL, wt, m, a_starts, c_panels, ct * VL,
+                              cbo * ct * VL, zero_bias, False, pf)
+        for cb in range(n_blocks):
+            for s in range(s0, s1):
+                ty, tx = s // tw, s % tw
+                mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf, ((cb * ho + 4 * ty) * wo + 4 * tx) * VL,
+                                    wo * VL, bias, cb * VL, lo32, hi32, min(4, ho - 4 * ty), min(4, wo - 4 * tx))
