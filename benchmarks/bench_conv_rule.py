@@ -2,7 +2,8 @@
 
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
-                                                blocked-panels-512k|no-winograd4-fused]
+                                                blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
+                                                micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -24,6 +25,9 @@ Two copies of each model: one planned under the alternative, one under the defau
   winograd4-blocked-784  the default, but Winograd F(4x4) between blocked tensors from 784 pixels
   blocked-panels-512k  the default, but no conv keeps the blocked layout with a weight panel over 512 KiB
   no-winograd4-fused  the default, but blocked Winograd's three stages never fused per chunk of blocks
+  winograd4-fused-pool  the default, but on more threads blocked Winograd's stages apart, on the pool
+  micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
+                  thread count
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
                   thread count
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
@@ -66,7 +70,9 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "no-winograd4-blocked": "no Winograd F(4x4) on blocked tensors",
                 "winograd4-blocked-784": "Winograd F(4x4) on blocked tensors from 28x28 maps",
                 "blocked-panels-512k": "blocked layout for weight panels up to 512 KiB only",
-                "no-winograd4-fused": "blocked Winograd's stages never fused per chunk"}
+                "no-winograd4-fused": "blocked Winograd's stages never fused per chunk",
+                "winograd4-fused-pool": "blocked Winograd's stages fused on one thread only, on the pool apart",
+                "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
 
 
 def _least_padding(rows, cols):
@@ -84,7 +90,8 @@ def alternative(name):
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
              mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
-             conv_winograd4_blocked.FUSED_MAX_U_BYTES)
+             conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
+             conv_mod._MICRO_SERIAL_MACS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -113,6 +120,10 @@ def alternative(name):
         mk.LANES_PREFETCH_K = 0
     elif name == "blocked-panels-512k":
         conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM = (1 << 62, 0)
+    elif name.startswith("micro-serial-"):
+        conv_mod._MICRO_SERIAL_MACS = int(name.split("-")[2]) * 1_000_000
+    elif name == "winograd4-fused-pool":
+        conv_winograd4_blocked.FUSED_ON_ONE_THREAD = False
     elif name == "no-winograd4-fused":
         conv_winograd4_blocked.FUSED_MAX_U_BYTES = 0
     elif name == "no-winograd4-blocked":
@@ -129,7 +140,8 @@ def alternative(name):
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
          mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
-         conv_winograd4_blocked.FUSED_MAX_U_BYTES) = saved
+         conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
+         conv_mod._MICRO_SERIAL_MACS) = saved
 
 
 def planned(name, against=None):

@@ -15,12 +15,14 @@ The NCHW version transforms one channel at a time across blocks, strided by 4 pi
 vector load holds VL channels of one pixel and nothing is strided. Blocks are counted row-major
 (s = ty * tw + tx) and padded to a multiple of the tile's MR with junk blocks never stored.
 
-On one thread, where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages
-run per chunk of blocks instead, with a small V and M that stay in cache: V and M make no round trip
-through memory (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of reading U once
-per chunk. Whole models took 0.92x (ResNet-18 at 224) and 0.95x (the bundled ResNet) the time with
-it at 1 thread; on 2 threads, the chunks spread over them, 1.03x and 1.01x
-(benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md): there the stages stay apart.
+Where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages run per chunk of
+blocks instead, on the calling thread, with a small V and M that stay in cache: V and M make no
+round trip through memory (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of
+reading U once per chunk. Whole models took 0.92x (ResNet-18 at 224) and 0.95x (the bundled ResNet)
+the time with it at 1 thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md); at 2
+threads 0.98x and 0.97x the time of the three stages on the pool
+(results/conv_rule_winograd4-fused-pool_x86_64.md; chunks spread over both threads had lost, 1.03x
+and 1.01x in the first file).
 
 Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
 """
@@ -45,6 +47,8 @@ PREFETCH_K = 16
 # and M about CHUNK_BYTES together
 FUSED_MAX_U_BYTES = 1 << 20
 CHUNK_BYTES = 192 << 10
+# ... on more threads too, then on the calling thread (module docstring)
+FUSED_ON_ONE_THREAD = True
 
 
 def out_tiles(ho: int, wo: int) -> tuple[int, int]:
@@ -121,7 +125,7 @@ class BlockedWinograd4Conv(Prepared):
         pt, pl = plan.geo[6], plan.geo[7]
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         padded = scratch("phases", self.cbi * self.hp * self.wp * VL)
-        if self.fused and not parallel:
+        if self.fused and (not parallel or FUSED_ON_ONE_THREAD):
             v = scratch("wino_v", 36 * self.cbi * self.ct * VL)
             m = scratch("wino_m", 36 * self.cbo * self.ct * VL)
             geo = (self.hp, self.wp, self.th, self.tw, self.ct, self.cbi, self.cbo, ho, wo,
