@@ -436,10 +436,9 @@ def winograd4_rule(attrs, group, pixels, c_in_g, threads) -> bool:
 
 # Winograd F(4x4,3x3) on channel-blocked tensors (conv_winograd4_blocked): 3x3 stride-1 convs
 # with at least these many output pixels and input channels, when the runtime keeps both their
-# input and output blocked. Thread-independent: the runtime's layout follows it. From 14x14 maps:
-# ResNet-18 at 224 took 0.95-0.96x the time it took with the rule from 28x28 maps, VGG-11 0.66-0.71x
-# (benchmarks/results/conv_rule_winograd4-blocked-784_x86_64.md); on 7x7 maps the products are
-# bound by reading U (36 x C_in x C_out floats) and lost to the lanes conv.
+# input and output blocked. Thread-independent: the runtime's layout follows it. From 14x14 maps
+# rather than 28x28 (benchmarks/results/conv_rule_winograd4-blocked-784_x86_64.md); on 7x7 maps the
+# products are bound by reading U (36 x C_in x C_out floats) and lost to the lanes conv.
 _WINOGRAD4_BLOCKED = True
 _WINOGRAD4_BLOCKED_MIN_PIXELS = 196
 _WINOGRAD4_BLOCKED_MIN_CHANNELS = 32
@@ -562,8 +561,8 @@ BLOCKED_LAYOUT = True      # read when a plan is made (benchmarks and tests comp
 # panels) the whole net took 1.12x the time on 1 thread (benchmarks/results/versions_57745ef_x86_64.md)
 # ... but for convs reading maps of at least _BLOCKED_MAX_PANEL_BYTES_FROM[0] pixels (panels up to
 # [1] bytes): ResNet-18 at 224 has its 14x14 convs blocked then (they read and write blocked
-# tensors: Winograd), the stride-2 256 -> 512 conv reading them too; the whole net took 0.94-0.97x
-# the time (benchmarks/results/conv_rule_blocked-panels-512k_x86_64.md)
+# tensors: Winograd), the stride-2 256 -> 512 conv reading them too
+# (benchmarks/results/conv_rule_blocked-panels-512k_x86_64.md)
 _BLOCKED_MAX_PANEL_BYTES = 512 << 10
 _BLOCKED_MAX_PANEL_BYTES_FROM = (196, 2 << 20)
 

@@ -18,11 +18,9 @@ vector load holds VL channels of one pixel and nothing is strided. Blocks are co
 Where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages run per chunk of
 blocks instead, on the calling thread, with a small V and M that stay in cache: V and M make no
 round trip through memory (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of
-reading U once per chunk. Whole models took 0.92x (ResNet-18 at 224) and 0.95x (the bundled ResNet)
-the time with it at 1 thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md); at 2
-threads 0.98x and 0.97x the time of the three stages on the pool
-(results/conv_rule_winograd4-fused-pool_x86_64.md; chunks spread over both threads had lost, 1.03x
-and 1.01x in the first file).
+reading U once per chunk. It paid on one thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md)
+and, run on the calling thread, on two against the stages on the pool
+(results/conv_rule_winograd4-fused-pool_x86_64.md); chunks spread over both threads had not.
 
 Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
 """
