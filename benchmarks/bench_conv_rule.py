@@ -89,7 +89,8 @@ def alternative(name):
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
              mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
-             conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
+             conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
+             conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
              conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
              conv_mod._MICRO_SERIAL_MACS)
     if name == "blas":
@@ -119,7 +120,7 @@ def alternative(name):
     elif name == "no-lanes-prefetch":
         mk.LANES_PREFETCH_K = 0
     elif name == "blocked-panels-512k":
-        conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM = (1 << 62, 0)
+        conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES = conv_mod._BLOCKED_MAX_PANEL_BYTES
     elif name.startswith("micro-serial-"):
         conv_mod._MICRO_SERIAL_MACS = int(name.split("-")[2]) * 1_000_000
     elif name == "winograd4-fused-pool":
@@ -139,7 +140,8 @@ def alternative(name):
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
          mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
-         conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS, conv_mod._BLOCKED_MAX_PANEL_BYTES_FROM,
+         conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
+         conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
          conv_mod._MICRO_SERIAL_MACS) = saved
 

@@ -814,8 +814,9 @@ transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vec
 #   input:  v[v_off + (i*6 + j)*v_step : +VL] = (B^T d B)[i, j],  d[r, c] = src[s_off + r*s_row + c*VL : +VL]
 #   output: y[y_off + a*y_row + b*VL : +VL] = clamp(bias[b_off : +VL] + (A^T M A)[a, b], lo, hi) for
 #           a < n_rows, b < n_cols, M[i, j] = m[m_off + (i*6 + j)*m_step : +VL]
-# Columns are transformed first (each row of d or M), then rows; winograd4_bt / winograd4_at give
-# the operations and their order to the vector form, its scalar twin and the NumPy reference
+# Columns are transformed first (each row of d or M), then rows; winograd4_bt / winograd4_at are
+# the one definition of the operations and their order: the vector form emits them (_IRValue), the
+# scalar twin and the NumPy reference call them
 # (winograd4_input_reference, winograd4_output_reference): they agree to rounding (the compiler
 # may fuse a multiply and an add into one FMA, which rounds once).
 # ---------------------------------------------------------------------------------------------
@@ -837,21 +838,32 @@ def winograd4_at(m0, m1, m2, m3, m4, m5):
             m1 - m2 + _F8 * (m3 - m4) + m5)
 
 
-def _bt_ir(b, k, d):
-    """winograd4_bt's operations on six LLVM vectors; k[c] the constant vector c."""
-    d0, d1, d2, d3, d4, d5 = d
-    add, sub, mul = b.fadd, b.fsub, b.fmul
-    return (add(sub(mul(k[4], d0), mul(k[5], d2)), d4), sub(add(d3, d4), mul(k[4], add(d1, d2))),
-            add(sub(mul(k[4], sub(d1, d2)), d3), d4), add(sub(mul(k[2], sub(d3, d1)), d2), d4),
-            add(sub(mul(k[2], sub(d1, d3)), d2), d4), add(sub(mul(k[4], d1), mul(k[5], d3)), d5))
+class _IRValue:
+    """An LLVM vector in Python arithmetic (+, -, * by a float32 constant): winograd4_bt and
+    winograd4_at called on these emit their own operations, in their order, as IR."""
+    __array_ufunc__ = None                 # np.float32 * _IRValue: Python asks __rmul__, not NumPy
+
+    def __init__(self, builder, value):
+        self.b, self.v = builder, value
+
+    def _of(self, other):
+        if isinstance(other, _IRValue):
+            return other.v
+        return ir.Constant(self.v.type, [float(other)] * self.v.type.count)
+
+    def __add__(self, other):
+        return _IRValue(self.b, self.b.fadd(self.v, self._of(other)))
+
+    def __sub__(self, other):
+        return _IRValue(self.b, self.b.fsub(self.v, self._of(other)))
+
+    def __rmul__(self, other):
+        return _IRValue(self.b, self.b.fmul(self._of(other), self.v))
 
 
-def _at_ir(b, k, m):
-    """winograd4_at's operations on six LLVM vectors."""
-    m0, m1, m2, m3, m4, m5 = m
-    add, sub, mul = b.fadd, b.fsub, b.fmul
-    return (add(add(add(add(m0, m1), m2), m3), m4), add(sub(m1, m2), mul(k[2], sub(m3, m4))),
-            add(add(m1, m2), mul(k[4], add(m3, m4))), add(add(sub(m1, m2), mul(k[8], sub(m3, m4))), m5))
+def _ir_transform(f, builder, vectors):
+    """f (winograd4_bt or winograd4_at) on LLVM vectors: its outputs as LLVM vectors."""
+    return [o.v for o in f.py_func(*[_IRValue(builder, v) for v in vectors])]
 
 
 def _make_vector_winograd4_input(vw: int):
@@ -863,12 +875,11 @@ def _make_vector_winograd4_input(vw: int):
             s_v, s_o, s_r, v_v, v_o, v_s = args
             x = _IR(builder, vw)
             sp, vp = _data(context, builder, signature.args[0], s_v), _data(context, builder, signature.args[3], v_v)
-            k = {c: ir.Constant(x.vt, [float(c)] * vw) for c in (2, 4, 5)}
             d = [[x.load(sp, builder.add(builder.add(s_o, builder.mul(s_r, x.i64(r))), x.i64(c * vw)))
                   for c in range(6)] for r in range(6)]
-            t = [_bt_ir(builder, k, d[r]) for r in range(6)]          # t[r][j]: columns first
+            t = [_ir_transform(winograd4_bt, builder, d[r]) for r in range(6)]   # t[r][j]: columns first
             for j in range(6):
-                col = _bt_ir(builder, k, [t[r][j] for r in range(6)])
+                col = _ir_transform(winograd4_bt, builder, [t[r][j] for r in range(6)])
                 for i in range(6):
                     at = builder.add(v_o, builder.mul(v_s, x.i64(i * 6 + j)))
                     builder.store(col[i], builder.bitcast(builder.gep(vp, [at]), x.vt.as_pointer()), align=4)
@@ -890,13 +901,12 @@ def _make_vector_winograd4_output(vw: int):
             x = _IR(builder, vw)
             mp, yp = _data(context, builder, signature.args[0], m_v), _data(context, builder, signature.args[3], y_v)
             bp = _data(context, builder, signature.args[6], b_v)
-            k = {c: ir.Constant(x.vt, [float(c)] * vw) for c in (2, 4, 8)}
             mv = [[x.load(mp, builder.add(m_o, builder.mul(m_s, x.i64(i * 6 + j)))) for j in range(6)]
                   for i in range(6)]
-            t = [_at_ir(builder, k, mv[i]) for i in range(6)]          # t[i][b]: columns first
+            t = [_ir_transform(winograd4_at, builder, mv[i]) for i in range(6)]  # t[i][b]: columns first
             bias_v, lo_s, hi_s = x.load(bp, b_o), x.splat(lo_v), x.splat(hi_v)
             for b in range(4):
-                col = _at_ir(builder, k, [t[i][b] for i in range(6)])
+                col = _ir_transform(winograd4_at, builder, [t[i][b] for i in range(6)])
                 for a in range(4):
                     inside = builder.and_(builder.icmp_signed("<", x.i64(a), nr_v),
                                           builder.icmp_signed("<", x.i64(b), nc_v))
@@ -961,8 +971,8 @@ def winograd4_output_reference(m: np.ndarray, bias, lo=-np.inf, hi=np.inf) -> np
     return np.where(y > np.float32(hi), np.float32(hi), y).astype(np.float32)
 
 
-_wino_kind = _make_scalar_winograd4_input if TARGET["kind"] == "scalar" else _make_vector_winograd4_input
-winograd4_input = _wino_kind(DWB_VL)
+winograd4_input = (_make_scalar_winograd4_input if TARGET["kind"] == "scalar"
+                   else _make_vector_winograd4_input)(DWB_VL)
 winograd4_output = (_make_scalar_winograd4_output if TARGET["kind"] == "scalar"
                     else _make_vector_winograd4_output)(DWB_VL)
 
@@ -1193,47 +1203,46 @@ def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, 
         _lanes_tile(variant, a, aoffs, a_starts[r], b[cb], c, c_starts[r] + c_panels[cb], ldc, c_vstep,
                     bias, bias_panels[cb], lo32, hi32, b_pf)
 
-
-
 @njit
-def gemm_lanes_batched(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                       parallel, pf):
+def gemm_lanes_batched(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, parallel, pf):
     """gemm_lanes for a batch of products (Winograd's 36 positions) in one call, no epilogue:
-    product p reads A at p*a_pos + a_starts[t] + aoffs[k] + i*VW (a lanes tile of variant 3-5) with
-    B's panels b[p], and writes C at p*c_pos + c_starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
-    channel-blocked layout); zero_bias: zeros, as long as a panel's channels. Tiles spread over
-    the threads (parallel) or run on the calling one; pf > 0: they prefetch B pf k-steps ahead."""
+    product p reads A at p*a_pos + starts[t] + aoffs[k] + i*VW (a lanes tile of variant 3-5) with
+    B's panels b[p], and writes C at p*c_pos + starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
+    channel-blocked layout: A's and C's blocks start alike); zero_bias: zeros, as long as a
+    panel's channels. Tiles spread over the threads (parallel) or run on the calling one; pf > 0:
+    they prefetch B pf k-steps ahead."""
     inf = np.float32(np.inf)
     b_pf = pf * b.shape[2] // max(1, aoffs.shape[0])
     if parallel:
-        _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
-                            zero_bias, -inf, inf, b_pf)
+        _lanes_batched_pool(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, -inf, inf,
+                            b_pf)
     else:
-        _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos,
-                              zero_bias, -inf, inf, b_pf)
+        _lanes_batched_serial(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, -inf, inf,
+                              b_pf)
 
 
 @njit
-def _lanes_batched_serial(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                          lo32, hi32, b_pf):
+def _lanes_batched_serial(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, lo32, hi32,
+                          b_pf):
     for p in range(b.shape[0]):
         for cb in range(b.shape[1]):
-            for r in range(a_starts.shape[0]):
-                _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
-                            p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
+            for r in range(starts.shape[0]):
+                _lanes_tile(variant, a, aoffs, p * a_pos + starts[r], b[p, cb], c, p * c_pos + starts[r] + c_panels[cb],
+                            DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
 
 
 @njit(parallel=True)
-def _lanes_batched_pool(variant, a, aoffs, a_starts, a_pos, b, c, c_starts, c_panels, c_vstep, c_pos, zero_bias,
-                        lo32, hi32, b_pf):
-    n_cb, n_blocks = b.shape[1], a_starts.shape[0]
+def _lanes_batched_pool(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, lo32, hi32,
+                        b_pf):
+    n_cb, n_blocks = b.shape[1], starts.shape[0]
     per = n_cb * n_blocks
     for t in prange(b.shape[0] * per):
         p = t // per
         cb = (t - p * per) // n_blocks
         r = t - p * per - cb * n_blocks
-        _lanes_tile(variant, a, aoffs, p * a_pos + a_starts[r], b[p, cb], c,
-                    p * c_pos + c_starts[r] + c_panels[cb], DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
+        _lanes_tile(variant, a, aoffs, p * a_pos + starts[r], b[p, cb], c, p * c_pos + starts[r] + c_panels[cb],
+                    DWB_VL, c_vstep, zero_bias, 0, lo32, hi32, b_pf)
+
 
 def gemm_lanes_reference(a, aoffs, a_starts, mr, b, bias=None, lo=-np.inf, hi=np.inf, a_step=1) -> np.ndarray:
     """gemm_lanes' blocks (len(a_starts) * mr, N) for B (K, N) unpacked, in float64 accumulation,

@@ -77,7 +77,7 @@ def test_batched_lanes_product_matches_plain_product(parallel):
     c = np.full(n_pos * cbo * n_pad * VL, np.nan, np.float32)
     c_panels = (np.arange(n_cb) * (nr // VL) * n_pad * VL).astype(np.int64)
     with numba_single_thread() if not parallel else nullcontext():
-        mk.gemm_lanes_batched(v, a, aoffs, a_starts, cbi * n_pad * VL, b, c, a_starts, c_panels, n_pad * VL,
+        mk.gemm_lanes_batched(v, a, aoffs, a_starts, cbi * n_pad * VL, b, c, c_panels, n_pad * VL,
                               cbo * n_pad * VL, np.zeros(nr, np.float32), parallel, 16)
     got = c.reshape(n_pos, cbo, n_pad, VL).transpose(0, 2, 1, 3).reshape(n_pos, n_pad, cbo * VL)
     for p in range(n_pos):

@@ -446,7 +446,7 @@ _WINOGRAD4_BLOCKED_MIN_CHANNELS = 32
 
 def winograd4_blocked_rule(attrs, group, pixels, c_in_g) -> bool:
     """Whether a conv between blocked tensors takes Winograd F(4x4,3x3) (the rule above)."""
-    return (_WINOGRAD4_BLOCKED and BLOCKED_LAYOUT and conv_winograd4_blocked.applicable(attrs, group)
+    return (_WINOGRAD4_BLOCKED and BLOCKED_LAYOUT and winograd_applicable(attrs, group)
             and pixels >= _WINOGRAD4_BLOCKED_MIN_PIXELS and c_in_g >= _WINOGRAD4_BLOCKED_MIN_CHANNELS)
 
 
@@ -559,12 +559,13 @@ BLOCKED_LAYOUT = True      # read when a plan is made (benchmarks and tests comp
 # ... and whose weight panel (K x NR floats, streamed once per pixel block) stays in the L2 cache:
 # with ResNet-18's 256- and 512-channel 3x3 convs blocked too (K = 2304 and 4608: 0.56 and 1.1 MiB
 # panels) the whole net took 1.12x the time on 1 thread (benchmarks/results/versions_57745ef_x86_64.md)
-# ... but for convs reading maps of at least _BLOCKED_MAX_PANEL_BYTES_FROM[0] pixels (panels up to
-# [1] bytes): ResNet-18 at 224 has its 14x14 convs blocked then (they read and write blocked
+# ... but for convs reading maps of at least _BLOCKED_BIG_MAP_PIXELS pixels (panels up to
+# _BLOCKED_BIG_MAP_MAX_PANEL_BYTES): ResNet-18 at 224 has its 14x14 convs blocked then (they read and write blocked
 # tensors: Winograd), the stride-2 256 -> 512 conv reading them too
 # (benchmarks/results/conv_rule_blocked-panels-512k_x86_64.md)
 _BLOCKED_MAX_PANEL_BYTES = 512 << 10
-_BLOCKED_MAX_PANEL_BYTES_FROM = (196, 2 << 20)
+_BLOCKED_BIG_MAP_PIXELS = 196
+_BLOCKED_BIG_MAP_MAX_PANEL_BYTES = 2 << 20
 
 
 def blocked_output(attrs, x_shape, w_shape) -> int | None:
@@ -588,8 +589,8 @@ def blocked_output(attrs, x_shape, w_shape) -> int | None:
         return None if v is None else max(nb, conv_blocked.out_blocks(c_out, v))
     if winograd4_rule(attrs, 1, ho * wo, plan.c_in_g, plan.threads):
         return None                                  # Winograd's rule (NCHW in and out)
-    big_map = x_shape[2] * x_shape[3] >= _BLOCKED_MAX_PANEL_BYTES_FROM[0]
-    most = _BLOCKED_MAX_PANEL_BYTES_FROM[1] if big_map else _BLOCKED_MAX_PANEL_BYTES
+    big_map = x_shape[2] * x_shape[3] >= _BLOCKED_BIG_MAP_PIXELS
+    most = _BLOCKED_BIG_MAP_MAX_PANEL_BYTES if big_map else _BLOCKED_MAX_PANEL_BYTES
     if v is None or 4 * plan.k * mk.lanes_dims_py(v)[1] > most:
         return None
     return conv_blocked.out_blocks(c_out, v)

@@ -30,7 +30,6 @@ import numpy as np
 
 from haste_edge import microkernel as mk
 from haste_edge.jit import njit, prange
-from haste_edge.ops import conv_winograd
 from haste_edge.ops.conv_blocked import blocked_phases, blocks, out_blocks
 from haste_edge.ops.conv_winograd4 import transform_filters
 from haste_edge.ops.registry import Prepared
@@ -58,10 +57,6 @@ def gemm_variant(ho: int, wo: int, c_out: int) -> int:
     """The lanes tile of the products: least padded work over the blocks and output channels."""
     th, tw = out_tiles(ho, wo)
     return mk.choose_lanes(th * tw, c_out)
-
-
-def applicable(attrs, group: int) -> bool:
-    return conv_winograd.applicable(attrs, group)
 
 
 def output_blocks(ho: int, wo: int, c_out: int) -> int:
@@ -142,7 +137,7 @@ class BlockedWinograd4Conv(Prepared):
             calls += [(stage_in, (x[i], padded, v, pt, pl, self.hp, self.wp, self.th, self.tw, self.n_pad,
                                   self.cbi)),
                       (mk.gemm_lanes_batched, (self.variant, v, self.aoffs, self.a_starts, self.a_pos, self.wt, m,
-                                               self.a_starts, self.c_panels, self.n_pad * VL, self.c_pos,
+                                               self.c_panels, self.n_pad * VL, self.c_pos,
                                                self.zero_bias, parallel, self.pf)),
                       (stage_out, (m, y[i], self.padded_bias(bias), self.th, self.tw, self.n_pad, self.cbo, ho, wo,
                                    blocks(plan.out_shape[1]), plan.lo, plan.hi))]
@@ -206,10 +201,11 @@ def _fused(padded, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_b
             for s in range(s0, s1):
                 ty, tx = s // tw, s % tw
                 mk.winograd4_input(pc, (4 * ty * wp + 4 * tx) * VL, wp * VL, v, (cb * ct + s - s0) * VL, cbi * ct * VL)
-        mk.gemm_lanes_batched(variant, v, aoffs, a_starts, cbi * ct * VL, wt, m, a_starts, c_panels, ct * VL,
-                              cbo * ct * VL, zero_bias, False, pf)
+        mk.gemm_lanes_batched(variant, v, aoffs, a_starts, cbi * ct * VL, wt, m, c_panels, ct * VL, cbo * ct * VL,
+                              zero_bias, False, pf)
         for cb in range(n_blocks):
             for s in range(s0, s1):
                 ty, tx = s // tw, s % tw
-                mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf, ((cb * ho + 4 * ty) * wo + 4 * tx) * VL,
-                                    wo * VL, bias, cb * VL, lo32, hi32, min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+                mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf,
+                                    ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
+                                    min(4, ho - 4 * ty), min(4, wo - 4 * tx))
