@@ -1,7 +1,7 @@
 """One switch for every thread pool the engine uses: Numba's parallel loops and the BLAS in NumPy.
 
 The engine's parallel kernels run on Numba's pool, whose idle workers spin briefly, then sleep
-(jit.py). With one pool (ops.conv.ONE_POOL, the default) every conv runs there and the BLAS
+(jit.py). With one pool (ONE_POOL, the default) every conv runs there and the BLAS
 (OpenBLAS in NumPy) keeps one thread unless set_threads(blas=k) says otherwise: two pools fought
 over the cores. Under the two-pool rule the BLAS gets all the engine's threads only while other
 processes leave the cores idle (cpuload.OtherLoad, checked at most every 0.1 s at the start of a
@@ -26,7 +26,15 @@ _blas_now: int | None = None           # what the BLAS libraries are set to
 _blas_libs: list = []
 _load: OtherLoad | None = None
 _state_lock = threading.Lock()
-_known = threading.local()             # .n: Numba's thread count while this module holds it fixed
+_known = threading.local()             # .n: Numba's thread count while this module holds it fixed;
+                                       # .set: the count this module last gave Numba in this thread
+# One pool (default): on every thread count each conv (ops/conv.py) takes the path it takes on one
+# thread (the microkernel, but for a few small pointwise convs and the HASTE-free OpenBLAS paths
+# under HASTE_EDGE_CONV=blas), parallel on Numba's pool from conv._MICRO_SERIAL_MACS up, the
+# workers spinning briefly between loops (jit.py) and the BLAS on one thread: the pools no longer
+# fight over the cores. False: the two-pool rule (module docstring; small convs on the calling
+# thread, large ones on OpenBLAS's threads), measured with sleeping workers.
+ONE_POOL = True
 BUSY_CORES = 0.5                       # other processes using more than this: BLAS on one thread
 
 
@@ -38,6 +46,7 @@ def set_threads(n: int | None = None, blas: int | None = None) -> int:
     n = _bounded(int(n) if n else (os.cpu_count() or 1))
     with _state_lock:
         numba.set_num_threads(n)
+        _known.set = n
         _wanted = n
         _blas_fixed = None if blas is None else max(1, int(blas))
         if not _blas_libs:             # NumPy's BLAS is loaded by now (numba imports numpy)
@@ -59,8 +68,7 @@ def _set_blas(k: int) -> None:
 def _blas_adapts() -> bool:
     """Whether the BLAS's threads follow the load (module docstring): not with one pool, where the
     BLAS keeps 1 thread, nor when they are fixed or the engine has one thread."""
-    from .ops import conv
-    return _blas_fixed is None and _wanted != 1 and not conv.ONE_POOL
+    return _blas_fixed is None and _wanted != 1 and not ONE_POOL
 
 
 def _adapt_blas() -> None:
@@ -98,8 +106,12 @@ class run_context:
         if self.locked:
             _run_lock.acquire()
         try:
-            if numba.get_num_threads() != _wanted:
+            # what this module last set, not numba.get_num_threads(): asked after a run's kernels it
+            # took tens of microseconds (cold), a few percent of the bundled model's run. Set
+            # elsewhere, Numba's count only changes how the work spreads: no kernel indexes by thread
+            if getattr(_known, "set", None) != _wanted:
                 numba.set_num_threads(_wanted)
+                _known.set = _wanted
             if _blas_adapts():
                 with _state_lock:
                     _adapt_blas()

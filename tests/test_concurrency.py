@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import haste_edge
-from haste_edge.ops import conv as conv_mod
 from haste_edge import threads
 from haste_edge.preprocess import load_batch
 
@@ -156,7 +155,7 @@ def test_blas_threads_follow_the_other_processes_load(monkeypatch):
         monkeypatch.setattr(threads._load, "cores", lambda: 0.0)
         model.run(feeds)
         assert threads.blas_threads() == 1 and _numpy_blas_threads() == [1]
-        monkeypatch.setattr(conv_mod, "ONE_POOL", False)
+        monkeypatch.setattr(threads, "ONE_POOL", False)
         for others, want in ((1.0, 1), (0.0, n), (0.7, 1), (0.1, n)):
             monkeypatch.setattr(threads._load, "cores", lambda v=others: v)
             model.run(feeds)

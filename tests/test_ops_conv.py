@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from conv_cases import CASES, RNG, make, run_fast
+from haste_edge import threads
 from haste_edge.ops import conv as conv_mod
 from haste_edge.ops.registry import get
 from haste_edge.threads import numba_single_thread
@@ -69,7 +70,7 @@ def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name, monkey
             monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)  # one pool: larger ones in parallel
             plan = conv_mod._get_plan(dict(attrs), x.shape, w.shape)
             assert plan.path == "direct" and not plan.micro_serial
-            monkeypatch.setattr(conv_mod, "ONE_POOL", False)          # two pools: large ones on OpenBLAS
+            monkeypatch.setattr(threads, "ONE_POOL", False)          # two pools: large ones on OpenBLAS
             monkeypatch.setattr(conv_mod, "_SERIAL_SMALL_MACS", 0)
             assert conv_mod._get_plan(dict(attrs), x.shape, w.shape).path != "direct"
         finally:

@@ -43,6 +43,7 @@ from haste_edge.ops.conv_winograd4_blocked import BlockedWinograd4Conv
 from haste_edge.ops.window import split_phases
 from haste_edge.ops.registry import Held, register, step_state
 from haste_edge.scratch import scratch
+from haste_edge import threads
 from haste_edge.threads import kernel_threads, numba_single_thread
 
 CONV_ATTRS = ("kernel_shape", "strides", "dilations", "pads", "group", "activation", "clip_min", "clip_max")
@@ -462,13 +463,6 @@ _SERIAL_SMALL_MACS = 16_000_000
 # benchmarks/results/conv_rule_pointwise-small-blas_x86_64.md holds the second)
 _SERIAL_SMALL_POINTWISE = True
 
-# One pool (default): on every thread count each conv takes the path it takes on one thread (the
-# microkernel, but for a few small pointwise convs and the HASTE-free OpenBLAS paths under
-# HASTE_EDGE_CONV=blas), parallel on Numba's pool from _MICRO_SERIAL_MACS up, the workers spinning
-# briefly between loops (jit.py) and the BLAS on one thread (threads.py): the pools no longer fight
-# over the cores. False: the two-pool rule above (small convs on the calling thread, large ones on
-# OpenBLAS's threads), measured with sleeping workers.
-ONE_POOL = True
 
 # Output planes up to this many pixels run the Numba parts of the GEMM paths single-threaded.
 # Measured at 2 threads on the ResNet-18 layers (28x28 and smaller): every Numba kernel there
@@ -507,7 +501,7 @@ class _Plan:
         # 1x1, stride 1, unpadded: the image itself is the GEMM's matrix
         self.pointwise = kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
         self.lanes = use_lanes(self, self.c_out_g)    # conv_direct's layout, if that path runs
-        if ONE_POOL:                 # one thread's paths, parallel on Numba's pool unless tiny
+        if threads.ONE_POOL:         # one thread's paths, parallel on Numba's pool unless tiny
             one_thread_rule = True
             self.micro_serial = macs < _MICRO_SERIAL_MACS
         else:
