@@ -3,6 +3,7 @@
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
+                                                winograd4-fused-calling|
                                                 micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
@@ -26,6 +27,8 @@ Two copies of each model: one planned under the alternative, one under the defau
   blocked-panels-512k  the default, but no conv keeps the blocked layout with a weight panel over 512 KiB
   no-winograd4-fused  the default, but blocked Winograd's three stages never fused per chunk of blocks
   winograd4-fused-pool  the default, but on more threads blocked Winograd's stages apart, on the pool
+  winograd4-fused-calling  the default, but on more threads blocked Winograd's fused stages on the
+                  calling thread (not dealt to the workers by chunk)
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
@@ -72,6 +75,7 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "blocked-panels-512k": "blocked layout for weight panels up to 512 KiB only",
                 "no-winograd4-fused": "blocked Winograd's stages never fused per chunk",
                 "winograd4-fused-pool": "blocked Winograd's stages fused on one thread only, on the pool apart",
+                "winograd4-fused-calling": "blocked Winograd's fused stages on the calling thread only",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
 
 
@@ -91,7 +95,7 @@ def alternative(name):
              mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
              conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
-             conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
+             conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
              conv_mod._MICRO_SERIAL_MACS)
     if name == "blas":
         conv_mod._AUTO = False
@@ -124,7 +128,9 @@ def alternative(name):
     elif name.startswith("micro-serial-"):
         conv_mod._MICRO_SERIAL_MACS = int(name.split("-")[2]) * 1_000_000
     elif name == "winograd4-fused-pool":
-        conv_winograd4_blocked.FUSED_ON_ONE_THREAD = False
+        conv_winograd4_blocked.FUSED_POOL = "stages"
+    elif name == "winograd4-fused-calling":
+        conv_winograd4_blocked.FUSED_POOL = "calling"
     elif name == "no-winograd4-fused":
         conv_winograd4_blocked.FUSED_MAX_U_BYTES = 0
     elif name == "no-winograd4-blocked":
@@ -142,7 +148,7 @@ def alternative(name):
          mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
-         conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_ON_ONE_THREAD,
+         conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
          conv_mod._MICRO_SERIAL_MACS) = saved
 
 

@@ -149,3 +149,32 @@ def test_fused_stages_give_the_three_stages_results():
             conv.run(xb, y, b, plan)
     got, want = out[True][:, :blocks(w.shape[0])], out[False][:, :blocks(w.shape[0])]
     assert np.abs(got - want).max() <= BOUND * max(np.abs(want).max(), 1.0) * np.sqrt(x.shape[1])
+
+
+@pytest.mark.parametrize("case", ["28x28-batch2", "14x14-partial-blocks"])
+def test_fused_chunks_dealt_to_workers_equal_the_calling_threads(case, monkeypatch):
+    """On two threads each worker takes every other chunk with its own V and M: every chunk makes
+    the same operations as on one thread, so the outputs are equal bit for bit."""
+    import numba
+    monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)
+    inputs, attrs = make(CASES[case])
+    x, w, b = inputs
+    nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
+    plan = conv_mod._Plan(attrs, x.shape, w.shape, True, True)
+    conv = wb.BlockedWinograd4Conv(w, plan)
+    assert conv.fused
+    xb = to_blocked(x)
+    out = []
+    for threads in (1, 2):
+        prev = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            y = np.full((x.shape[0], nb) + plan.out_shape[2:] + (VL,), np.nan, np.float32)
+            calls = conv.calls(xb, y, b, plan)
+            assert calls[0][0] is (wb._fused_pool if numba.get_num_threads() > 1 else wb._fused)
+            for f, a in calls:
+                f(*a)
+            out.append(y[:, :blocks(w.shape[0])])
+        finally:
+            numba.set_num_threads(prev)
+    assert np.array_equal(out[0], out[1])

@@ -16,11 +16,12 @@ vector load holds VL channels of one pixel and nothing is strided. Blocks are co
 (s = ty * tw + tx) and padded to a multiple of the tile's MR with junk blocks never stored.
 
 Where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages run per chunk of
-blocks instead, on the calling thread, with a small V and M that stay in cache: V and M make no
-round trip through memory (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of
-reading U once per chunk. It paid on one thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md)
-and, run on the calling thread, on two against the stages on the pool
-(results/conv_rule_winograd4-fused-pool_x86_64.md); chunks spread over both threads had not.
+blocks instead, with a small V and M that stay in cache: V and M make no round trip through memory
+(on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of reading U once per chunk. It
+paid on one thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md). On more threads
+the chunks are dealt to the workers in turn, each with its own V and M (FUSED_POOL); the
+alternatives, fused on the calling thread and the three stages on the pool, are kept for
+benchmarks/bench_conv_rule.py.
 
 Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
 """
@@ -44,8 +45,9 @@ PREFETCH_K = 16
 # and M about CHUNK_BYTES together
 FUSED_MAX_U_BYTES = 1 << 20
 CHUNK_BYTES = 192 << 10
-# ... on more threads too, then on the calling thread (module docstring)
-FUSED_ON_ONE_THREAD = True
+# on more threads: "workers" (chunks dealt to the pool's workers), "calling" (fused on the calling
+# thread), "stages" (the three stages apart, on the pool); module docstring
+FUSED_POOL = "workers"
 
 
 def out_tiles(ho: int, wo: int) -> tuple[int, int]:
@@ -118,17 +120,16 @@ class BlockedWinograd4Conv(Prepared):
         pt, pl = plan.geo[6], plan.geo[7]
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         padded = scratch("phases", self.cbi * self.hp * self.wp * VL)
-        if self.fused and (not parallel or FUSED_ON_ONE_THREAD):
-            v = scratch("wino_v", 36 * self.cbi * self.ct * VL)
-            m = scratch("wino_m", 36 * self.cbo * self.ct * VL)
+        if self.fused and (not parallel or FUSED_POOL != "stages"):
+            workers = kernel_threads() if parallel and FUSED_POOL == "workers" else 1
+            v = scratch("wino_v", workers * 36 * self.cbi * self.ct * VL).reshape(workers, -1)
+            m = scratch("wino_m", workers * 36 * self.cbo * self.ct * VL).reshape(workers, -1)
             geo = (self.hp, self.wp, self.th, self.tw, self.ct, self.cbi, self.cbo, ho, wo,
                    blocks(plan.out_shape[1]), plan.lo, plan.hi)
-            calls = []
-            for i in range(x.shape[0]):
-                calls += [(_pad, (x[i], padded, pt, pl, self.hp, self.wp, self.cbi)),
-                          (_fused, (padded, v, m, y[i], self.padded_bias(bias), self.variant, self.aoffs_c,
-                                   self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias, self.pf, *geo))]
-            return calls
+            fused = _fused_pool if workers > 1 else _fused
+            return [(fused, (x[i], padded, pt, pl, v, m, y[i], self.padded_bias(bias), self.variant, self.aoffs_c,
+                             self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias, self.pf, *geo))
+                    for i in range(x.shape[0])]
         v = scratch("wino_v", 36 * self.a_pos)
         m = scratch("wino_m", 36 * self.c_pos)
         stage_in, stage_out = (_inputs_pool, _outputs_pool) if parallel else (_inputs_serial, _outputs_serial)
@@ -188,24 +189,46 @@ def _pad(x, padded, pt, pl, hp, wp, cbi):
 
 
 @njit
-def _fused(padded, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, th, tw, ct, cbi,
-           cbo, ho, wo, n_blocks, lo, hi):
-    """The three stages per chunk of ct blocks (module docstring), V and M one chunk's."""
-    n = th * tw
-    lo32, hi32 = np.float32(lo), np.float32(hi)
+def _chunk(s0, s1, padded, v, m, yf, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct,
+           cbi, cbo, ho, wo, n_blocks, lo32, hi32):
+    """The three stages for blocks s0 <= s < s1 (at most ct), V and M one chunk's."""
+    for cb in range(cbi):
+        pc = padded[cb * hp * wp * VL:(cb + 1) * hp * wp * VL]
+        for s in range(s0, s1):
+            ty, tx = s // tw, s % tw
+            mk.winograd4_input(pc, (4 * ty * wp + 4 * tx) * VL, wp * VL, v, (cb * ct + s - s0) * VL, cbi * ct * VL)
+    mk.gemm_lanes_batched(variant, v, aoffs, a_starts, cbi * ct * VL, wt, m, c_panels, ct * VL, cbo * ct * VL,
+                          zero_bias, False, pf)
+    for cb in range(n_blocks):
+        for s in range(s0, s1):
+            ty, tx = s // tw, s % tw
+            mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf,
+                                ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
+                                min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+
+
+@njit
+def _fused(x, padded, pt, pl, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, th, tw,
+           ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
+    """Pad x, then the three stages per chunk of ct blocks on the calling thread (v, m: one row)."""
+    _pad(x, padded, pt, pl, hp, wp, cbi)
     yf = y.reshape(-1)
-    for s0 in range(0, n, ct):
-        s1 = min(n, s0 + ct)
-        for cb in range(cbi):
-            pc = padded[cb * hp * wp * VL:(cb + 1) * hp * wp * VL]
-            for s in range(s0, s1):
-                ty, tx = s // tw, s % tw
-                mk.winograd4_input(pc, (4 * ty * wp + 4 * tx) * VL, wp * VL, v, (cb * ct + s - s0) * VL, cbi * ct * VL)
-        mk.gemm_lanes_batched(variant, v, aoffs, a_starts, cbi * ct * VL, wt, m, c_panels, ct * VL, cbo * ct * VL,
-                              zero_bias, False, pf)
-        for cb in range(n_blocks):
-            for s in range(s0, s1):
-                ty, tx = s // tw, s % tw
-                mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf,
-                                    ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
-                                    min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+    for s0 in range(0, th * tw, ct):
+        _chunk(s0, min(th * tw, s0 + ct), padded, v[0], m[0], yf, bias, variant, aoffs, a_starts, wt, c_panels,
+               zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo), np.float32(hi))
+
+
+@njit(parallel=True)
+def _fused_pool(x, padded, pt, pl, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp,
+                th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
+    """Pad x on the calling thread, then worker w (a row of v and m each) takes chunks w, w + W, ..."""
+    _pad(x, padded, pt, pl, hp, wp, cbi)
+    yf = y.reshape(-1)
+    n = th * tw
+    n_chunks = -(-n // ct)
+    workers = v.shape[0]
+    for w in prange(workers):
+        for c in range(w, n_chunks, workers):
+            _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, bias, variant, aoffs, a_starts, wt,
+                   c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
+                   np.float32(hi))
