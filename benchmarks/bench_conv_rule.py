@@ -3,7 +3,7 @@
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
-                                                winograd4-fused-calling|
+                                                winograd4-fused-calling|three-lanes-tiles|
                                                 micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
@@ -29,6 +29,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   winograd4-fused-pool  the default, but on more threads blocked Winograd's stages apart, on the pool
   winograd4-fused-calling  the default, but on more threads blocked Winograd's fused stages on the
                   calling thread (not dealt to the workers by chunk)
+  three-lanes-tiles  the default, but no conv on the fourth lanes tile (microkernel.LANES[3])
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
@@ -76,7 +77,17 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "no-winograd4-fused": "blocked Winograd's stages never fused per chunk",
                 "winograd4-fused-pool": "blocked Winograd's stages fused on one thread only, on the pool apart",
                 "winograd4-fused-calling": "blocked Winograd's fused stages on the calling thread only",
+                "three-lanes-tiles": "no conv on the fourth lanes tile",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
+
+
+def _three_lanes_tiles(width, channels, divides=False):
+    """microkernel.choose_lanes among the first three lanes tiles only."""
+    def cost(v):
+        mr, nr = mk.lanes_dims_py(v)
+        return -(-width // mr) * mr * -(-channels // nr) * nr * mk.LANES_WORK[v]
+    fits = [v for v in range(3) if not divides or width % mk.LANES[v][0] == 0]
+    return min(fits, key=lambda v: (cost(v), v)) if fits else None
 
 
 def _least_padding(rows, cols):
@@ -89,7 +100,7 @@ def _least_padding(rows, cols):
 @contextmanager
 def alternative(name):
     """Module settings of the alternative while a model is planned, restored afterwards."""
-    saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
+    saved = (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant, mk.choose_lanes,
              conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
              runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
              mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,
@@ -129,6 +140,8 @@ def alternative(name):
         conv_mod._MICRO_SERIAL_MACS = int(name.split("-")[2]) * 1_000_000
     elif name == "winograd4-fused-pool":
         conv_winograd4_blocked.FUSED_POOL = "stages"
+    elif name == "three-lanes-tiles":
+        mk.choose_lanes = _three_lanes_tiles
     elif name == "winograd4-fused-calling":
         conv_winograd4_blocked.FUSED_POOL = "calling"
     elif name == "no-winograd4-fused":
@@ -142,7 +155,7 @@ def alternative(name):
     try:
         yield
     finally:
-        (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant,
+        (conv_mod._AUTO, conv_mod._DIRECT, conv_mod._POINTWISE_MICRO_MIN_PIXELS, mk.choose_variant, mk.choose_lanes,
          conv_direct.LANES, conv_direct.LANES_MIN_GAIN, conv_mod._SERIAL_SMALL_MACS, conv_mod._WINOGRAD4,
          runtime.FUSE_RESIDUALS, conv_mod._DW_BLOCKED, gemm_mod.ROWS, conv_mod._SERIAL_SMALL_POINTWISE,
          mk.LANES_PREFETCH_K, conv_mod._WINOGRAD4_MIN_CHANNELS, conv_mod._WINOGRAD4_MIN_CHANNELS_POOL,

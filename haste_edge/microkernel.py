@@ -83,17 +83,22 @@ def _choose() -> dict:
         shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
     # lanes tiles (MR pixels, NV vectors of output channels): MR = 7, 14, 4 divide the rows of the
     # usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); accumulators plus B's vectors fill
-    # the registers (AVX2 has no broadcast operand: one more register for it)
+    # the registers (AVX2 has no broadcast operand: one more register for it). The fourth pads
+    # fewer channels where the others pad many (AVX-512: one vector, for 16, 40, 80, 144... channels)
     if arch == "x86_64" and avx512:
-        lanes = ((7, 4, 16), (14, 2, 16), (4, 4, 16))
+        lanes = ((7, 4, 16), (14, 2, 16), (4, 4, 16), (28, 1, 16))
     elif arch == "x86_64":
-        lanes = ((7, 2, 8), (14, 1, 8), (4, 3, 8))
+        lanes = ((7, 2, 8), (14, 1, 8), (4, 3, 8), (4, 2, 8))
     elif arch == "aarch64":
-        lanes = ((7, 3, 4), (14, 2, 4), (4, 6, 4))
+        lanes = ((7, 3, 4), (14, 2, 4), (4, 6, 4), (28, 1, 4))
     else:
-        lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4))
+        lanes = ((7, 2, 4), (14, 1, 4), (4, 2, 4), (4, 1, 4))
+    # cost per padded multiply-add, per lanes tile: the fourth loads one broadcast per multiply-add
+    # and ran at about 2/3 of the others' rate (AVX-512: benchmarks/results/lanes_tiles_x86_64.md;
+    # assumed alike elsewhere), so it is taken where the others pad much more (16-channel outputs)
+    lanes_work = (1.0, 1.0, 1.0, 1.5)
     kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
-    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "kind": kind,
+    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "lanes_work": lanes_work, "kind": kind,
             "fma512": avx512 and not _cpu_name().startswith("znver")}
 
 
@@ -103,6 +108,7 @@ TARGET = _choose()
 # into two 256-bit halves, so direct convs reach half the peak there and Winograd pays sooner
 SHAPES = TARGET["shapes"]                      # index = tile variant
 LANES = TARGET["lanes"]                        # index = lanes tile variant
+LANES_WORK = TARGET["lanes_work"]
 # k steps ahead the vector tile prefetches A, 0 = not at all (32-200 measured alike on the bundled
 # ResNet: benchmarks/results/prefetch_x86_64.md); past the panel's end it is a harmless hint
 PREFETCH_K = env_int("HASTE_EDGE_PREFETCH_K", 64, 0, 4096)
@@ -747,18 +753,18 @@ tile2 = make_tile(*SHAPES[2])
 MR0, NR0 = mr_of(0), nr_of(0)
 MR1, NR1 = mr_of(1), nr_of(1)
 MR2, NR2 = mr_of(2), nr_of(2)
-# lanes tiles 0-2 read A's pixels at a step of 1 (NCHW planes, stride phases); 3-5 at a step of
-# VW (the channel-blocked layout: ops/conv_blocked.py)
-assert all(vw == DWB_VL for _, _, vw in LANES)
+# lanes tiles 0 to N_LANES - 1 read A's pixels at a step of 1 (NCHW planes, stride phases), the next
+# N_LANES at a step of VW (the channel-blocked layout: ops/conv_blocked.py)
+assert all(vw == DWB_VL for _, _, vw in LANES) and len(LANES) == 4
+N_LANES = len(LANES)
 lanes0 = _make_lanes_tile(*LANES[0], 1)
 lanes1 = _make_lanes_tile(*LANES[1], 1)
 lanes2 = _make_lanes_tile(*LANES[2], 1)
-lanes3 = _make_lanes_tile(*LANES[0], DWB_VL)
-lanes4 = _make_lanes_tile(*LANES[1], DWB_VL)
-lanes5 = _make_lanes_tile(*LANES[2], DWB_VL)
-LMR0, LNR0 = LANES[0][0], LANES[0][1] * LANES[0][2]
-LMR1, LNR1 = LANES[1][0], LANES[1][1] * LANES[1][2]
-LMR2, LNR2 = LANES[2][0], LANES[2][1] * LANES[2][2]
+lanes3 = _make_lanes_tile(*LANES[3], 1)
+lanes4 = _make_lanes_tile(*LANES[0], DWB_VL)
+lanes5 = _make_lanes_tile(*LANES[1], DWB_VL)
+lanes6 = _make_lanes_tile(*LANES[2], DWB_VL)
+lanes7 = _make_lanes_tile(*LANES[3], DWB_VL)
 # gathered tiles, one global per shape (GATHER_SHAPES), and their dispatcher
 GATHER_VW = LANES[2][2]
 _gather = [_make_gather_tile(mr, nv, GATHER_VW) for mr, nv in GATHER_SHAPES]
@@ -1120,11 +1126,11 @@ def lanes_dims_py(variant: int) -> tuple[int, int]:
 
 def choose_lanes(width: int, channels: int, divides: bool = False) -> int | None:
     """The lanes tile for rows of `width` pixels and `channels` output channels: least padded work
-    (pixels per row padded to MR, channels to NR), ties to the first (most accumulators). With
-    divides, only tiles whose MR divides width (None if there is none)."""
+    (pixels per row padded to MR, channels to NR) weighed by LANES_WORK, ties to the first (most
+    accumulators). With divides, only tiles whose MR divides width (None if there is none)."""
     def cost(v):
         mr, nr = lanes_dims_py(v)
-        return -(-width // mr) * mr * -(-channels // nr) * nr
+        return -(-width // mr) * mr * -(-channels // nr) * nr * LANES_WORK[v]
     fits = [v for v in range(len(LANES)) if not divides or width % LANES[v][0] == 0]
     return min(fits, key=lambda v: (cost(v), v)) if fits else None
 
@@ -1134,15 +1140,6 @@ def pack_lanes(a: np.ndarray, nr: int) -> np.ndarray:
     past M zero. Give gemm_lanes B on a 64-byte boundary (scratch.aligned_empty): with nr a
     multiple of 16 none of the tile's vector loads then straddles two cache lines."""
     return pack_panels(a, nr)
-
-
-@njit
-def lanes_dims(variant):
-    if variant == 0:
-        return LMR0, LNR0
-    if variant == 1:
-        return LMR1, LNR1
-    return LMR2, LNR2
 
 
 @njit
@@ -1157,8 +1154,12 @@ def _lanes_tile(variant, a, aoffs, a_off, b, c, c_off, ldc, c_vstep, bias, bias_
         lanes3(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
     elif variant == 4:
         lanes4(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
-    else:
+    elif variant == 5:
         lanes5(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
+    elif variant == 6:
+        lanes6(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
+    else:
+        lanes7(a, aoffs, a_off, b, 0, c, c_off, ldc, c_vstep, bias, bias_off, lo, hi, b_pf)
 
 
 @njit
@@ -1167,9 +1168,9 @@ def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_pane
     """For every pixel block t, channel panel cb, pixel i < MR and vector j < NV, lane l:
     C[c_starts[t] + c_panels[cb] + i*ldc + j*c_vstep + l] = clamp(bias[bias_panels[cb] + j*VW + l]
     + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
-    of pack_lanes; tile `variant` (LANES[variant % 3]) reads pixels at a step of 1 (variants 0-2)
-    or VW (3-5). Pixel-major C: c_starts[t] = t's first pixel * ldc, c_panels[cb] = cb*NR,
-    c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
+    of pack_lanes; tile `variant` (LANES[variant % N_LANES]) reads pixels at a step of 1 (variants
+    below N_LANES) or VW (the others). Pixel-major C: c_starts[t] = t's first pixel * ldc,
+    c_panels[cb] = cb*NR, c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
     ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
     prefetch B pf k-steps ahead (LANES_PREFETCH_K)."""
     b_pf = pf * b.shape[1] // max(1, aoffs.shape[0])
@@ -1206,7 +1207,7 @@ def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, 
 @njit
 def gemm_lanes_batched(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, parallel, pf):
     """gemm_lanes for a batch of products (Winograd's 36 positions) in one call, no epilogue:
-    product p reads A at p*a_pos + starts[t] + aoffs[k] + i*VW (a lanes tile of variant 3-5) with
+    product p reads A at p*a_pos + starts[t] + aoffs[k] + i*VW (a lanes tile reading pixels VW apart) with
     B's panels b[p], and writes C at p*c_pos + starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
     channel-blocked layout: A's and C's blocks start alike); zero_bias: zeros, as long as a
     panel's channels. Tiles spread over the threads (parallel) or run on the calling one; pf > 0:

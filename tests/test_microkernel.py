@@ -103,12 +103,12 @@ def _lanes_product(variant, m, k, n_blocks, parallel, lo=-np.inf, hi=np.inf, a_s
     starts = np.arange(n_pan, dtype=np.int64) * nr
     if blocked:
         c = np.full(ldc * (pixels + 1), np.nan, np.float32)
-        mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * vw, vw,
+        mk.gemm_lanes(variant + mk.N_LANES * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * vw, vw,
                       (pixels + 1) * vw, starts // vw * (pixels + 1) * vw, starts, bias, lo, hi, parallel, pf)
         c = c.reshape(ldc // vw, pixels + 1, vw).transpose(1, 0, 2).reshape(pixels + 1, ldc)
     else:
         c = np.full((pixels + 1) * ldc, np.nan, np.float32)
-        mk.gemm_lanes(variant + 3 * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * ldc, ldc, vw,
+        mk.gemm_lanes(variant + mk.N_LANES * (a_step == vw), a, aoffs, a_starts, panels, c, np.arange(n_blocks) * mr * ldc, ldc, vw,
                       starts, starts, bias, lo, hi, parallel, pf)
         c = c.reshape(-1, ldc)
     want = mk.gemm_lanes_reference(a, aoffs, a_starts, mr, w.T, bias[:m], lo, hi, a_step=a_step)

@@ -67,12 +67,16 @@ def test_default_rule_puts_windows_on_the_microkernel_on_one_thread(name, monkey
         try:
             plan = conv_mod._get_plan(attrs, x.shape, w.shape)
             assert plan.path == "direct" and plan.micro_serial     # small: as on one thread, serially
+            # new attrs dicts, each kept alive: the module cache is keyed by id, and a recycled id
+            # of an equal dict would hand back the plan made under the other settings
             monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)  # one pool: larger ones in parallel
-            plan = conv_mod._get_plan(dict(attrs), x.shape, w.shape)
+            one_pool = dict(attrs)
+            plan = conv_mod._get_plan(one_pool, x.shape, w.shape)
             assert plan.path == "direct" and not plan.micro_serial
             monkeypatch.setattr(threads, "ONE_POOL", False)          # two pools: large ones on OpenBLAS
             monkeypatch.setattr(conv_mod, "_SERIAL_SMALL_MACS", 0)
-            assert conv_mod._get_plan(dict(attrs), x.shape, w.shape).path != "direct"
+            two_pools = dict(attrs)
+            assert conv_mod._get_plan(two_pools, x.shape, w.shape).path != "direct"
         finally:
             numba.set_num_threads(prev)
 

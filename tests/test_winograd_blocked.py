@@ -62,7 +62,7 @@ def test_output_tile_equals_reference_and_stores_only_real_pixels(n_rows, n_cols
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_batched_lanes_product_matches_plain_product(parallel):
-    v = 3                                              # lanes tile variant 0 read at a step of VL
+    v = mk.N_LANES                                     # lanes tile variant 0 read at a step of VL
     mr, nr = mk.lanes_dims_py(0)
     k, n_blocks, n_pos, n_cb = 2 * VL + 3, 2, 3, 2
     n_pad = n_blocks * mr

@@ -76,7 +76,7 @@ class BlockedWinograd4Conv(Prepared):
         self.th, self.tw = out_tiles(ho, wo)
         self.hp, self.wp = 4 * self.th + 2, 4 * self.tw + 2      # the padded rows and columns read
         v = gemm_variant(ho, wo, c_out)
-        self.variant = v + 3                                      # the tile reading blocks VL apart
+        self.variant = v + mk.N_LANES                                      # the tile reading blocks VL apart
         mr, nv = mk.LANES[v][0], mk.LANES[v][1]
         nr = nv * VL
         n = self.th * self.tw
