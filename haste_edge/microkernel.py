@@ -230,12 +230,16 @@ class _IR:
         emits one step and returns the new accumulators. Returns them after the loop (zero if n <= 0)."""
         return phi_loop(self.b, self.i64(0), n, [self.zero] * n_acc, body)
 
-    def store_clamped(self, v, bias_s, lo_s, hi_s, base, index):
-        """base[index:index+vw] = clamp(v + bias, lo, hi); compare and select keep NaN."""
+    def store_clamped(self, v, bias_s, lo_s, hi_s, base, index, res=None, res_lo=None):
+        """base[index:index+vw] = clamp(v + bias, lo, hi), then with a residual vector res
+        max(that + res, res_lo); compare and select keep NaN."""
         b = self.b
         v = b.fadd(v, bias_s)
         v = b.select(b.fcmp_ordered("<", v, lo_s), lo_s, v)
         v = b.select(b.fcmp_ordered(">", v, hi_s), hi_s, v)
+        if res is not None:
+            v = b.fadd(v, res)
+            v = b.select(b.fcmp_ordered("<", v, res_lo), res_lo, v)
         b.store(v, b.bitcast(b.gep(base, [index]), self.vt.as_pointer()), align=4)
 
 
@@ -819,7 +823,8 @@ transpose = (_make_scalar_transpose if TARGET["kind"] == "scalar" else _make_vec
 # Winograd F(4x4,3x3) tile transforms on vectors of VL channels (ops/conv_winograd4_blocked.py):
 #   input:  v[v_off + (i*6 + j)*v_step : +VL] = (B^T d B)[i, j],  d[r, c] = src[s_off + r*s_row + c*VL : +VL]
 #   output: y[y_off + a*y_row + b*VL : +VL] = clamp(bias[b_off : +VL] + (A^T M A)[a, b], lo, hi) for
-#           a < n_rows, b < n_cols, M[i, j] = m[m_off + (i*6 + j)*m_step : +VL]
+#           a < n_rows, b < n_cols, M[i, j] = m[m_off + (i*6 + j)*m_step : +VL]; with has_r, then
+#           max(that + r[same index], r_lo): a residual Add (and Relu) while the value is in a register
 # Columns are transformed first (each row of d or M), then rows; winograd4_bt / winograd4_at are
 # the one definition of the operations and their order: the vector form emits them (_IRValue), the
 # scalar twin and the NumPy reference call them
@@ -898,15 +903,17 @@ def _make_vector_winograd4_input(vw: int):
 
 def _make_vector_winograd4_output(vw: int):
     @intrinsic
-    def winograd4_output(typingctx, m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
+    def winograd4_output(typingctx, m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols, r,
+                         r_lo, has_r):
         sig = types.void(m, types.int64, types.int64, y, types.int64, types.int64, bias, types.int64,
-                         types.float32, types.float32, types.int64, types.int64)
+                         types.float32, types.float32, types.int64, types.int64, r, types.float32, types.boolean)
 
         def codegen(context, builder, signature, args):
-            m_v, m_o, m_s, y_v, y_o, y_r, b_v, b_o, lo_v, hi_v, nr_v, nc_v = args
+            m_v, m_o, m_s, y_v, y_o, y_r, b_v, b_o, lo_v, hi_v, nr_v, nc_v, r_v, r_lo_v, has_r_v = args
             x = _IR(builder, vw)
             mp, yp = _data(context, builder, signature.args[0], m_v), _data(context, builder, signature.args[3], y_v)
             bp = _data(context, builder, signature.args[6], b_v)
+            rp, r_lo_s = _data(context, builder, signature.args[12], r_v), x.splat(r_lo_v)
             mv = [[x.load(mp, builder.add(m_o, builder.mul(m_s, x.i64(i * 6 + j)))) for j in range(6)]
                   for i in range(6)]
             t = [_ir_transform(winograd4_at, builder, mv[i]) for i in range(6)]  # t[i][b]: columns first
@@ -918,7 +925,11 @@ def _make_vector_winograd4_output(vw: int):
                                           builder.icmp_signed("<", x.i64(b), nc_v))
                     with builder.if_then(inside, likely=True):
                         at = builder.add(builder.add(y_o, builder.mul(y_r, x.i64(a))), x.i64(b * vw))
-                        x.store_clamped(col[a], bias_v, lo_s, hi_s, yp, at)
+                        with builder.if_else(has_r_v) as (with_r, plain):
+                            with with_r:
+                                x.store_clamped(col[a], bias_v, lo_s, hi_s, yp, at, x.load(rp, at), r_lo_s)
+                            with plain:
+                                x.store_clamped(col[a], bias_v, lo_s, hi_s, yp, at)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -944,7 +955,7 @@ def _make_scalar_winograd4_input(vw: int):
 
 def _make_scalar_winograd4_output(vw: int):
     @njit
-    def winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
+    def winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols, r, r_lo, has_r):
         t = np.empty((6, 4), np.float32)
         for lane in range(vw):
             for i in range(6):
@@ -954,9 +965,14 @@ def _make_scalar_winograd4_output(vw: int):
             for b in range(min(4, n_cols)):
                 col = winograd4_at(t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
                 for a in range(min(4, n_rows)):
+                    at = y_off + a * y_row + b * vw + lane
                     val = col[a] + bias[b_off + lane]
                     val = lo if val < lo else val
-                    y[y_off + a * y_row + b * vw + lane] = hi if val > hi else val
+                    val = hi if val > hi else val
+                    if has_r:
+                        val = val + r[at]
+                        val = r_lo if val < r_lo else val
+                    y[at] = val
     return winograd4_output
 
 
@@ -967,14 +983,19 @@ def winograd4_input_reference(d: np.ndarray) -> np.ndarray:
     return v.reshape(36, -1)
 
 
-def winograd4_output_reference(m: np.ndarray, bias, lo=-np.inf, hi=np.inf) -> np.ndarray:
-    """(36, VL) products -> (4, 4, VL) outputs, in winograd4_output's float32 operations."""
+def winograd4_output_reference(m: np.ndarray, bias, lo=-np.inf, hi=np.inf, r=None, r_lo=-np.inf) -> np.ndarray:
+    """(36, VL) products -> (4, 4, VL) outputs, in winograd4_output's float32 operations; r: the
+    (4, 4, VL) residual added after the clamp, then max(., r_lo)."""
     mm = m.reshape(6, 6, -1)
     t = np.stack(winograd4_at.py_func(*[mm[:, j] for j in range(6)]), axis=1)       # (6, 4, VL)
     y = np.stack(winograd4_at.py_func(*[t[i] for i in range(6)]), axis=0)           # (4, 4, VL)
     y = y + np.asarray(bias, np.float32)
     y = np.where(y < np.float32(lo), np.float32(lo), y)
-    return np.where(y > np.float32(hi), np.float32(hi), y).astype(np.float32)
+    y = np.where(y > np.float32(hi), np.float32(hi), y).astype(np.float32)
+    if r is not None:
+        y = y + np.asarray(r, np.float32)
+        y = np.where(y < np.float32(r_lo), np.float32(r_lo), y)
+    return y.astype(np.float32)
 
 
 winograd4_input = (_make_scalar_winograd4_input if TARGET["kind"] == "scalar"

@@ -26,8 +26,13 @@ def _input_tile(src, s_off, s_row, v, v_off, v_step):          # intrinsics run 
 
 
 @njit
-def _output_tile(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols):
-    mk.winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols)
+def _output_tile(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols, r=None, r_lo=-np.inf):
+    if r is None:
+        mk.winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols, y,
+                            np.float32(r_lo), False)
+    else:
+        mk.winograd4_output(m, m_off, m_step, y, y_off, y_row, bias, b_off, lo, hi, n_rows, n_cols, r,
+                            np.float32(r_lo), True)
 
 
 def test_input_tile_equals_reference():
@@ -58,6 +63,51 @@ def test_output_tile_equals_reference_and_stores_only_real_pixels(n_rows, n_cols
     written = np.zeros((5, 6), bool)
     written[1:1 + n_rows, 1:1 + n_cols] = True
     assert np.isnan(y.reshape(5, 6, VL)[~written]).all()               # nothing else touched
+
+
+@pytest.mark.parametrize("r_lo", [-np.inf, 0.0])
+def test_output_tile_adds_the_residual_after_the_clamp(r_lo):
+    m = RNG.standard_normal(36 * VL).astype(np.float32)
+    bias = RNG.standard_normal(VL).astype(np.float32)
+    y_row = 4 * VL
+    r = RNG.standard_normal(4 * y_row).astype(np.float32)
+    y = np.full(4 * y_row, np.nan, np.float32)
+    _output_tile(m, 0, VL, y, 0, y_row, bias, 0, np.float32(-0.5), np.float32(0.7), 4, 3, r, r_lo)
+    want = mk.winograd4_output_reference(m.reshape(36, VL), bias, -0.5, 0.7, r.reshape(4, 4, VL), r_lo)
+    got = y.reshape(4, 4, VL)
+    np.testing.assert_allclose(got[:, :3], want[:, :3], rtol=0, atol=1e-6 * np.abs(want).max())
+    assert np.isnan(got[:, 3]).all()                                   # the fourth column not stored
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_residual_equals_the_separate_add(threads, monkeypatch):
+    """y = max(conv + r, 0) added in the output transform equals the conv, then conv_blocked's
+    separate residual pass, bit for bit (the same float32 add and max on every value)."""
+    import numba
+    from haste_edge.ops.conv_blocked import residual_call
+    monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)
+    inputs, attrs = make(CASES["28x28-batch2"])
+    x, w, b = inputs
+    nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
+    plan = conv_mod._Plan(attrs, x.shape, w.shape, True, True)
+    conv = wb.BlockedWinograd4Conv(w, plan)
+    xb = to_blocked(x)
+    shape = (x.shape[0], nb) + plan.out_shape[2:] + (VL,)
+    r = RNG.standard_normal(shape).astype(np.float32)
+    prev = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for fused in (True, False):
+            conv.fused = fused
+            y_sep, y_one = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+            for f, a in conv.calls(xb, y_sep, b, plan) + [residual_call(y_sep, r, 0.0)]:
+                f(*a)
+            for f, a in conv.calls(xb, y_one, b, plan, (r, 0.0)):
+                f(*a)
+            real = blocks(w.shape[0])
+            assert np.array_equal(y_one[:, :real], y_sep[:, :real])
+    finally:
+        numba.set_num_threads(prev)
 
 
 @pytest.mark.parametrize("parallel", [False, True])

@@ -163,9 +163,14 @@ def add_residual(y, r, attrs):
     f(*args)
 
 
+def _residual_lo(attrs) -> float:
+    """The floor after the residual Add: 0 with its Relu, else none."""
+    return 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
+
+
 def _residual_call(y, r, attrs):
     """add_residual as (function, arguments); r C-contiguous float32."""
-    lo = 0.0 if attrs.get("residual_activation") == "Relu" else -np.inf
+    lo = _residual_lo(attrs)
     if y.ndim == 5:
         return conv_blocked.residual_call(y, r, lo)
     return _add_clamped, (y.reshape(-1), r.reshape(-1), np.float32(lo))
@@ -659,13 +664,14 @@ def conv_calls(inputs, attrs, outs):
     if held is None:
         return None
     m, x, y, bias, pl_ = held
-    calls = m.calls(x, y, bias, pl_)
-    if len(inputs) > 3 and inputs[3] is not None:
-        r = inputs[3]
-        if not (r.flags.c_contiguous and r.dtype == np.float32):
-            return None
-        calls.append(_residual_call(y, r, attrs))
-    return calls
+    if len(inputs) < 4 or inputs[3] is None:
+        return m.calls(x, y, bias, pl_)
+    r = inputs[3]
+    if not (r.flags.c_contiguous and r.dtype == np.float32):
+        return None
+    if isinstance(m, BlockedWinograd4Conv):             # added as the output transform stores
+        return m.calls(x, y, bias, pl_, (r, _residual_lo(attrs)))
+    return m.calls(x, y, bias, pl_) + [_residual_call(y, r, attrs)]
 
 
 @register("Conv", infer=conv_infer, reference=conv_reference, macs=conv_macs, attrs=CONV_ATTRS, calls=conv_calls)

@@ -113,8 +113,15 @@ class BlockedWinograd4Conv(Prepared):
             self.bias = (bias, mk.pad_rows(bias, self.cbo * VL))
         return self.bias[1]
 
-    def calls(self, x, y, bias, plan):
-        """y (N, CB, ho, wo, VL) = the conv of x (N, CB', H, W, VL), bias and clamp included."""
+    def calls(self, x, y, bias, plan, residual=None):
+        """y (N, CB, ho, wo, VL) = the conv of x (N, CB', H, W, VL), bias and clamp included; with
+        residual = (r, lo), r blocked as y (at least its real channel blocks), then y = max(y + r, lo)
+        as each output vector is stored (ops.conv's fused residual Add, in one pass)."""
+        if residual is None:
+            rs, r_lo, has_r = y, -np.inf, False                 # r unread
+        else:
+            rs, r_lo, has_r = residual[0], residual[1], True
+        r_lo = np.float32(r_lo)
         # Numba's Python-level call starts its thread pool first (conv_direct.DirectConv.calls says why)
         parallel = not (kernel_threads() == 1 or plan.micro_serial)
         pt, pl = plan.geo[6], plan.geo[7]
@@ -127,8 +134,9 @@ class BlockedWinograd4Conv(Prepared):
             geo = (self.hp, self.wp, self.th, self.tw, self.ct, self.cbi, self.cbo, ho, wo,
                    blocks(plan.out_shape[1]), plan.lo, plan.hi)
             fused = _fused_pool if workers > 1 else _fused
-            return [(fused, (x[i], padded, pt, pl, v, m, y[i], self.padded_bias(bias), self.variant, self.aoffs_c,
-                             self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias, self.pf, *geo))
+            return [(fused, (x[i], padded, pt, pl, v, m, y[i], rs[i].reshape(-1), r_lo, has_r, self.padded_bias(bias),
+                             self.variant, self.aoffs_c, self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias,
+                             self.pf, *geo))
                     for i in range(x.shape[0])]
         v = scratch("wino_v", 36 * self.a_pos)
         m = scratch("wino_m", 36 * self.c_pos)
@@ -140,8 +148,9 @@ class BlockedWinograd4Conv(Prepared):
                       (mk.gemm_lanes_batched, (self.variant, v, self.aoffs, self.a_starts, self.a_pos, self.wt, m,
                                                self.c_panels, self.n_pad * VL, self.c_pos,
                                                self.zero_bias, parallel, self.pf)),
-                      (stage_out, (m, y[i], self.padded_bias(bias), self.th, self.tw, self.n_pad, self.cbo, ho, wo,
-                                   blocks(plan.out_shape[1]), plan.lo, plan.hi))]
+                      (stage_out, (m, y[i], rs[i].reshape(-1), r_lo, has_r, self.padded_bias(bias), self.th,
+                                   self.tw, self.n_pad, self.cbo, ho, wo, blocks(plan.out_shape[1]), plan.lo,
+                                   plan.hi))]
         return calls
 
 
@@ -162,7 +171,7 @@ def _make_stages(parallel: bool):
                                        (cb * n_pad + ty * tw + tx) * VL, v_step)
 
     @njit(parallel=parallel)
-    def outputs(m, y, bias, th, tw, n_pad, cbo, ho, wo, n_blocks, lo, hi):
+    def outputs(m, y, r, r_lo, has_r, bias, th, tw, n_pad, cbo, ho, wo, n_blocks, lo, hi):
         lo32, hi32 = np.float32(lo), np.float32(hi)
         m_step = cbo * n_pad * VL
         yf = y.reshape(-1)
@@ -171,7 +180,7 @@ def _make_stages(parallel: bool):
             for tx in range(tw):
                 mk.winograd4_output(m, (cb * n_pad + ty * tw + tx) * VL, m_step, yf,
                                     ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
-                                    min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+                                    min(4, ho - 4 * ty), min(4, wo - 4 * tx), r, r_lo, has_r)
 
     return inputs, outputs
 
@@ -189,8 +198,8 @@ def _pad(x, padded, pt, pl, hp, wp, cbi):
 
 
 @njit
-def _chunk(s0, s1, padded, v, m, yf, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct,
-           cbi, cbo, ho, wo, n_blocks, lo32, hi32):
+def _chunk(s0, s1, padded, v, m, yf, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp,
+           wp, tw, ct, cbi, cbo, ho, wo, n_blocks, lo32, hi32):
     """The three stages for blocks s0 <= s < s1 (at most ct), V and M one chunk's."""
     for cb in range(cbi):
         pc = padded[cb * hp * wp * VL:(cb + 1) * hp * wp * VL]
@@ -204,23 +213,24 @@ def _chunk(s0, s1, padded, v, m, yf, bias, variant, aoffs, a_starts, wt, c_panel
             ty, tx = s // tw, s % tw
             mk.winograd4_output(m, (cb * ct + s - s0) * VL, cbo * ct * VL, yf,
                                 ((cb * ho + 4 * ty) * wo + 4 * tx) * VL, wo * VL, bias, cb * VL, lo32, hi32,
-                                min(4, ho - 4 * ty), min(4, wo - 4 * tx))
+                                min(4, ho - 4 * ty), min(4, wo - 4 * tx), r, r_lo, has_r)
 
 
 @njit
-def _fused(x, padded, pt, pl, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp, th, tw,
-           ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
+def _fused(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf,
+           hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
     """Pad x, then the three stages per chunk of ct blocks on the calling thread (v, m: one row)."""
     _pad(x, padded, pt, pl, hp, wp, cbi)
     yf = y.reshape(-1)
     for s0 in range(0, th * tw, ct):
-        _chunk(s0, min(th * tw, s0 + ct), padded, v[0], m[0], yf, bias, variant, aoffs, a_starts, wt, c_panels,
-               zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo), np.float32(hi))
+        _chunk(s0, min(th * tw, s0 + ct), padded, v[0], m[0], yf, r, r_lo, has_r, bias, variant, aoffs, a_starts,
+               wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
+               np.float32(hi))
 
 
 @njit(parallel=True)
-def _fused_pool(x, padded, pt, pl, v, m, y, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf, hp, wp,
-                th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
+def _fused_pool(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias,
+                pf, hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
     """Pad x on the calling thread, then worker w (a row of v and m each) takes chunks w, w + W, ..."""
     _pad(x, padded, pt, pl, hp, wp, cbi)
     yf = y.reshape(-1)
@@ -229,6 +239,6 @@ def _fused_pool(x, padded, pt, pl, v, m, y, bias, variant, aoffs, a_starts, wt, 
     workers = v.shape[0]
     for w in prange(workers):
         for c in range(w, n_chunks, workers):
-            _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, bias, variant, aoffs, a_starts, wt,
-                   c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
+            _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, r, r_lo, has_r, bias, variant, aoffs,
+                   a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
                    np.float32(hi))
