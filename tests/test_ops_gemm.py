@@ -138,3 +138,32 @@ def test_small_batch_gemm_on_both_paths(rows, m, trans_b, monkeypatch):
     monkeypatch.setattr(gemm, "ROWS", rows)
     a, b = randn(m, 300), randn(*((37, 300) if trans_b else (300, 37)))
     check("Gemm", [a, b, randn(37)], dict(alpha=0.5, beta=2.0, transA=0, transB=trans_b))
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_row_kernel_on_the_pool_matches_the_reference(m, monkeypatch):
+    """On more threads a Gemm with a large B (transposed, as classifiers store it) splits B's rows
+    over the pool; on one thread, or with a small B, the loop stays on the calling thread."""
+    import numba
+    from haste_edge.threads import numba_single_thread
+    a, b = randn(m, 300), randn(1000, 300)
+    y = np.full((m, 1000), np.nan, np.float32)
+    attrs = dict(alpha=1.0, beta=0.0, transA=0, transB=1)
+    with numba_single_thread():
+        assert gemm._rows_call(a, b, y, attrs)[0] is gemm._rows_times_bt
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        prev = numba.get_num_threads()
+        numba.set_num_threads(2)
+        try:
+            monkeypatch.setattr(gemm, "ROWS_POOL_MIN_BYTES", b.nbytes + 1)
+            assert gemm._rows_call(a, b, y, attrs)[0] is gemm._rows_times_bt
+            monkeypatch.setattr(gemm, "ROWS_POOL_MIN_BYTES", b.nbytes)
+            f, args = gemm._rows_call(a, b, y, attrs)
+            assert f is gemm._rows_times_bt_pool
+            f(*args)
+        finally:
+            numba.set_num_threads(prev)
+    else:
+        gemm._rows_times_bt_pool(a, b, y)
+    want = a.astype(np.float64) @ b.T.astype(np.float64)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

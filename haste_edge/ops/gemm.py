@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from haste_edge.jit import njit
+from haste_edge.jit import njit, prange
 from haste_edge.ops.registry import register, step_state
+from haste_edge.threads import kernel_threads
 
 GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
 
@@ -63,6 +64,9 @@ def gemm_reference(inputs, attrs):
 
 
 _ROWS_MAX_M = 4
+# ... and on more threads, with B (N, K) of this many bytes or more, its rows are split over the
+# pool: such a product reads B once from memory, and two cores read faster than one
+ROWS_POOL_MIN_BYTES = 1 << 20
 ROWS = True          # False: every Gemm on OpenBLAS (benchmarks compare; a model's step keeps the
                      # value of its first run)
 
@@ -73,6 +77,17 @@ def _rows_times_bt(a, w, y):
     of two contiguous rows (LLVM vectorises the reduction)."""
     for m in range(a.shape[0]):
         for n in range(w.shape[0]):
+            acc = np.float32(0.0)
+            for k in range(w.shape[1]):
+                acc += a[m, k] * w[n, k]
+            y[m, n] = acc
+
+
+@njit(parallel=True)
+def _rows_times_bt_pool(a, w, y):
+    """_rows_times_bt with B's rows (the outputs) split over the pool's threads."""
+    for n in prange(w.shape[0]):
+        for m in range(a.shape[0]):
             acc = np.float32(0.0)
             for k in range(w.shape[1]):
                 acc += a[m, k] * w[n, k]
@@ -99,7 +114,10 @@ def _rows_call(a, w, y, attrs):
     rows = ROWS if state is None else state.setdefault("gemm_rows", ROWS)   # a step keeps its first choice
     if not (rows and a.shape[0] <= _ROWS_MAX_M and w.flags.c_contiguous and w.dtype == np.float32):
         return None
-    return (_rows_times_bt if attrs["transB"] else _rows_times_b), (a, w, y)
+    if not attrs["transB"]:
+        return _rows_times_b, (a, w, y)
+    pool = kernel_threads() > 1 and w.nbytes >= ROWS_POOL_MIN_BYTES
+    return (_rows_times_bt_pool if pool else _rows_times_bt), (a, w, y)
 
 
 def gemm_calls(inputs, attrs, outs):
