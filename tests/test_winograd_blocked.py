@@ -198,7 +198,9 @@ def test_fused_stages_give_the_three_stages_results():
         with numba_single_thread():
             conv.run(xb, y, b, plan)
     got, want = out[True][:, :blocks(w.shape[0])], out[False][:, :blocks(w.shape[0])]
-    assert np.abs(got - want).max() <= BOUND * max(np.abs(want).max(), 1.0) * np.sqrt(x.shape[1])
+    # the rounding scales with the output before its clamp (this case's Clip bounds it to 0.75)
+    scale = np.abs(conv_mod.conv_reference(inputs, {**attrs, "activation": ""})[0]).max()
+    assert np.abs(got - want).max() <= BOUND * max(scale, 1.0) * np.sqrt(x.shape[1])
 
 
 @pytest.mark.parametrize("case", ["28x28-batch2", "14x14-partial-blocks"])
