@@ -3,7 +3,7 @@
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
-                                                winograd4-fused-calling|three-lanes-tiles|
+                                                winograd4-fused-calling|three-lanes-tiles|gemm-rows-serial|
                                                 micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
@@ -29,6 +29,7 @@ Two copies of each model: one planned under the alternative, one under the defau
   winograd4-fused-pool  the default, but on more threads blocked Winograd's stages apart, on the pool
   winograd4-fused-calling  the default, but on more threads blocked Winograd's fused stages on the
                   calling thread (not dealt to the workers by chunk)
+  gemm-rows-serial  the default, but few-row Gemms on the calling thread at any size (gemm.ROWS_POOL_MIN_BYTES)
   three-lanes-tiles  the default, but no conv on the fourth lanes tile (microkernel.LANES[3])
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
@@ -78,6 +79,7 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-fused-pool": "blocked Winograd's stages fused on one thread only, on the pool apart",
                 "winograd4-fused-calling": "blocked Winograd's fused stages on the calling thread only",
                 "three-lanes-tiles": "no conv on the fourth lanes tile",
+                "gemm-rows-serial": "few-row Gemms on the calling thread",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
 
 
@@ -107,7 +109,7 @@ def alternative(name):
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
              conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
              conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-             conv_mod._MICRO_SERIAL_MACS)
+             conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -140,6 +142,8 @@ def alternative(name):
         conv_mod._MICRO_SERIAL_MACS = int(name.split("-")[2]) * 1_000_000
     elif name == "winograd4-fused-pool":
         conv_winograd4_blocked.FUSED_POOL = "stages"
+    elif name == "gemm-rows-serial":
+        gemm_mod.ROWS_POOL_MIN_BYTES = 1 << 62
     elif name == "three-lanes-tiles":
         mk.choose_lanes = _three_lanes_tiles
     elif name == "winograd4-fused-calling":
@@ -162,7 +166,7 @@ def alternative(name):
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-         conv_mod._MICRO_SERIAL_MACS) = saved
+         conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES) = saved
 
 
 def planned(name, against=None):
