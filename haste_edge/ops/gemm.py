@@ -71,27 +71,22 @@ ROWS = True          # False: every Gemm on OpenBLAS (benchmarks compare; a mode
                      # value of its first run)
 
 
-@njit
-def _rows_times_bt(a, w, y):
+def _make_rows_times_bt(parallel: bool):
     """y[m, n] = sum_k a[m, k] * w[n, k]: B stored transposed (N, K), each output one dot product
-    of two contiguous rows (LLVM vectorises the reduction)."""
-    for m in range(a.shape[0]):
-        for n in range(w.shape[0]):
-            acc = np.float32(0.0)
-            for k in range(w.shape[1]):
-                acc += a[m, k] * w[n, k]
-            y[m, n] = acc
+    of two contiguous rows (LLVM vectorises the reduction); on the pool (parallel) B's rows are
+    split over the threads. Two compiled copies, as the Winograd stages'."""
+    @njit(parallel=parallel)
+    def _rows_times_bt(a, w, y):
+        for n in prange(w.shape[0]):
+            for m in range(a.shape[0]):
+                acc = np.float32(0.0)
+                for k in range(w.shape[1]):
+                    acc += a[m, k] * w[n, k]
+                y[m, n] = acc
+    return _rows_times_bt
 
 
-@njit(parallel=True)
-def _rows_times_bt_pool(a, w, y):
-    """_rows_times_bt with B's rows (the outputs) split over the pool's threads."""
-    for n in prange(w.shape[0]):
-        for m in range(a.shape[0]):
-            acc = np.float32(0.0)
-            for k in range(w.shape[1]):
-                acc += a[m, k] * w[n, k]
-            y[m, n] = acc
+_rows_times_bt, _rows_times_bt_pool = _make_rows_times_bt(False), _make_rows_times_bt(True)
 
 
 @njit
