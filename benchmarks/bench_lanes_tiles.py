@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import numpy as np
 
+from bench_winograd import median_time
 from common import header, write_results
 
 from haste_edge import microkernel as mk
@@ -41,13 +40,7 @@ def timed(variant, k, n, pixels, repeats, rng):
     def call():
         mk.gemm_lanes(variant + mk.N_LANES, a, aoffs, starts, panels, out, starts, VL, pixels * VL,
                       p_starts // VL * pixels * VL, p_starts, bias, 0.0, 6.0, False, mk.LANES_PREFETCH_K)
-    call()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    t = statistics.median(times)
+    t = median_time(call, repeats)
     return t, pixels * k * panels.shape[0] * nr / t / 1e9
 
 

@@ -81,8 +81,8 @@ def _choose() -> dict:
         shapes = ((8, 3, 4), (16, 1, 4), (8, 2, 4))
     else:
         shapes = ((4, 2, 4), (8, 1, 4), (8, 1, 4))
-    # lanes tiles (MR pixels, NV vectors of output channels): MR = 7, 14, 4 divide the rows of the
-    # usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); accumulators plus B's vectors fill
+    # lanes tiles (MR pixels, NV vectors of output channels): MR = 7, 14, 4, 28 divide the rows of
+    # the usual small maps (7, 14, 28, 56, 112 and 4 pixels wide); accumulators plus B's vectors fill
     # the registers (AVX2 has no broadcast operand: one more register for it). The fourth pads
     # fewer channels where the others pad many (AVX-512: one vector, for 16, 40, 80, 144... channels)
     if arch == "x86_64" and avx512:
@@ -98,8 +98,8 @@ def _choose() -> dict:
     # assumed alike elsewhere), so it is taken where the others pad much more (16-channel outputs)
     lanes_work = (1.0, 1.0, 1.0, 1.5)
     kind = env_choice("HASTE_EDGE_MICROKERNEL", ("vector", "scalar"), "vector")
-    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "lanes_work": lanes_work, "kind": kind,
-            "fma512": avx512 and not _cpu_name().startswith("znver")}
+    return {"arch": arch, "avx512": avx512, "shapes": shapes, "lanes": lanes, "lanes_work": lanes_work,
+            "kind": kind, "fma512": avx512 and not _cpu_name().startswith("znver")}
 
 
 
@@ -1191,8 +1191,8 @@ def gemm_lanes(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, c_pane
     + sum_k a[a_starts[t] + aoffs[k] + i*step] * B[cb][k*NR + j*VW + l], lo, hi); B the panels
     of pack_lanes; tile `variant` (LANES[variant % N_LANES]) reads pixels at a step of 1 (variants
     below N_LANES) or VW (the others). Pixel-major C: c_starts[t] = t's first pixel * ldc,
-    c_panels[cb] = cb*NR, c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW): c_starts[t] = pixel * VW,
-    ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
+    c_panels[cb] = cb*NR, c_vstep = VW; the channel-blocked layout (N, C/VW, H, W, VW):
+    c_starts[t] = pixel * VW, ldc = VW, c_vstep = H*W*VW. On the pool (parallel) or the calling thread. pf > 0: the tiles
     prefetch B pf k-steps ahead (LANES_PREFETCH_K)."""
     b_pf = pf * b.shape[1] // max(1, aoffs.shape[0])
     if parallel:
@@ -1228,8 +1228,8 @@ def _gemm_lanes_pool(variant, a, aoffs, a_starts, b, c, c_starts, ldc, c_vstep, 
 @njit
 def gemm_lanes_batched(variant, a, aoffs, starts, a_pos, b, c, c_panels, c_vstep, c_pos, zero_bias, parallel, pf):
     """gemm_lanes for a batch of products (Winograd's 36 positions) in one call, no epilogue:
-    product p reads A at p*a_pos + starts[t] + aoffs[k] + i*VW (a lanes tile reading pixels VW apart) with
-    B's panels b[p], and writes C at p*c_pos + starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
+    product p reads A at p*a_pos + starts[t] + aoffs[k] + i*VW (a lanes tile reading pixels VW
+    apart) with B's panels b[p], and writes C at p*c_pos + starts[t] + c_panels[cb] + i*VW + j*c_vstep (the
     channel-blocked layout: A's and C's blocks start alike); zero_bias: zeros, as long as a
     panel's channels. Tiles spread over the threads (parallel) or run on the calling one; pf > 0:
     they prefetch B pf k-steps ahead."""

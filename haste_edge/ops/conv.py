@@ -669,7 +669,7 @@ def conv_calls(inputs, attrs, outs):
     r = inputs[3]
     if not (r.flags.c_contiguous and r.dtype == np.float32):
         return None
-    if isinstance(m, BlockedWinograd4Conv):             # added as the output transform stores
+    if m.takes_residual:
         return m.calls(x, y, bias, pl_, (r, _residual_lo(attrs)))
     return m.calls(x, y, bias, pl_) + [_residual_call(y, r, attrs)]
 

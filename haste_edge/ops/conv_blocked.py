@@ -151,7 +151,7 @@ class BlockedConv(Prepared):
             phase = (c // VL * na + i * dh % sh) * nb + j * dw % sw
             self.aoffs = ((phase * hq * wq + (i * dh // sh) * wq + j * dw // sw) * VL + c % VL).reshape(-1)
             self.a_starts = (pp * wq + qq) * VL
-            self.variant = v + mk.N_LANES                               # the tile reading pixels VL apart
+            self.variant = v + mk.N_LANES                         # the tile reading pixels VL apart
             self.mode = 2 if copied else 1
             if copied:
                 self.buf_size = blocks(c_in) * na * nb * hq * wq * VL

@@ -68,6 +68,7 @@ def output_blocks(ho: int, wo: int, c_out: int) -> int:
 
 class BlockedWinograd4Conv(Prepared):
     """One node's prepared state: U packed into lanes panels per position, the block geometry."""
+    takes_residual = True
 
     def __init__(self, w: np.ndarray, plan):
         n_img, c_out, ho, wo = plan.out_shape
@@ -76,7 +77,7 @@ class BlockedWinograd4Conv(Prepared):
         self.th, self.tw = out_tiles(ho, wo)
         self.hp, self.wp = 4 * self.th + 2, 4 * self.tw + 2      # the padded rows and columns read
         v = gemm_variant(ho, wo, c_out)
-        self.variant = v + mk.N_LANES                                      # the tile reading blocks VL apart
+        self.variant = v + mk.N_LANES                             # the tile reading blocks VL apart
         mr, nv = mk.LANES[v][0], mk.LANES[v][1]
         nr = nv * VL
         n = self.th * self.tw
@@ -216,29 +217,25 @@ def _chunk(s0, s1, padded, v, m, yf, r, r_lo, has_r, bias, variant, aoffs, a_sta
                                 min(4, ho - 4 * ty), min(4, wo - 4 * tx), r, r_lo, has_r)
 
 
-@njit
-def _fused(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias, pf,
-           hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
-    """Pad x, then the three stages per chunk of ct blocks on the calling thread (v, m: one row)."""
-    _pad(x, padded, pt, pl, hp, wp, cbi)
-    yf = y.reshape(-1)
-    for s0 in range(0, th * tw, ct):
-        _chunk(s0, min(th * tw, s0 + ct), padded, v[0], m[0], yf, r, r_lo, has_r, bias, variant, aoffs, a_starts,
-               wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
-               np.float32(hi))
+def _make_fused(parallel: bool):
+    """Pad x on the calling thread, then the three stages per chunk of ct blocks: worker w (a row
+    of v and m each) takes chunks w, w + W, ...; W = v's rows, one on the calling thread
+    (parallel=False). Two compiled copies, as the stages'."""
+    @njit(parallel=parallel)
+    def fused(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias,
+              pf, hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
+        _pad(x, padded, pt, pl, hp, wp, cbi)
+        yf = y.reshape(-1)
+        n = th * tw
+        n_chunks = -(-n // ct)
+        workers = v.shape[0]
+        for w in prange(workers):
+            for c in range(w, n_chunks, workers):
+                _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, r, r_lo, has_r, bias, variant, aoffs,
+                       a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks,
+                       np.float32(lo), np.float32(hi))
+
+    return fused
 
 
-@njit(parallel=True)
-def _fused_pool(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias,
-                pf, hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
-    """Pad x on the calling thread, then worker w (a row of v and m each) takes chunks w, w + W, ..."""
-    _pad(x, padded, pt, pl, hp, wp, cbi)
-    yf = y.reshape(-1)
-    n = th * tw
-    n_chunks = -(-n // ct)
-    workers = v.shape[0]
-    for w in prange(workers):
-        for c in range(w, n_chunks, workers):
-            _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, r, r_lo, has_r, bias, variant, aoffs,
-                   a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks, np.float32(lo),
-                   np.float32(hi))
+_fused, _fused_pool = _make_fused(False), _make_fused(True)

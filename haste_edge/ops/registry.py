@@ -64,7 +64,10 @@ class Held:
 class Prepared:
     """A conv path's state for one node, made once (packed weights, offsets). calls(x, y, bias,
     plan) lists the compiled calls (function, arguments) that compute y from x: run makes and does
-    them; a plan's replay (runtime.py) keeps the list and does them again on the next runs."""
+    them; a plan's replay (runtime.py) keeps the list and does them again on the next runs. A path
+    with takes_residual also takes calls(..., residual=(r, lo)): y = max(y + r, lo) as y is stored
+    (the fused residual Add); the others' callers add it in a pass of their own."""
+    takes_residual = False
 
     def calls(self, x, y, bias, plan) -> list:
         raise NotImplementedError
