@@ -10,6 +10,7 @@ the memory limit (limits.py) and every node (validate.py) before anything is all
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import limits, schema, validate
+from . import limits, mapped, schema, validate
 from .errors import ModelFileError
 from .graph import Graph, Node
 from .prom.quantize import pack_ternary, unpack_ternary
@@ -59,7 +60,7 @@ def save(graph: Graph, path, *, fp16: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            _write_aligned(f, arrays)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
@@ -70,12 +71,34 @@ def save(graph: Graph, path, *, fp16: bool = False) -> Path:
     return path
 
 
+ALIGN = 64          # data of every stored entry starts at a multiple of this in the file
+_PAD_FIELD = 0x6168  # zip "extra field" id of the padding that aligns an entry's data
+
+
+def _write_aligned(f, arrays: dict) -> None:
+    """An .npz archive (np.load reads it) whose entries are stored uncompressed with their data
+    ALIGN-aligned in the file, so load() can map float32 weights instead of copying them."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for key, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(a))
+            data = header.getvalue() + a.tobytes()     # the .npy header pads itself to 64 bytes
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            start = f.tell() + 30 + len(info.filename.encode()) + 4   # 30: the local header's fixed part
+            pad = -start % ALIGN
+            info.extra = _PAD_FIELD.to_bytes(2, "little") + pad.to_bytes(2, "little") + bytes(pad)
+            z.writestr(info, data)
+
+
 def load(path) -> Graph:
     """Read a .haste file. Every field, header and size is checked before use: a bad file gives one
     ModelFileError naming the problem, and nothing is allocated beyond the memory limit."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    mm = mapped.open_file(path)            # float32 weights are read in place where aligned (mapped.py)
     try:
         with zipfile.ZipFile(path) as z:
             doc = json.loads(bytes(_read_npy(z, "graph.json", ("|u1",), 1)).decode())
@@ -102,7 +125,7 @@ def load(path) -> Graph:
                     weights[name] = np.ascontiguousarray(w)
                     continue
                 # float32 weights may be stored as float16 (save(fp16=True)); nothing else is widened
-                w = _read_npy(z, e["key"], ("<f4", "<f2"), None, what)
+                w = _read_npy(z, e["key"], ("<f4", "<f2"), None, what, mm)
                 total += w.nbytes
                 limits.check(total, f"{path}: the weights", ModelFileError)
                 weights[name] = np.ascontiguousarray(w, dtype=np.float32)
@@ -123,8 +146,26 @@ def load(path) -> Graph:
     return graph
 
 
-def _read_npy(z: zipfile.ZipFile, key: str, dtypes: tuple, ndim: int | None, what: str | None = None):
-    """One .npy entry of the archive; its header (dtype, shape, size) is checked before reading data."""
+def _mapped_entry(mm, info: zipfile.ZipInfo, header: int, dtype, shape, where: str) -> np.ndarray | None:
+    """The entry's data as a view of the file's mapping, None where it is not aligned for its
+    dtype (files written before save aligned them). zipfile checked the local header (z.open)."""
+    at = info.header_offset
+    start = at + 30 + int.from_bytes(mm[at + 26:at + 28], "little") + int.from_bytes(mm[at + 28:at + 30], "little")
+    if (start + header) % dtype.alignment or start + info.file_size > len(mm):
+        return None
+    with memoryview(mm) as mv:
+        crc = zlib.crc32(mv[start:start + info.file_size])
+    if crc != info.CRC:
+        raise ModelFileError(f"{where}: CRC check failed (the file is corrupt)")
+    a = mapped.array(mm, start + header, dtype, shape)
+    mapped.release(a)
+    return a
+
+
+def _read_npy(z: zipfile.ZipFile, key: str, dtypes: tuple, ndim: int | None, what: str | None = None, mm=None):
+    """One .npy entry of the archive; its header (dtype, shape, size) is checked before reading data.
+    With the file's mapping `mm`, a float32 entry stored aligned (save) is a view of the mapping,
+    its CRC checked and its pages handed back until a kernel reads them (mapped.py)."""
     what = what or key
     try:
         info = z.getinfo(key + ".npy")
@@ -152,6 +193,10 @@ def _read_npy(z: zipfile.ZipFile, key: str, dtypes: tuple, ndim: int | None, wha
         if nbytes != info.file_size - f.tell():
             raise ModelFileError(f"{z.filename}: {what}: header shape {shape} does not match the "
                                  f"{info.file_size - f.tell()} data bytes stored")
+        if mm is not None and dtype.str == "<f4" and not fortran and count and info.compress_type == zipfile.ZIP_STORED:
+            a = _mapped_entry(mm, info, f.tell(), dtype, shape, f"{z.filename}: {what}")
+            if a is not None:
+                return a
         flat = np.empty(count, dtype)
         view = memoryview(flat).cast("B")
         got = 0

@@ -84,10 +84,44 @@ def test_save_failure_leaves_nothing(tmp_path, monkeypatch):
 
     def broken(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(np, "savez", broken)
+    monkeypatch.setattr(modelfile, "_write_aligned", broken)
     with pytest.raises(OSError):
         modelfile.save(graph, tmp_path / "out.haste")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_saved_weights_are_aligned_and_mapped(tmp_path):
+    """save() aligns every entry's data, so load() maps float32 weights from the file instead of
+    copying them; a mapped weight packed by a conv and released reads back unchanged."""
+    from haste_edge import mapped
+    graph = import_onnx(_save(_conv_bn_relu_model(), tmp_path / "m.onnx"))
+    path = modelfile.save(graph, tmp_path / "m.haste")
+    loaded = modelfile.load(path)
+    assert sorted(np.load(path).files) == sorted(["graph.json"] + [f"w{i}" for i in range(len(graph.weights))])
+    for name, w in graph.weights.items():
+        got = loaded.weights[name]
+        root = got.base
+        while isinstance(root, np.ndarray):
+            root = root.base
+        assert isinstance(root, memoryview) and got.ctypes.data % modelfile.ALIGN == 0, name
+        assert got.flags.writeable and got.dtype == np.float32
+        mapped.release(got)
+        np.testing.assert_array_equal(got, w)
+
+
+def test_corrupt_weights_are_named(tmp_path):
+    """A flipped byte in a weight's data: zipfile's CRC check catches small entries as it reads
+    them, the mapped path's own check large ones (which zipfile never reads to the end)."""
+    bundled = modelfile.load(haste_edge.ASSETS / "fashion_resnet18.haste")
+    for name, w in (min(bundled.weights.items(), key=lambda kv: kv[1].nbytes),
+                    max(bundled.weights.items(), key=lambda kv: kv[1].nbytes)):
+        path = modelfile.save(bundled, tmp_path / "m.haste")
+        data = bytearray(path.read_bytes())
+        at = bytes(data).find(np.asarray(w).tobytes())
+        data[at + w.nbytes // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ModelFileError, match="m.haste: .*CRC"):
+            modelfile.load(path)
 
 
 def test_truncated_and_corrupt_files(tmp_path):

@@ -43,6 +43,7 @@ from haste_edge.ops.conv_winograd4_blocked import BlockedWinograd4Conv
 from haste_edge.ops.window import split_phases
 from haste_edge.ops.registry import Held, register, step_state
 from haste_edge.scratch import scratch
+from haste_edge import mapped
 from haste_edge import threads
 from haste_edge.threads import kernel_threads, numba_single_thread
 
@@ -722,6 +723,7 @@ def _conv(inputs, attrs, outs):
         m = pl_.micro
         if m is None or m.w_src is not w:
             m = pl_.micro = prepared(w, pl_)
+            mapped.release(w)                      # packed: the file's pages need not stay (mapped.py)
         m.run(x, y, bias, pl_)
         state = step_state(attrs)
         if state is not None and x is inputs[0] and w is inputs[1] and (b is None or bias is b):
