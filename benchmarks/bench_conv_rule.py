@@ -3,7 +3,7 @@
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
-                                                winograd4-fused-calling|three-lanes-tiles|gemm-rows-serial|
+                                                winograd4-fused-calling|three-lanes-tiles|gemm-rows-serial|serial-phases|
                                                 micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
@@ -31,6 +31,8 @@ Two copies of each model: one planned under the alternative, one under the defau
                   calling thread (not dealt to the workers by chunk)
   gemm-rows-serial  the default, but few-row Gemms on the calling thread at any size (gemm.ROWS_POOL_MIN_BYTES)
   three-lanes-tiles  the default, but no conv on the fourth lanes tile (microkernel.LANES[3])
+  serial-phases   the default, but blocked convs' stride phases built on the calling thread at any size
+                  (conv_blocked.PHASES_POOL_FLOATS)
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
@@ -52,7 +54,7 @@ from common import ROOT, header, interleaved, ort_session, write_results
 
 import haste_edge
 from haste_edge import microkernel as mk, runtime
-from haste_edge.ops import conv as conv_mod, conv_direct, conv_winograd4_blocked, gemm as gemm_mod
+from haste_edge.ops import conv as conv_mod, conv_blocked, conv_direct, conv_winograd4_blocked, gemm as gemm_mod
 
 
 def onnx_path(name):
@@ -80,6 +82,7 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-fused-calling": "blocked Winograd's fused stages on the calling thread only",
                 "three-lanes-tiles": "no conv on the fourth lanes tile",
                 "gemm-rows-serial": "few-row Gemms on the calling thread",
+                "serial-phases": "stride phases of blocked convs built on the calling thread",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
 
 
@@ -109,7 +112,7 @@ def alternative(name):
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
              conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
              conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-             conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES)
+             conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -144,6 +147,8 @@ def alternative(name):
         conv_winograd4_blocked.FUSED_POOL = "stages"
     elif name == "gemm-rows-serial":
         gemm_mod.ROWS_POOL_MIN_BYTES = 1 << 62
+    elif name == "serial-phases":
+        conv_blocked.PHASES_POOL_FLOATS = 1 << 62
     elif name == "three-lanes-tiles":
         mk.choose_lanes = _three_lanes_tiles
     elif name == "winograd4-fused-calling":
@@ -166,7 +171,7 @@ def alternative(name):
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-         conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES) = saved
+         conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS) = saved
 
 
 def planned(name, against=None):

@@ -109,3 +109,30 @@ def test_blocked_maxpool_matches_reference(geo):
     out = maxpool([to_blocked(x, blocks(c) + 1)], attrs, [y])[0]
     assert out is y and np.isfinite(y).all()                # spare blocks and lanes written too
     np.testing.assert_array_equal(from_blocked(y, c), maxpool_reference([x], attrs)[0])
+
+
+@pytest.mark.parametrize("in_blocked", [True, False])
+def test_phases_on_the_pool_equal_serial(monkeypatch, in_blocked):
+    """Stride phases built on the pool (PHASES_POOL_FLOATS) give the output the calling thread's
+    give, bit for bit: blocked input (mode 2) and NCHW (mode 3), on 2 threads where there are."""
+    import numba
+    from haste_edge.ops import conv_blocked
+    inputs, attrs = make((1, 20, 56, 56, 24, (3, 3), (2, 2), (1, 1), [1, 1, 1, 1], 1, "Clip"))
+    chosen = []
+    decide = conv_blocked.BlockedConv.pool_phases
+    monkeypatch.setattr(conv_blocked.BlockedConv, "pool_phases",
+                        lambda self, plan, serial: chosen.append(decide(self, plan, serial)) or chosen[-1])
+    prev = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = {}
+        for floats in (1 << 62, 0):
+            monkeypatch.setattr(conv_blocked, "PHASES_POOL_FLOATS", floats)
+            poison_scratch()
+            got[floats] = _run(inputs, dict(attrs), in_blocked, True)
+    finally:
+        numba.set_num_threads(prev)
+    assert chosen == [False, numba.config.NUMBA_NUM_THREADS > 1]
+    assert np.array_equal(got[0], got[1 << 62])
+    want = conv_mod.conv_reference(inputs, attrs)[0]
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -25,12 +25,17 @@ from __future__ import annotations
 import numpy as np
 
 from haste_edge import microkernel as mk
-from haste_edge.jit import njit
+from haste_edge.jit import njit, prange
 from haste_edge.ops.conv_direct import _TAIL, group_phases, lanes_to_out, phase_taps
-from haste_edge.ops.window import copy_run, valid_range, zero_run
+from haste_edge.ops.window import copy_run, split_phases, valid_range, zero_run
 from haste_edge.ops.registry import Held, Prepared
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
+
+# Phases of at least this many floats are built on the pool when the product runs there: on one
+# thread they were a serial step before each stride-2 product (EfficientNet-Lite0's stem: 3
+# channels of 224x224, README "Performance").
+PHASES_POOL_FLOATS = 1 << 16
 
 VL = mk.DWB_VL
 
@@ -187,6 +192,12 @@ class BlockedConv(Prepared):
         return [(_blocked_images, (xf, yf, scratch("phases", max(self.buf_size, 1)),
                                    scratch("wide", max(self.ct_size, 1)), *rest))]
 
+    def pool_phases(self, plan, serial) -> bool:
+        """Whether the stride phases are built on the pool (PHASES_POOL_FLOATS); never where
+        pad_planes builds them (NCHW input, phase (0, 0) only)."""
+        return (not serial and self.buf_size >= PHASES_POOL_FLOATS
+                and (self.mode == 2 or (self.mode == 3 and plan.na * plan.nb > 1)))
+
     def _args(self, x, y, bias, plan, serial):
         """run's arguments to _blocked_images but the scratch buffers: (x, y flat per image, the rest)."""
         if self.bias[0] is not bias:                        # kept while the same array comes in
@@ -198,19 +209,23 @@ class BlockedConv(Prepared):
         return (x.reshape(n_img, -1), y.reshape(n_img, -1),
                 (self.mode, self.out_blocked, self.variant, self.aoffs, self.a_starts, self.wt, self.c_starts,
                  self.ldc, self.c_vstep, self.c_panels, self.bias_panels, self.bias[1], plan.lo, plan.hi, not serial,
-                 c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf))
+                 c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl, plan.hq, plan.wq, plan.na, plan.nb, self.pf,
+                 self.pool_phases(plan, serial)))
 
 
 @njit
 def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, wt, c_starts, ldc, c_vstep,
                     c_panels, bias_panels, bias, lo, hi, parallel, c_in, h, wd, c_out, ho, wo, sh, sw, pt, pl,
-                    hq, wq, na, nb, pf):
+                    hq, wq, na, nb, pf, pool_phases):
     """BlockedConv.run per image (x, y: one flat row per image). mode: 0 NCHW pointwise (the
     image is A), 1 blocked read in place, 2 blocked through its stride phases, 3 NCHW through
-    its stride phases."""
+    its stride phases, built on the pool if pool_phases."""
     for n in range(x.shape[0]):
         if mode == 0 or mode == 1:
             a = x[n]
+        elif pool_phases:
+            _phases_pool(x[n], buf, mode == 2, c_in, h, wd, sh, sw, pt, pl, hq, wq, na, nb)
+            a = buf
         elif mode == 2:
             blocked_phases(x[n].reshape(-1, h, wd, VL), buf, sh, sw, pt, pl, hq, wq, na, nb)
             a = buf
@@ -222,6 +237,26 @@ def _blocked_images(x, y, buf, ct, mode, out_blocked, variant, aoffs, a_starts, 
                       lo, hi, parallel, pf)
         if not out_blocked:
             lanes_to_out(ct, ldc, wo, y[n].reshape(c_out, ho, wo))
+
+
+@njit(parallel=True)
+def _phases_pool(x, buf, blocked, c_in, h, wd, sh, sw, pt, pl, hq, wq, na, nb):
+    """blocked_phases (blocked) or group_phases of one image (flat) into buf, one (channel
+    block or channel, phase row a) per task: phase row a of a plane is the phase row 0 of the
+    same plane with a rows less of top padding."""
+    n_planes = -(-c_in // VL) if blocked else c_in
+    plane = na * nb * hq * wq * (VL if blocked else 1)      # one plane's phases in buf
+    row = nb * hq * wq * (VL if blocked else 1)             # and one phase row's
+    if not blocked:
+        plane, row = sh * sw * hq * wq, sw * hq * wq        # group_phases' layout (sh x sw phases)
+    for t in prange(n_planes * na):
+        c = t // na
+        a = t - c * na
+        dst = buf[c * plane + a * row:c * plane + (a + 1) * row]
+        if blocked:
+            blocked_phases(x.reshape(-1, h, wd, VL)[c:c + 1], dst, sh, sw, pt - a, pl, hq, wq, 1, nb)
+        else:
+            split_phases(x.reshape(c_in, h, wd)[c], dst.reshape(1, sw, hq * wq), sh, sw, pt - a, pl, hq, wq, 1, nb)
 
 
 @njit
