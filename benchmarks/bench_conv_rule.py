@@ -3,7 +3,7 @@
     python benchmarks/bench_conv_rule.py [--against blas|direct|pointwise-blas|least-padding|no-lanes|lanes-small|no-serial-small|no-winograd4|no-residual-fusion|depthwise-per-plane|gemm-blas|pointwise-small-blas|no-lanes-prefetch|winograd4-64|winograd4-128|
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
-                                                winograd4-fused-calling|three-lanes-tiles|gemm-rows-serial|serial-phases|
+                                                winograd4-fused-calling|winograd4-fused-dealt|three-lanes-tiles|gemm-rows-serial|serial-phases|
                                                 micro-serial-32]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
@@ -31,6 +31,11 @@ Two copies of each model: one planned under the alternative, one under the defau
                   calling thread (not dealt to the workers by chunk)
   gemm-rows-serial  the default, but few-row Gemms on the calling thread at any size (gemm.ROWS_POOL_MIN_BYTES)
   three-lanes-tiles  the default, but no conv on the fourth lanes tile (microkernel.LANES[3])
+  winograd4-fused-one-chunk  the default, but blocked Winograd fused on more threads down to one
+                  chunk per worker (conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER = 1)
+  winograd4-blocked-197  the default, but blocked Winograd from 197 output pixels (not on 14x14 maps)
+  winograd4-fused-dealt  the default, but blocked Winograd's fused chunks dealt to the workers in
+                  turn (not claimed one by one)
   serial-phases   the default, but blocked convs' stride phases built on the calling thread at any size
                   (conv_blocked.PHASES_POOL_FLOATS)
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
@@ -82,6 +87,9 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-fused-calling": "blocked Winograd's fused stages on the calling thread only",
                 "three-lanes-tiles": "no conv on the fourth lanes tile",
                 "gemm-rows-serial": "few-row Gemms on the calling thread",
+                "winograd4-blocked-197": "blocked Winograd from 15x15 maps (not on 14x14)",
+                "winograd4-fused-one-chunk": "blocked Winograd fused on more threads down to one chunk per worker",
+                "winograd4-fused-dealt": "blocked Winograd's fused chunks dealt to the workers in turn",
                 "serial-phases": "stride phases of blocked convs built on the calling thread",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
 
@@ -112,7 +120,7 @@ def alternative(name):
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
              conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
              conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-             conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS)
+             conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -147,6 +155,10 @@ def alternative(name):
         conv_winograd4_blocked.FUSED_POOL = "stages"
     elif name == "gemm-rows-serial":
         gemm_mod.ROWS_POOL_MIN_BYTES = 1 << 62
+    elif name == "winograd4-fused-one-chunk":
+        conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER = 1
+    elif name == "winograd4-fused-dealt":
+        conv_winograd4_blocked.FUSED_POOL = "dealt"
     elif name == "serial-phases":
         conv_blocked.PHASES_POOL_FLOATS = 1 << 62
     elif name == "three-lanes-tiles":
@@ -171,7 +183,7 @@ def alternative(name):
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-         conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS) = saved
+         conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS) = saved
 
 
 def planned(name, against=None):

@@ -205,10 +205,11 @@ def test_fused_stages_give_the_three_stages_results():
 
 @pytest.mark.parametrize("case", ["28x28-batch2", "14x14-partial-blocks"])
 def test_fused_chunks_dealt_to_workers_equal_the_calling_threads(case, monkeypatch):
-    """On two threads each worker takes every other chunk with its own V and M: every chunk makes
-    the same operations as on one thread, so the outputs are equal bit for bit."""
+    """On two threads each worker claims chunks (or takes every other one) with its own V and M:
+    every chunk makes the same operations as on one thread, so the outputs are equal bit for bit."""
     import numba
     monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)
+    monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", 1)       # these small maps have few chunks
     inputs, attrs = make(CASES[case])
     x, w, b = inputs
     nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
@@ -217,16 +218,42 @@ def test_fused_chunks_dealt_to_workers_equal_the_calling_threads(case, monkeypat
     assert conv.fused
     xb = to_blocked(x)
     out = []
-    for threads in (1, 2):
+    for threads, pool in ((1, "workers"), (2, "workers"), (2, "dealt")):
+        monkeypatch.setattr(wb, "FUSED_POOL", pool)      # chunks claimed one by one, or dealt in turn
         prev = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             y = np.full((x.shape[0], nb) + plan.out_shape[2:] + (VL,), np.nan, np.float32)
             calls = conv.calls(xb, y, b, plan)
-            assert calls[0][0] is (wb._fused_pool if numba.get_num_threads() > 1 else wb._fused)
+            pooled = wb._fused_pool if pool == "workers" else wb._fused_pool_dealt
+            assert calls[0][0] is (pooled if numba.get_num_threads() > 1 else wb._fused)
             for f, a in calls:
                 f(*a)
             out.append(y[:, :blocks(w.shape[0])])
         finally:
             numba.set_num_threads(prev)
-    assert np.array_equal(out[0], out[1])
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2])
+
+
+def test_few_chunks_per_worker_take_the_stages(monkeypatch):
+    """With fewer chunks than FUSED_MIN_CHUNKS_PER_WORKER per worker the three stages run on the
+    pool instead (each fused worker would read all of U), on one thread the fused loop."""
+    import numba
+    monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)
+    inputs, attrs = make(CASES["14x14-partial-blocks"])
+    x, w, b = inputs
+    plan = conv_mod._Plan(attrs, x.shape, w.shape, True, True)
+    conv = wb.BlockedWinograd4Conv(w, plan)
+    n_chunks = -(-conv.th * conv.tw // conv.ct)
+    y = np.empty((1, conv_mod.blocked_output(attrs, x.shape, w.shape)) + plan.out_shape[2:] + (VL,), np.float32)
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = numba.get_num_threads() == 2
+        monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", n_chunks // 2 + 1)
+        first = conv.calls(to_blocked(x), y, b, plan)[0][0]
+        assert first is (wb._inputs_pool if two else wb._fused)
+        monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", max(1, n_chunks // 2))
+        assert conv.calls(to_blocked(x), y, b, plan)[0][0] is (wb._fused_pool if two else wb._fused)
+    finally:
+        numba.set_num_threads(prev)

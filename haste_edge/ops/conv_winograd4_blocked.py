@@ -19,9 +19,9 @@ Where U is small (FUSED_MAX_U_BYTES: it stays in the L2 cache), the three stages
 blocks instead, with a small V and M that stay in cache: V and M make no round trip through memory
 (on ResNet-18's 56x56 64-channel convs 1.8 MB each), at the price of reading U once per chunk. It
 paid on one thread (benchmarks/results/conv_rule_no-winograd4-fused_x86_64.md). On more threads
-the chunks are dealt to the workers in turn, each with its own V and M (FUSED_POOL); the
-alternatives, fused on the calling thread and the three stages on the pool, are kept for
-benchmarks/bench_conv_rule.py.
+the workers claim the chunks one by one, each with its own V and M (FUSED_POOL; pool.py): a
+worker woken late takes fewer. The alternatives, chunks dealt in turn, fused on the calling
+thread and the three stages on the pool, are kept for benchmarks/bench_conv_rule.py.
 
 Accuracy as conv_winograd4's (tests/test_winograd_blocked.py holds it to the same bound).
 """
@@ -34,6 +34,7 @@ from haste_edge.jit import njit, prange
 from haste_edge.ops.conv_blocked import blocked_phases, blocks, out_blocks
 from haste_edge.ops.conv_winograd4 import transform_filters
 from haste_edge.ops.registry import Prepared
+from haste_edge.pool import claim
 from haste_edge.scratch import aligned_empty, scratch
 from haste_edge.threads import kernel_threads
 
@@ -45,9 +46,14 @@ PREFETCH_K = 16
 # and M about CHUNK_BYTES together
 FUSED_MAX_U_BYTES = 1 << 20
 CHUNK_BYTES = 192 << 10
-# on more threads: "workers" (chunks dealt to the pool's workers), "calling" (fused on the calling
-# thread), "stages" (the three stages apart, on the pool); module docstring
+# on more threads: "workers" (chunks claimed by the pool's workers), "dealt" (dealt to them in
+# turn), "calling" (fused on the calling thread), "stages" (the three stages apart, on the pool);
+# module docstring
 FUSED_POOL = "workers"
+# ... but with fewer chunks per worker than this, the three stages on the pool: each worker of the
+# fused loop reads all of U for its one chunk (the bundled model's 14x14 64-channel convs, where U
+# is 4x the filters), where the stages' products split U between the workers
+FUSED_MIN_CHUNKS_PER_WORKER = 2
 
 
 def out_tiles(ho: int, wo: int) -> tuple[int, int]:
@@ -128,13 +134,15 @@ class BlockedWinograd4Conv(Prepared):
         pt, pl = plan.geo[6], plan.geo[7]
         ho, wo = plan.out_shape[2], plan.out_shape[3]
         padded = scratch("phases", self.cbi * self.hp * self.wp * VL)
-        if self.fused and (not parallel or FUSED_POOL != "stages"):
-            workers = kernel_threads() if parallel and FUSED_POOL == "workers" else 1
+        n_chunks = -(-self.th * self.tw // self.ct)
+        if self.fused and (not parallel or (FUSED_POOL != "stages"
+                                            and n_chunks >= FUSED_MIN_CHUNKS_PER_WORKER * kernel_threads())):
+            workers = kernel_threads() if parallel and FUSED_POOL in ("workers", "dealt") else 1
             v = scratch("wino_v", workers * 36 * self.cbi * self.ct * VL).reshape(workers, -1)
             m = scratch("wino_m", workers * 36 * self.cbo * self.ct * VL).reshape(workers, -1)
             geo = (self.hp, self.wp, self.th, self.tw, self.ct, self.cbi, self.cbo, ho, wo,
                    blocks(plan.out_shape[1]), plan.lo, plan.hi)
-            fused = _fused_pool if workers > 1 else _fused
+            fused = _fused if workers == 1 else _fused_pool if FUSED_POOL == "workers" else _fused_pool_dealt
             return [(fused, (x[i], padded, pt, pl, v, m, y[i], rs[i].reshape(-1), r_lo, has_r, self.padded_bias(bias),
                              self.variant, self.aoffs_c, self.a_starts_c, self.wt, self.c_panels_c, self.zero_bias,
                              self.pf, *geo))
@@ -217,10 +225,11 @@ def _chunk(s0, s1, padded, v, m, yf, r, r_lo, has_r, bias, variant, aoffs, a_sta
                                 min(4, ho - 4 * ty), min(4, wo - 4 * tx), r, r_lo, has_r)
 
 
-def _make_fused(parallel: bool):
-    """Pad x on the calling thread, then the three stages per chunk of ct blocks: worker w (a row
-    of v and m each) takes chunks w, w + W, ...; W = v's rows, one on the calling thread
-    (parallel=False). Two compiled copies, as the stages'."""
+def _make_fused(parallel: bool, claimed: bool = True):
+    """Pad x on the calling thread, then the three stages per chunk of ct blocks: each of v's rows
+    (a worker's V and M) claims the next chunk until none is left (pool.py: a worker that starts
+    late takes fewer), or (claimed=False) takes chunks w, w + W, ... (W = v's rows), one on the
+    calling thread (parallel=False). Compiled copies as the stages'."""
     @njit(parallel=parallel)
     def fused(x, padded, pt, pl, v, m, y, r, r_lo, has_r, bias, variant, aoffs, a_starts, wt, c_panels, zero_bias,
               pf, hp, wp, th, tw, ct, cbi, cbo, ho, wo, n_blocks, lo, hi):
@@ -228,14 +237,20 @@ def _make_fused(parallel: bool):
         yf = y.reshape(-1)
         n = th * tw
         n_chunks = -(-n // ct)
+        counter = np.zeros(1, np.int64)
         workers = v.shape[0]
         for w in prange(workers):
-            for c in range(w, n_chunks, workers):
+            turn = 0
+            while True:
+                c = claim(counter) if claimed else w + turn * workers
+                if c >= n_chunks:
+                    break
                 _chunk(c * ct, min(n, c * ct + ct), padded, v[w], m[w], yf, r, r_lo, has_r, bias, variant, aoffs,
                        a_starts, wt, c_panels, zero_bias, pf, hp, wp, tw, ct, cbi, cbo, ho, wo, n_blocks,
                        np.float32(lo), np.float32(hi))
+                turn += 1
 
     return fused
 
 
-_fused, _fused_pool = _make_fused(False), _make_fused(True)
+_fused, _fused_pool, _fused_pool_dealt = _make_fused(False), _make_fused(True), _make_fused(True, False)
