@@ -209,7 +209,7 @@ def test_fused_chunks_dealt_to_workers_equal_the_calling_threads(case, monkeypat
     every chunk makes the same operations as on one thread, so the outputs are equal bit for bit."""
     import numba
     monkeypatch.setattr(conv_mod, "_MICRO_SERIAL_MACS", 0)
-    monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", 1)       # these small maps have few chunks
+    monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", 0)       # fused at any chunk count
     inputs, attrs = make(CASES[case])
     x, w, b = inputs
     nb = conv_mod.blocked_output(attrs, x.shape, w.shape)
@@ -250,10 +250,10 @@ def test_few_chunks_per_worker_take_the_stages(monkeypatch):
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         two = numba.get_num_threads() == 2
-        monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", n_chunks // 2 + 1)
-        first = conv.calls(to_blocked(x), y, b, plan)[0][0]
-        assert first is (wb._inputs_pool if two else wb._fused)
-        monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", max(1, n_chunks // 2))
-        assert conv.calls(to_blocked(x), y, b, plan)[0][0] is (wb._fused_pool if two else wb._fused)
+        for least in (0, n_chunks // 2 + 1, wb.FUSED_MIN_CHUNKS_PER_WORKER):
+            monkeypatch.setattr(wb, "FUSED_MIN_CHUNKS_PER_WORKER", least)
+            fused = n_chunks >= least * 2
+            first = conv.calls(to_blocked(x), y, b, plan)[0][0]
+            assert first is (wb._fused if not two else wb._fused_pool if fused else wb._inputs_pool), least
     finally:
         numba.set_num_threads(prev)
