@@ -1007,14 +1007,21 @@ winograd4_output = (_make_scalar_winograd4_output if TARGET["kind"] == "scalar"
 # packing, the tiled product, the reference
 # ---------------------------------------------------------------------------------------------
 
-def pack_panels(a: np.ndarray, mr: int) -> np.ndarray:
+def pack_panels(a: np.ndarray, mr: int, out: np.ndarray | None = None) -> np.ndarray:
     """A (M, K) -> panels (ceil(M/mr), K*mr) float32: panel[b, k*mr + i] = A[b*mr + i, k], rows
-    past M zero (so a tile never needs a mask)."""
+    past M zero (so a tile never needs a mask). Written into `out` (C-contiguous, that shape) if
+    given: no temporary copy of A (a model's largest weights are packed while its others are held)."""
     m, k = a.shape
     blocks = -(-m // mr)
-    padded = np.zeros((blocks * mr, k), dtype=np.float32)
-    padded[:m] = a
-    return np.ascontiguousarray(padded.reshape(blocks, mr, k).transpose(0, 2, 1).reshape(blocks, k * mr))
+    if out is None:
+        out = np.empty((blocks, k * mr), np.float32)
+    panels = out.reshape(blocks, k, mr)
+    full = m // mr
+    panels[:full] = a[:full * mr].reshape(full, mr, k).transpose(0, 2, 1)
+    if full < blocks:
+        panels[full] = 0.0
+        panels[full, :, :m - full * mr] = a[full * mr:].T
+    return out
 
 
 def padded_columns(length: int, variant: int) -> int:
@@ -1156,11 +1163,12 @@ def choose_lanes(width: int, channels: int, divides: bool = False) -> int | None
     return min(fits, key=lambda v: (cost(v), v)) if fits else None
 
 
-def pack_lanes(a: np.ndarray, nr: int) -> np.ndarray:
+def pack_lanes(a: np.ndarray, nr: int, out: np.ndarray | None = None) -> np.ndarray:
     """A (M, K) -> B (ceil(M/nr), K*nr) float32: panel[cb, k*nr + j] = A[cb*nr + j, k], channels
-    past M zero. Give gemm_lanes B on a 64-byte boundary (scratch.aligned_empty): with nr a
-    multiple of 16 none of the tile's vector loads then straddles two cache lines."""
-    return pack_panels(a, nr)
+    past M zero (into `out` if given, as pack_panels). Give gemm_lanes B on a 64-byte boundary
+    (scratch.aligned_empty): with nr a multiple of 16 none of the tile's vector loads then
+    straddles two cache lines."""
+    return pack_panels(a, nr, out)
 
 
 @njit

@@ -129,13 +129,12 @@ class BlockedConv(Prepared):
             starts = np.minimum(np.arange(-(-blocks(c_out) // nv)) * nv, cbo - nv) * VL
         else:
             starts = np.arange(-(-c_out // nr)) * nr
-        rows = np.zeros((int(starts[-1]) + nr, k), np.float32)
-        rows[:c_out] = w.reshape(c_out, k)
+        rows = w.reshape(c_out, k)                            # rows past c_out: zeros (pack_lanes)
         self.wt = aligned_empty(len(starts) * k * nr).reshape(len(starts), k * nr)
         for i, s in enumerate(starts):
-            self.wt[i] = mk.pack_lanes(rows[s:s + nr], nr)[0]
+            mk.pack_lanes(rows[s:s + nr], nr, self.wt[i:i + 1])
+        self.bias_len = int(starts[-1]) + nr
         self.bias_panels = starts.astype(np.int64)
-        self.bias_len = len(rows)
         self.bias = (None, None)
         self.pf = mk.LANES_PREFETCH_K
         self.args = None                                      # run's last arguments (Held)

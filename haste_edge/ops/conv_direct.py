@@ -117,7 +117,9 @@ class DirectConv(Prepared):
         self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
         mr = mk.mr_of(self.variant)
-        self.panels = np.stack([mk.pack_panels(w[g * cog:(g + 1) * cog].reshape(cog, k), mr) for g in range(group)])
+        self.panels = np.empty((group, -(-cog // mr), k * mr), np.float32)
+        for g in range(group):
+            mk.pack_panels(w[g * cog:(g + 1) * cog].reshape(cog, k), mr, self.panels[g])
         self.cols = mk.padded_columns(self.length, self.variant)
         self.rows = self.panels.shape[1] * mr               # cog rounded up to MR
         self.direct_out = self.exact and self.rows == cog and self.cols == self.length
