@@ -1015,7 +1015,8 @@ def pack_panels(a: np.ndarray, mr: int, out: np.ndarray | None = None) -> np.nda
     blocks = -(-m // mr)
     if out is None:
         out = np.empty((blocks, k * mr), np.float32)
-    panels = out.reshape(blocks, k, mr)
+    panels = out.view()
+    panels.shape = (blocks, k, mr)          # raises rather than reshape into a copy of a strided out
     full = m // mr
     panels[:full] = a[:full * mr].reshape(full, mr, k).transpose(0, 2, 1)
     if full < blocks:

@@ -109,7 +109,7 @@ def test_saved_weights_are_aligned_and_mapped(tmp_path):
         np.testing.assert_array_equal(got, w)
 
 
-def test_corrupt_weights_are_named(tmp_path):
+def test_corrupt_weights_fail_their_crc(tmp_path):
     """A flipped byte in a weight's data: zipfile's CRC check catches small entries as it reads
     them, the mapped path's own check large ones (which zipfile never reads to the end)."""
     bundled = modelfile.load(haste_edge.ASSETS / "fashion_resnet18.haste")

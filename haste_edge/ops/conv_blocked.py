@@ -243,11 +243,11 @@ def _phases_pool(x, buf, blocked, c_in, h, wd, sh, sw, pt, pl, hq, wq, na, nb):
     """blocked_phases (blocked) or group_phases of one image (flat) into buf, one (channel
     block or channel, phase row a) per task: phase row a of a plane is the phase row 0 of the
     same plane with a rows less of top padding."""
-    n_planes = -(-c_in // VL) if blocked else c_in
-    plane = na * nb * hq * wq * (VL if blocked else 1)      # one plane's phases in buf
-    row = nb * hq * wq * (VL if blocked else 1)             # and one phase row's
-    if not blocked:
-        plane, row = sh * sw * hq * wq, sw * hq * wq        # group_phases' layout (sh x sw phases)
+    # planes (channel blocks or channels), one plane's floats in buf and one phase row's
+    if blocked:
+        n_planes, plane, row = -(-c_in // VL), na * nb * hq * wq * VL, nb * hq * wq * VL
+    else:                                                   # group_phases' layout: sh x sw phases
+        n_planes, plane, row = c_in, sh * sw * hq * wq, sw * hq * wq
     for t in prange(n_planes * na):
         c = t // na
         a = t - c * na
