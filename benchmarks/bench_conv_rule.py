@@ -4,7 +4,7 @@
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
                                                 winograd4-fused-calling|winograd4-fused-dealt|three-lanes-tiles|gemm-rows-serial|serial-phases|
-                                                micro-serial-32]
+                                                micro-serial-32|gather-by-table]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -40,6 +40,8 @@ Two copies of each model: one planned under the alternative, one under the defau
                   (conv_blocked.PHASES_POOL_FLOATS)
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
+  gather-by-table  the default, but exact columns of 4-pixel-wide maps gathered by the offset table,
+                  not a 4x4 window at a time (conv_direct.WINDOWS)
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
                   thread count
 The two and onnxruntime run interleaved, --rounds rounds of --runs calls, the order rotated per
@@ -91,7 +93,8 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-fused-one-chunk": "blocked Winograd fused on more threads down to one chunk per worker",
                 "winograd4-fused-dealt": "blocked Winograd's fused chunks dealt to the workers in turn",
                 "serial-phases": "stride phases of blocked convs built on the calling thread",
-                "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread"}
+                "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread",
+                "gather-by-table": "exact columns of 4-pixel-wide maps gathered by the offset table"}
 
 
 def _three_lanes_tiles(width, channels, divides=False):
@@ -120,7 +123,8 @@ def alternative(name):
              conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
              conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
              conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-             conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS)
+             conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS,
+             conv_direct.WINDOWS)
     if name == "blas":
         conv_mod._AUTO = False
     elif name == "direct":
@@ -161,6 +165,8 @@ def alternative(name):
         conv_winograd4_blocked.FUSED_POOL = "dealt"
     elif name == "serial-phases":
         conv_blocked.PHASES_POOL_FLOATS = 1 << 62
+    elif name == "gather-by-table":
+        conv_direct.WINDOWS = False
     elif name == "three-lanes-tiles":
         mk.choose_lanes = _three_lanes_tiles
     elif name == "winograd4-fused-calling":
@@ -183,7 +189,8 @@ def alternative(name):
          conv_mod._WINOGRAD4_BLOCKED, conv_mod._WINOGRAD4_BLOCKED_MIN_PIXELS,
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
-         conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS) = saved
+         conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS,
+             conv_direct.WINDOWS) = saved
 
 
 def planned(name, against=None):

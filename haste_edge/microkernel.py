@@ -635,6 +635,30 @@ def every_other16(typingctx, src, s_off, dst, d_off):
 
 
 @intrinsic
+def window4x4(typingctx, src, s_off, pitch, dst, d_off):
+    """dst[d_off + 4p + q] = src[s_off + p*pitch + q] for p, q < 4: a 4x4 window of a plane whose
+    rows are pitch apart, as one vector of 16 (four 4-float loads joined, one store). Reads and
+    writes nothing else."""
+    sig = types.void(src, types.int64, types.int64, dst, types.int64)
+
+    def codegen(context, builder, signature, args):
+        s_v, s_o, pitch_v, d_v, d_o = args
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        v4, v16 = ir.VectorType(ir.FloatType(), 4), ir.VectorType(ir.FloatType(), 16)
+        sp = _data(context, builder, signature.args[0], s_v)
+        rows = [builder.load(builder.bitcast(builder.gep(sp, [builder.add(s_o, builder.mul(pitch_v, i64(p)))]),
+                                             v4.as_pointer()), align=4) for p in range(4)]
+        join8 = ir.Constant(ir.VectorType(i32, 8), list(range(8)))
+        low, high = builder.shuffle_vector(rows[0], rows[1], join8), builder.shuffle_vector(rows[2], rows[3], join8)
+        v = builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(i32, 16), list(range(16))))
+        dp = _data(context, builder, signature.args[3], d_v)
+        builder.store(v, builder.bitcast(builder.gep(dp, [d_o]), v16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def max_into(typingctx, dst, d_off, src, s_off):
     """dst[d_off + t] = dst[d_off + t] if dst[d_off + t] >= src[s_off + t] else src[s_off + t], t <
     DWB_VL: MaxPool's step on one vector of channels (a NaN in src is taken, one in dst replaced)."""

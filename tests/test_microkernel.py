@@ -276,10 +276,10 @@ def test_depthwise_convs_match_reference(name):
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 28, 28, 32), (1, 64, 14, 14, 128), (2, 128, 7, 7, 128),
-                                   (1, 256, 4, 4, 256), (1, 24, 4, 4, 40)])
+                                   (1, 256, 4, 4, 256), (1, 24, 4, 4, 40), (2, 16, 8, 4, 24)])
 def test_direct_conv_layouts(direct, shape, monkeypatch):
-    """Wide (28x28, 14x14) and exact (4x4; 7x7 with the lanes layout off) layouts, direct output
-    and cropped."""
+    """Wide (28x28, 14x14) and exact (4x4 and 8x4 by 4x4 windows; 7x7 with the lanes layout off)
+    layouts, direct output and cropped."""
     n, ci, h, w, co = shape
     inputs, attrs = make((n, ci, h, w, co, (3, 3), (1, 1), (1, 1), [1, 1, 1, 1], 1, "Relu"))
     monkeypatch.setattr(conv_direct, "LANES", False)
@@ -287,7 +287,23 @@ def test_direct_conv_layouts(direct, shape, monkeypatch):
     want = conv_mod.conv_reference(inputs, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     d = conv_mod._get_plan(attrs, inputs[0].shape, inputs[1].shape).micro
-    assert d.exact == (h <= 7)
+    assert d.exact == (h <= 8)
+    assert d.windows == (w == 4)
+
+
+@pytest.mark.parametrize("ho", [4, 8])
+def test_gather_taps_by_windows_matches_the_table(ho):
+    """Exact columns gathered 4x4 window at a time equal the offset table's and plain indexing,
+    bit for bit, the windows anywhere in the phases; nothing past the columns is written."""
+    wq, k = 7, 50
+    ph = RNG.standard_normal(ho * wq * 12 + 64).astype(np.float32)
+    taps = RNG.choice(ph.size - ((ho - 1) * wq + 4), size=k, replace=False).astype(np.int64)
+    want = np.stack([np.stack([ph[t + p * wq:t + p * wq + 4] for p in range(ho)]) for t in taps]).reshape(-1)
+    for windows in (False, True):
+        cols = np.full(k * ho * 4 + 16, np.nan, np.float32)
+        conv_direct.gather_taps(ph, taps, cols, ho, 4, wq, windows)
+        np.testing.assert_array_equal(cols[:want.size], want)
+        assert np.isnan(cols[want.size:]).all()
 
 
 def test_first_call_in_a_fresh_process_does_not_crash():

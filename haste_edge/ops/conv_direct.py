@@ -47,6 +47,9 @@ _TAIL = 64          # floats past the end of B a tile may read: at least every v
 # conv_rule_no-lanes_x86_64.md and conv_rule_lanes-small_x86_64.md.
 LANES_MIN_GAIN = 1.15
 LANES = True        # False: never (benchmarks compare)
+# Exact columns of 4-pixel-wide maps gathered a 4x4 window at a time (gather_taps); False: by the
+# offset table (benchmarks compare: bench_conv_rule.py --against gather-by-table).
+WINDOWS = True
 
 
 def exact_layout(plan) -> bool:
@@ -114,6 +117,7 @@ class DirectConv(Prepared):
             self._init_lanes(w, plan)
             return
         self.exact = exact_layout(plan)
+        self.windows = self.exact and WINDOWS and wo == 4 and ho % 4 == 0   # gather_taps by 4x4 windows
         self.length = ho * wo if self.exact or self.pointwise else (ho - 1) * wq + wo
         self.variant = mk.choose_variant(cog, self.length)
         mr = mk.mr_of(self.variant)
@@ -189,12 +193,12 @@ class DirectConv(Prepared):
         cols = scratch("cols", self.k * self.length + _TAIL) if self.exact else ph
         out = scratch("wide", self.rows * self.cols).reshape(self.rows, self.cols)
         return [(_conv_images, (x, y, ph, cols, self.taps, self.offs, self.panels, self.padded_bias(bias), out,
-                                self.variant, self.exact, self.direct_out, sh, sw, pt, pl, plan.hq, plan.wq, plan.na,
+                                self.variant, self.exact, self.windows, self.direct_out, sh, sw, pt, pl, plan.hq, plan.wq, plan.na,
                                 plan.nb, plan.lo, plan.hi, serial))]
 
 
 @njit
-def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact, direct_out,
+def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact, windows, direct_out,
                  sh, sw, pt, pl, hq, wq, na, nb, lo, hi, serial):
     """DirectConv.run's loop over images and groups (module docstring), compiled as one call."""
     n_img = x.shape[0]
@@ -205,7 +209,7 @@ def _conv_images(x, y, ph, cols, taps, offs, panels, biases, out, variant, exact
         for g in range(group):
             group_phases(x[n], g * cig, cig, ph, sh, sw, pt, pl, hq, wq, na, nb)
             if exact:
-                gather_taps(ph, taps, cols, ho, wo, wq)
+                gather_taps(ph, taps, cols, ho, wo, wq, windows)
             yg = y[n, g * cog:(g + 1) * cog]
             dst = yg.reshape(cog, ho * wo) if direct_out else out
             if serial:
@@ -297,10 +301,11 @@ def group_phases(x, c0, n_ch, ph, sh, sw, pt, pl, hq, wq, na, nb):
 
 @njit
 def pad_planes(x, c0, n_ch, ph, ld, sh, sw, pt, pl, rows, wq):
-    """split_phases of planes c0 .. c0 + n_ch - 1 of x (C, H, W) when the taps read phase (0, 0)
-    only (stride 1, or 1x1 kernels): ph[c*ld + u*wq + v] = xpad[c0 + c, u*sh, v*sw] (ld: a
-    channel's phases), every plane in one pass (zeros, then one masked copy per row), not a call
-    per plane: on 4x4 maps with 256 channels the calls cost 3x the copy."""
+    """split_phases of planes c0 .. c0 + n_ch - 1 of x (C, H, W, C-contiguous) when the taps read
+    phase (0, 0) only (stride 1, or 1x1 kernels): ph[c*ld + u*wq + v] = xpad[c0 + c, u*sh, v*sw]
+    (ld: a channel's phases), every plane in one pass (zeros, then one masked copy per row), not a
+    call per plane: on 4x4 maps with 256 channels the calls cost 3x the copy. x is read flat: a
+    reshape per plane is a call into Numba's runtime, and cost as much as the copies there."""
     h, w = x.shape[1], x.shape[2]
     plane = rows * wq
     if ld == plane:
@@ -311,26 +316,32 @@ def pad_planes(x, c0, n_ch, ph, ld, sh, sw, pt, pl, rows, wq):
     u_lo, u_hi = valid_range(rows, -pt, sh, h)
     v_lo, v_hi = valid_range(wq, -pl, sw, w)
     n = v_hi - v_lo
+    xf = x.reshape(-1)
     for c in range(n_ch):
-        xc = x[c0 + c].reshape(-1)
         for u in range(u_lo, u_hi):
-            src = (u * sh - pt) * w + v_lo * sw - pl
+            src = ((c0 + c) * h + u * sh - pt) * w + v_lo * sw - pl
             dst = c * ld + u * wq + v_lo
             if sw == 1:
-                copy_run(xc, src, ph, dst, n)
+                copy_run(xf, src, ph, dst, n)
             elif sw == 2:
-                copy_every_other(xc, src, ph, dst, n)
+                copy_every_other(xf, src, ph, dst, n)
             else:
                 for t in range(n):
-                    ph[dst + t] = xc[src + t * sw]
+                    ph[dst + t] = xf[src + t * sw]
 
 
 @njit
-def gather_taps(ph, taps, cols, ho, wo, wq):
-    """Exact columns from the phases: cols[k*ho*wo + p*wo + q] = ph[taps[k] + p*wq + q]. One
-    flat loop per tap over a table of the ho*wo source offsets: on small maps the rows are only
-    a few floats long, and a loop per row costs more than its copy."""
+def gather_taps(ph, taps, cols, ho, wo, wq, windows):
+    """Exact columns from the phases: cols[k*ho*wo + p*wo + q] = ph[taps[k] + p*wq + q]. With
+    windows (4-pixel rows, ho a multiple of 4) by 4x4 windows, one vector each; else one flat
+    loop per tap over a table of the ho*wo source offsets: on small maps the rows are only a few
+    floats long, and a loop per row costs more than its copy."""
     length = ho * wo
+    if windows:
+        for k in range(taps.shape[0]):
+            for p in range(0, ho, 4):
+                mk.window4x4(ph, taps[k] + p * wq, wq, cols, k * length + p * 4)
+        return
     idx = np.empty(length, dtype=np.int64)
     for p in range(ho):
         for q in range(wo):
