@@ -4,7 +4,7 @@
                                                 no-winograd4-blocked|winograd4-blocked-784|
                                                 blocked-panels-512k|no-winograd4-fused|winograd4-fused-pool|
                                                 winograd4-fused-calling|winograd4-fused-dealt|three-lanes-tiles|gemm-rows-serial|serial-phases|
-                                                micro-serial-32|gather-by-table]
+                                                micro-serial-32|micro-serial-0|gather-by-table]
                                          [--models fashion_resnet18 efficientnet_lite0] [--threads 1 2]
 
 Two copies of each model: one planned under the alternative, one under the default rule
@@ -40,6 +40,7 @@ Two copies of each model: one planned under the alternative, one under the defau
                   (conv_blocked.PHASES_POOL_FLOATS)
   micro-serial-32  the default, but microkernel convs under 32 MMAC on the calling thread on any
                   thread count
+  micro-serial-0  the default, but every microkernel conv on the pool on more threads, however small
   gather-by-table  the default, but exact columns of 4-pixel-wide maps gathered by the offset table,
                   not a 4x4 window at a time (conv_direct.WINDOWS)
   winograd4-64 / winograd4-128  the default, but Winograd F(4x4) from 64 / 128 input channels at any
@@ -94,6 +95,7 @@ ALTERNATIVES = {"blas": "every conv on OpenBLAS", "direct": "every non-depthwise
                 "winograd4-fused-dealt": "blocked Winograd's fused chunks dealt to the workers in turn",
                 "serial-phases": "stride phases of blocked convs built on the calling thread",
                 "micro-serial-32": "microkernel convs under 32 MMAC on the calling thread",
+                "micro-serial-0": "every microkernel conv on the pool, however small",
                 "gather-by-table": "exact columns of 4-pixel-wide maps gathered by the offset table"}
 
 
