@@ -15,10 +15,13 @@ on the model, and run by the plan step of its node in place of the node's dense 
     layer.fields      the counter columns; "dense_macs" and "executed_macs" among them
     layer.overhead    the columns that count the method's own work (hashing, merging, ...):
                       operations added to the layer, counted as one MAC each "with overhead"
+    layer.replay(inputs, attrs, outs) -> (calls, counters) | None, optional: for a method whose
+                      work depends on shapes only, the compiled calls (function, arguments) that
+                      redo run() on these same arrays and the counters such a run gives
 
 A layer reads and writes NCHW: plans keep the tensors around compressed layers NCHW (the others
 may stay channel-blocked: runtime._blocked_tensors), and compressed steps run the usual way each
-run (the replay in runtime.py records only dense steps: a layer's work may change with its input). Model.compress(method) sets a method, Model.last_stats() reports
+run unless their layer has replay (the replay in runtime.py: HASTE's work changes with its input). Model.compress(method) sets a method, Model.last_stats() reports
 the counters per layer (stats.py).
 """
 from __future__ import annotations

@@ -13,7 +13,8 @@ Replay: a plan's first run records, step by step, the compiled calls that redo i
 registry `calls`); the next runs make only those, without the per-step Python in between (list
 building, lookups, checks), which cost about a tenth of the bundled model's time. A step reading
 a graph input (a new array every run) has the run's array put in its calls where they take the
-input itself; one that derives arrays from it, or runs a compressed layer, goes the usual way each time. View
+input itself; one that derives arrays from it, or runs a compressed layer whose work depends on its
+input (HASTE, HTTM; PROM's does not: compression.py, layer.replay), goes the usual way each time. View
 steps on stable buffers are not repeated (their views stay valid). A replay is made again when the thread
 count or the thread's scratch buffers change, and dropped when the compressed layers do.
 
@@ -308,8 +309,8 @@ def _record(plan: Plan, fed: list) -> Replay | None:
     """Run the plan's steps the usual way and return the replay of this run. A slot is stable when
     it holds the same array, with new contents, on every run: weights, the plan's buffers, views of
     stable slots. A step whose inputs are stable or graph inputs and whose outputs are its buffers
-    is replayed by its calls (_feeding); one reading anything else, or a compressed layer, runs the
-    usual way every time."""
+    is replayed by its calls (_feeding); a compressed layer on stable inputs by the calls its
+    layer.replay lists, if it has one; any other step runs the usual way every time."""
     key = (kernel_threads(), generation())
     env = plan.env
     moving = set(fed)                     # slots that may hold another array next run
@@ -321,7 +322,14 @@ def _record(plan: Plan, fed: list) -> Replay | None:
         outs = _run_step(st, args, plan.last_counters)
         for slot, arr in zip(st.outputs, outs):
             env[slot] = arr
-        stable_in = st.layer is None and not any(i in moving for i in st.inputs)
+        if st.layer is not None:
+            in_place = st.buffers is not None and all(o is b for o, b in zip(outs, st.buffers))
+            redo = _layer_calls(st, args, plan) if in_place and not any(i in moving for i in st.inputs) else None
+            calls += redo if redo is not None else [(_again, (st, plan))]
+            if not in_place:
+                moving.update(st.outputs)
+            continue
+        stable_in = not any(i in moving for i in st.inputs)
         if st.buffers is None:            # a view op: nothing to redo while it views a stable array
             if not (stable_in and all(np.may_share_memory(o, args[0]) for o in outs)):
                 calls.append((_again, (st, plan)))
@@ -331,7 +339,7 @@ def _record(plan: Plan, fed: list) -> Replay | None:
             calls.append((_again, (st, plan)))
             moving.update(st.outputs)
             continue
-        fed_in = st.layer is None and set(st.inputs) & moving <= set(fed)   # graph inputs, as given
+        fed_in = set(st.inputs) & moving <= set(fed)                # graph inputs, as given
         spec_calls = ops.OPS[st.op].calls if fed_in else None
         listed = spec_calls(args, st.attrs, st.buffers) if spec_calls is not None else None
         if listed is not None and not stable_in:
@@ -346,6 +354,21 @@ def _record(plan: Plan, fed: list) -> Replay | None:
     if (kernel_threads(), generation()) != key:
         return None                       # a buffer grew while recording: record again next run
     return Replay(key, calls, steps)
+
+
+def _layer_calls(st: Step, args: list, plan: Plan) -> list | None:
+    """A compressed step's calls when its layer can be replayed (compression.py: layer.replay, for
+    methods whose work depends on shapes only), then its counters put back; else None."""
+    replay = getattr(st.layer, "replay", None)
+    got = replay(args, st.attrs, st.buffers) if replay is not None else None
+    if got is None:
+        return None
+    listed, counters = got
+    return listed + [(_put_counters, (plan.last_counters, st.node_name, counters))]
+
+
+def _put_counters(into: dict, name: str, counters: np.ndarray) -> None:
+    into[name] = counters.copy()         # a run's own array, as the layer's run() gives
 
 
 def _feeding(listed: list, env: list, fed: list) -> list | None:

@@ -9,6 +9,7 @@ import pytest
 import haste_edge
 from haste_edge import runtime
 from haste_edge.graph import Graph, Node
+from haste_edge.prom.method import totals
 from haste_edge.runtime import Model
 from haste_edge.threads import get_threads, set_threads
 
@@ -126,3 +127,23 @@ def test_gemm_bias_of_every_broadcast(c_shape, restore):
     for x, y in zip(xs, _runs(model, xs, replay=True)):
         np.testing.assert_allclose(y, np.maximum(x, 0) @ w.T + c, rtol=1e-5, atol=1e-5)
     assert "_rows_times_bt" in [getattr(f, "__name__", "") for f, _ in model.last_plan.replay.calls]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prom_layers_are_replayed_with_their_counters(threads, restore):
+    """PROM's layers (work fixed by shapes) replay by their compiled calls: the same logits bit for
+    bit and the same counters as stepping through; only the step reading the graph input (it
+    quantises a new array each run) goes the usual way."""
+    set_threads(threads)
+    model = haste_edge.load("fashion_mobilenetv2_prom")
+    xs = _inputs(model)
+    stepped = _runs(model, xs, replay=False)
+    stepped_counts = totals(model.last_stats())
+    replayed = _runs(model, xs, replay=True)
+    calls = [f for f, _ in model.last_plan.replay.calls]
+    n_layers = sum(st.layer is not None for st in model.last_plan.steps)
+    assert calls.count(runtime._again) == 1 and calls.count(runtime._put_counters) == n_layers - 1 > 30
+    for a, b in zip(stepped, replayed):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(replayed[0], replayed[1])
+    assert totals(model.last_stats()) == stepped_counts and stepped_counts["int32_adds"] > 0

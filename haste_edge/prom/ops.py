@@ -9,7 +9,6 @@ ternary weights' index lists, the activation buffer.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from haste_edge.ops.conv import CONV_ATTRS, _clip_bounds, _geometry, conv_infer, conv_macs
@@ -17,6 +16,7 @@ from haste_edge.ops.registry import register, step_state
 from haste_edge.prom import kernels
 from haste_edge.prom.quantize import inv_scale
 from haste_edge.prom.reference import out_scale, prom_conv_reference, prom_gemm_reference
+from haste_edge.threads import kernel_threads
 
 PROM_CONV_ATTRS = CONV_ATTRS + ("x_scale", "weights")
 
@@ -101,21 +101,25 @@ class PreparedPromConv:
             # a tile reads up to a vector past the wide rows' end and (kw - 1) * dw past the plane
             self.xq = np.zeros(n * c * self.plane + kernels.SLACK + (kw - 1) * dw, np.int8)
 
-    def run(self, x, y):
+    def calls(self, x, y) -> list:
+        """The compiled calls (function, arguments) that compute y from x (float32, C-contiguous)."""
         kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
         n, c_out = y.shape[0], y.shape[1]
-        parallel = self.parallel and numba.get_num_threads() > 1
+        parallel = self.parallel and kernel_threads() > 1
         if self.ternary:
             run = kernels.ternary_pointwise_parallel if parallel else kernels.ternary_pointwise
-            run(x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.row_offs,
-                self.scale, self.bias, self.lo, self.hi, y.reshape(n, c_out, -1))
-        else:
-            padded = self.xq[:n * x.shape[1] * self.plane].reshape(n, x.shape[1], -1, self.wp)
-            kernels.quantize_pad(x, self.inv, pt, pl, padded)
-            run = kernels.int8_conv_parallel if parallel else kernels.int8_conv
-            run(self.xq, self.plane, self.tap_ptr, self.tap_offs, self.tap_w, self.wide_len, self.wp, sh, sw,
-                x.shape[1] // self.group, c_out // self.group, self.scale, self.bias, self.lo, self.hi,
-                numba.get_num_threads() if parallel else 1, y)
+            return [(run, (x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.row_offs,
+                           self.scale, self.bias, self.lo, self.hi, y.reshape(n, c_out, -1)))]
+        padded = self.xq[:n * x.shape[1] * self.plane].reshape(n, x.shape[1], -1, self.wp)
+        run = kernels.int8_conv_parallel if parallel else kernels.int8_conv
+        return [(kernels.quantize_pad, (x, self.inv, pt, pl, padded)),
+                (run, (self.xq, self.plane, self.tap_ptr, self.tap_offs, self.tap_w, self.wide_len, self.wp, sh, sw,
+                       x.shape[1] // self.group, c_out // self.group, self.scale, self.bias, self.lo, self.hi,
+                       kernel_threads() if parallel else 1, y))]
+
+    def run(self, x, y):
+        for f, args in self.calls(x, y):
+            f(*args)
         return y
 
 
@@ -133,8 +137,17 @@ def prepared_conv(inputs, attrs) -> PreparedPromConv:
     return prep
 
 
+def prom_conv_calls(inputs, attrs, outs) -> list | None:
+    """The step's compiled calls for the replay (runtime.py), None unless its input is already
+    float32 and C-contiguous (then every run's conversion would be redone)."""
+    x = inputs[0]
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return None
+    return prepared_conv(inputs, attrs).calls(x, outs[0])
+
+
 @register("PromConv", infer=prom_conv_infer, reference=prom_conv_reference, macs=prom_conv_macs,
-          attrs=PROM_CONV_ATTRS)
+          attrs=PROM_CONV_ATTRS, calls=prom_conv_calls)
 def prom_conv(inputs, attrs, outs=None):
     x = np.ascontiguousarray(inputs[0], np.float32)
     prep = prepared_conv([x, *inputs[1:]], attrs)
@@ -157,13 +170,22 @@ def prom_gemm_macs(in_shapes, out_shapes, attrs):
     return int(in_shapes[0][0]) * int(in_shapes[1][0]) * int(in_shapes[1][1])
 
 
-@register("PromGemm", infer=prom_gemm_infer, reference=prom_gemm_reference, macs=prom_gemm_macs,
-          attrs=("x_scale",))
-def prom_gemm(inputs, attrs, outs=None):
-    x, codes, w_scale = np.ascontiguousarray(inputs[0], np.float32), inputs[1], inputs[2]
+def prom_gemm_calls(inputs, attrs, outs) -> list | None:
+    """PromGemm's one compiled call (scales and bias derived now), None for an input to convert."""
+    x, codes, w_scale = inputs[0], inputs[1], inputs[2]
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        return None
     _check_codes(codes, "int8", "PromGemm")
     bias = inputs[3] if len(inputs) > 3 and inputs[3] is not None else np.zeros(len(codes), np.float32)
-    y = outs[0] if outs is not None else np.empty((x.shape[0], codes.shape[0]), np.float32)
-    kernels.int8_gemm(x, inv_scale(attrs["x_scale"]), codes, out_scale(attrs["x_scale"], w_scale),
-                      np.ascontiguousarray(bias, np.float32), y)
+    return [(kernels.int8_gemm, (x, inv_scale(attrs["x_scale"]), codes, out_scale(attrs["x_scale"], w_scale),
+                                 np.ascontiguousarray(bias, np.float32), outs[0]))]
+
+
+@register("PromGemm", infer=prom_gemm_infer, reference=prom_gemm_reference, macs=prom_gemm_macs,
+          attrs=("x_scale",), calls=prom_gemm_calls)
+def prom_gemm(inputs, attrs, outs=None):
+    x = np.ascontiguousarray(inputs[0], np.float32)
+    y = outs[0] if outs is not None else np.empty((x.shape[0], inputs[1].shape[0]), np.float32)
+    for f, args in prom_gemm_calls([x, *inputs[1:]], attrs, [y]):
+        f(*args)
     return [y]
