@@ -192,7 +192,7 @@ def alternative(name):
          conv_mod._BLOCKED_BIG_MAP_MAX_PANEL_BYTES,
          conv_winograd4_blocked.FUSED_MAX_U_BYTES, conv_winograd4_blocked.FUSED_POOL,
          conv_winograd4_blocked.FUSED_MIN_CHUNKS_PER_WORKER, conv_mod._MICRO_SERIAL_MACS, gemm_mod.ROWS_POOL_MIN_BYTES, conv_blocked.PHASES_POOL_FLOATS,
-             conv_direct.WINDOWS) = saved
+         conv_direct.WINDOWS) = saved
 
 
 def planned(name, against=None):
