@@ -1,11 +1,11 @@
 """PROM's layers replayed by their compiled calls against stepped through, with the fp32 model.
 
-    python benchmarks/prom_replay.py [--runs 400] [--threads 1 2]
+    python benchmarks/prom_replay.py [--runs 400] [--threads 1 2] [--name NAME]
 
 Three models in one process, interleaved (each call after GAP_S idle): the bundled PROM model as
 it runs (its layers in the plan's replay, runtime.py), the same with its layers' replay turned off
 (every PROM step through Python each run, as before layers could be replayed), and the fp32 model.
-Writes benchmarks/results/prom_replay_<arch>.md and .json.
+Writes benchmarks/results/<NAME>.md and .json (default prom_replay_<arch>).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--name", default=None)
     args = ap.parse_args()
     lines = ["# PROM layers replayed against stepped through, bundled fashion_mobilenetv2_prom, batch 1", "",
              header(), "", f"median of {args.runs} interleaved calls, each after {GAP_S * 1e3:.0f} ms idle", "",
@@ -54,7 +55,7 @@ def main():
         doc.append({"threads": th, **med})
         lines.append(f"| {th} | {med['replayed']:.3f} | {med['stepped']:.3f} | {med['fp32']:.3f} | "
                      f"{med['replayed'] / med['stepped']:.2f} | {med['replayed'] / med['fp32']:.2f} |")
-    write_results(f"prom_replay_{platform.machine()}", lines, {"runs": args.runs, "rows": doc})
+    write_results(args.name or f"prom_replay_{platform.machine()}", lines, {"runs": args.runs, "rows": doc})
 
 
 if __name__ == "__main__":

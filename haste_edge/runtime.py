@@ -315,6 +315,7 @@ def _record(plan: Plan, fed: list) -> Replay | None:
     env = plan.env
     moving = set(fed)                     # slots that may hold another array next run
     calls, steps, prev = [], [], None
+    fixed = {}                            # replayed layers' counters, put back by one call per run
     for st in plan.steps:
         steps += [prev] * (len(calls) - len(steps))               # the previous step's calls
         prev = st.node_name
@@ -322,14 +323,21 @@ def _record(plan: Plan, fed: list) -> Replay | None:
         outs = _run_step(st, args, plan.last_counters)
         for slot, arr in zip(st.outputs, outs):
             env[slot] = arr
+        stable_in = not any(i in moving for i in st.inputs)
+        fed_in = set(st.inputs) & moving <= set(fed)                # graph inputs, as given
         if st.layer is not None:
             in_place = st.buffers is not None and all(o is b for o, b in zip(outs, st.buffers))
-            redo = _layer_calls(st, args, plan) if in_place and not any(i in moving for i in st.inputs) else None
-            calls += redo if redo is not None else [(_again, (st, plan))]
+            redo = _layer_calls(st, args) if in_place and fed_in else None
+            if redo is not None and not stable_in:
+                redo = (_feeding(redo[0], env, [i for i in set(st.inputs) if i in fed]), redo[1])
+            if redo is not None and redo[0] is not None:
+                calls += redo[0]
+                fixed[st.node_name] = redo[1]
+            else:
+                calls.append((_again, (st, plan)))
             if not in_place:
                 moving.update(st.outputs)
             continue
-        stable_in = not any(i in moving for i in st.inputs)
         if st.buffers is None:            # a view op: nothing to redo while it views a stable array
             if not (stable_in and all(np.may_share_memory(o, args[0]) for o in outs)):
                 calls.append((_again, (st, plan)))
@@ -339,7 +347,6 @@ def _record(plan: Plan, fed: list) -> Replay | None:
             calls.append((_again, (st, plan)))
             moving.update(st.outputs)
             continue
-        fed_in = set(st.inputs) & moving <= set(fed)                # graph inputs, as given
         spec_calls = ops.OPS[st.op].calls if fed_in else None
         listed = spec_calls(args, st.attrs, st.buffers) if spec_calls is not None else None
         if listed is not None and not stable_in:
@@ -350,25 +357,26 @@ def _record(plan: Plan, fed: list) -> Replay | None:
             calls.append((st.kernel, (args, st.attrs, st.buffers)))
         else:
             calls.append((_again, (st, plan)))
+    if fixed:
+        calls.append((plan.last_counters.update, (fixed,)))
     steps += [prev] * (len(calls) - len(steps))
     if (kernel_threads(), generation()) != key:
         return None                       # a buffer grew while recording: record again next run
     return Replay(key, calls, steps)
 
 
-def _layer_calls(st: Step, args: list, plan: Plan) -> list | None:
-    """A compressed step's calls when its layer can be replayed (compression.py: layer.replay, for
-    methods whose work depends on shapes only), then its counters put back; else None."""
+def _layer_calls(st: Step, args: list) -> tuple | None:
+    """(calls, counters) of a compressed step whose layer can be replayed (compression.py:
+    layer.replay, for methods whose work depends on shapes only), else None. The counters are the
+    same every run: a read-only copy, put back as it is."""
     replay = getattr(st.layer, "replay", None)
     got = replay(args, st.attrs, st.buffers) if replay is not None else None
     if got is None:
         return None
     listed, counters = got
-    return listed + [(_put_counters, (plan.last_counters, st.node_name, counters))]
-
-
-def _put_counters(into: dict, name: str, counters: np.ndarray) -> None:
-    into[name] = counters.copy()         # a run's own array, as the layer's run() gives
+    counters = counters.copy()
+    counters.setflags(write=False)
+    return listed, counters
 
 
 def _feeding(listed: list, env: list, fed: list) -> list | None:

@@ -103,6 +103,8 @@ CONV_CASES = [  # (x shape, C_out, k, stride, group, dilation, pads, weights)
     ((1, 16, 11, 11), 16, 3, 1, 16, 1, (1, 1, 1, 1), "int8"),      # 11x11: wide rows at stride 1
     ((2, 24, 7, 7), 24, 3, 1, 24, 1, (1, 1, 1, 1), "int8"),        # 7x7 depthwise: wide rows
     ((1, 8, 13, 13), 8, 3, 1, 8, 1, (1, 1, 1, 1), "int8"),         # 13 rows of 13: row tiles, 1 last
+    ((1, 72, 30, 31), 8, 1, 1, 1, 1, (0, 0, 0, 0), "ternary"),     # row offsets past 16 bits
+    ((1, 80, 28, 28), 4, 3, 1, 1, 1, (1, 1, 1, 1), "int8"),        # tap offsets past 16 bits
 ]
 
 

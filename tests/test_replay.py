@@ -131,9 +131,9 @@ def test_gemm_bias_of_every_broadcast(c_shape, restore):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_prom_layers_are_replayed_with_their_counters(threads, restore):
-    """PROM's layers (work fixed by shapes) replay by their compiled calls: the same logits bit for
-    bit and the same counters as stepping through; only the step reading the graph input (it
-    quantises a new array each run) goes the usual way."""
+    """PROM's layers (work fixed by shapes) replay by their compiled calls, the one reading the
+    graph input too (its calls take each run's array): the same logits bit for bit and the same
+    counters as stepping through, every layer's put back by one call."""
     set_threads(threads)
     model = haste_edge.load("fashion_mobilenetv2_prom")
     xs = _inputs(model)
@@ -142,8 +142,11 @@ def test_prom_layers_are_replayed_with_their_counters(threads, restore):
     replayed = _runs(model, xs, replay=True)
     calls = [f for f, _ in model.last_plan.replay.calls]
     n_layers = sum(st.layer is not None for st in model.last_plan.steps)
-    assert calls.count(runtime._again) == 1 and calls.count(runtime._put_counters) == n_layers - 1 > 30
+    assert runtime._again not in calls and runtime._with_feeds in calls and n_layers > 30
+    put = [a for f, a in model.last_plan.replay.calls if f == model.last_plan.last_counters.update]
+    assert len(put) == 1 and len(put[0][0]) == n_layers
     for a, b in zip(stepped, replayed):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(replayed[0], replayed[1])
     assert totals(model.last_stats()) == stepped_counts and stepped_counts["int32_adds"] > 0
+    assert sum(layer.method == "prom" for layer in model.last_stats().layers) == n_layers

@@ -60,6 +60,12 @@ def _ragged(parts, dtype):
     return ptr, np.concatenate([np.asarray(p, dtype) for p in parts] + [np.zeros(0, dtype)])
 
 
+def offset_dtype(end: int):
+    """The narrowest unsigned type for offsets below end: the kernels read one per weight that is
+    not zero, so these lists are most of what a layer reads from memory."""
+    return np.uint16 if end <= 1 << 16 else np.uint32 if end <= 1 << 32 else np.int64
+
+
 class PreparedPromConv:
     """What a PromConv derives from its weights once: scales, clamp, the ternary weights' row
     lists or the int8 weights' nonzero taps, the activation codes' buffer."""
@@ -85,7 +91,7 @@ class PreparedPromConv:
             # per output channel the rows of its +1 input channels, then of its -1 ones
             self.row_ptr, rows = _ragged([np.concatenate([np.flatnonzero(r > 0), np.flatnonzero(r < 0)])
                                           for r in flat], np.int64)
-            self.row_offs = rows * (h * w)
+            self.row_offs = (rows * (h * w)).astype(offset_dtype(c * h * w))
             self.row_mid = self.row_ptr[:-1] + (flat > 0).sum(axis=1)
             self.xq = np.zeros(c * h * w + kernels.SLACK, np.int16)   # int16 codes: tiles.py
         else:
@@ -96,7 +102,8 @@ class PreparedPromConv:
             ci, i, j = np.meshgrid(np.arange(c // self.group), np.arange(kh), np.arange(kw), indexing="ij")
             offs = (ci * self.plane + i * dh * wp + j * dw).ravel().astype(np.int64)
             keep = [np.flatnonzero(r) for r in flat]
-            self.tap_ptr, self.tap_offs = _ragged([offs[k] for k in keep], np.int64)
+            self.tap_ptr, tap_offs = _ragged([offs[k] for k in keep], np.int64)
+            self.tap_offs = tap_offs.astype(offset_dtype(c // self.group * self.plane))
             _, self.tap_w = _ragged([r[k] for r, k in zip(flat, keep)], np.int8)
             # a tile reads up to a vector past the wide rows' end and (kw - 1) * dw past the plane
             self.xq = np.zeros(n * c * self.plane + kernels.SLACK + (kw - 1) * dw, np.int8)

@@ -56,6 +56,12 @@ def _codes(builder, base, index):
     return builder.sext(builder.load(ptr, align=1), _VI)
 
 
+def _offset(builder, offs, t):
+    """offs[t] as int64: offsets are stored as narrow as they fit (ops.offset_dtype), never negative."""
+    v = builder.load(builder.gep(offs, [t]))
+    return v if v.type.width == 64 else builder.zext(v, _I64)
+
+
 def _min(builder, a, b):
     return builder.select(builder.icmp_signed("<", a, b), a, b)
 
@@ -108,7 +114,7 @@ def _vector_ternary_tile(nv: int):
 
             def rows(combine):
                 def body(t, part):
-                    base = builder.add(x_off_v, builder.load(builder.gep(fp, [t])))
+                    base = builder.add(x_off_v, _offset(builder, fp, t))
                     ptr = builder.bitcast(builder.gep(xp, [base]), v16.as_pointer())
                     return [combine(part[0], builder.load(ptr, align=2))]
                 return body
@@ -174,7 +180,7 @@ def _vector_taps_tile(nv: int):
             starts = [builder.mul(x_step_v, _I64(j)) for j in range(nv)]
 
             def body(t, accs):
-                base = builder.add(x_off_v, builder.load(builder.gep(fp, [t])))
+                base = builder.add(x_off_v, _offset(builder, fp, t))
                 w_s = _splat(builder, builder.sext(builder.load(builder.gep(wp, [t])), _I32), _VI)
                 return [builder.add(a, builder.mul(w_s, _codes(builder, xp, builder.add(base, st))))
                         for a, st in zip(accs, starts)]
