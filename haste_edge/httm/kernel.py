@@ -51,20 +51,14 @@ def block_plan(n_tokens: int, per_frame: int, ns: int, nt: int, kept: float):
 
 
 @njit(error_model="numpy")
-def _unit_columns(x, tokens, width):
-    """(c, width) float32: column p is x[tokens[p]] scaled to unit length (zero rows stay zero);
-    columns past N are zero (the similarity tile reads 16 at a time)."""
+def _inv_norms(x, inv):
+    """inv[t] = 1 / |x[t]| (1e12 for a zero row: its unit vector stays zero)."""
     n, c = x.shape
-    ut = np.zeros((c, width), np.float32)
-    for p in range(n):
-        t = tokens[p]
+    for t in range(n):
         s = np.float32(0.0)
         for k in range(c):
             s += x[t, k] * x[t, k]
-        inv = np.float32(1.0) / np.float32(max(math.sqrt(s), 1e-12))
-        for k in range(c):
-            ut[k, p] = x[t, k] * inv
-    return ut
+        inv[t] = np.float32(1.0) / np.float32(max(math.sqrt(s), 1e-12))
 
 
 @njit(error_model="numpy")
@@ -93,18 +87,33 @@ _sim_tile = mk.make_tile(_SIM_MR, 1, _SIM_NR)
 @njit(error_model="numpy")
 def match_groups(x, tokens, starts, n_dsts, merges, group):
     """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count.
-    The unit vectors are laid out feature-major in block_plan's token order, so a block's
-    destinations are contiguous columns (the tile's B) and each run of 4 of its sources is copied
-    into the tile's A panel: the tile gives their similarities to 16 destinations at a time. The
-    sources are ranked by an insertion sort (blocks are small)."""
+    Unit vectors are x[t] * inv[t], made where they are used: the destinations of the blocks that
+    merge laid out feature-major side by side (a block's are contiguous columns: the tile's B), and
+    each run of 4 of a block's sources in the tile's A panel: the tile gives their similarities to
+    16 destinations at a time. The sources are ranked by an insertion sort (blocks are small)."""
     n, c = x.shape
-    width = n + _SIM_NR
-    ut = _unit_columns(x, tokens, width)
-    utf = ut.reshape(-1)
-    offs = np.arange(c) * width
+    inv = np.empty(n, np.float32)
+    _inv_norms(x, inv)
+    n_blocks = starts.shape[0] - 1
+    width = _SIM_NR
     most = 0
-    for b in range(starts.shape[0] - 1):
+    for b in range(n_blocks):
         most = max(most, starts[b + 1] - starts[b])
+        if merges[b]:
+            width += n_dsts[b]
+    dst_p = np.zeros(c * width, np.float32)           # dst_p[k * width + column]
+    first = np.empty(n_blocks, np.int64)              # each merging block's first column
+    col = 0
+    for b in range(n_blocks):
+        if merges[b] == 0:
+            continue
+        first[b] = col
+        for j in range(n_dsts[b]):
+            t = tokens[starts[b] + j]
+            for k in range(c):
+                dst_p[k * width + col + j] = x[t, k] * inv[t]
+        col += n_dsts[b]
+    offs = np.arange(c) * width
     w = -(-most // _SIM_NR) * _SIM_NR
     src_p = np.zeros(c * _SIM_MR, np.float32)       # src_p[k * 4 + i]: feature k of source i of a run
     sims = np.empty(_SIM_MR * w, np.float32)         # sims[i * w + t]
@@ -114,19 +123,20 @@ def match_groups(x, tokens, starts, n_dsts, merges, group):
     score = np.empty(most, np.float32)
     order = np.empty(most, np.int64)
     parent = np.arange(n)
-    for b in range(starts.shape[0] - 1):
+    for b in range(n_blocks):
         r = merges[b]
         if r == 0:
             continue
         s0, n_dst = starts[b], n_dsts[b]
-        f0, n_src = s0 + n_dst, starts[b + 1] - s0 - n_dst          # the sources' first column
+        f0, n_src = s0 + n_dst, starts[b + 1] - s0 - n_dst          # the sources' first position
         for i0 in range(0, n_src, _SIM_MR):
             rows = min(_SIM_MR, n_src - i0)
-            for k in range(c):
-                for i in range(rows):
-                    src_p[k * _SIM_MR + i] = ut[k, f0 + i0 + i]
+            for i in range(rows):
+                t = tokens[f0 + i0 + i]
+                for k in range(c):
+                    src_p[k * _SIM_MR + i] = x[t, k] * inv[t]
             for t0 in range(0, n_dst, _SIM_NR):
-                _sim_tile(src_p, utf, offs, s0 + t0, c, sims, t0, w, no_bias, lo, hi)
+                _sim_tile(src_p, dst_p, offs, first[b] + t0, c, sims, t0, w, no_bias, lo, hi)
             for i in range(rows):
                 arg = 0
                 for t in range(1, n_dst):                  # the first maximum on ties
