@@ -1,15 +1,15 @@
 """HTTM against uniform (ToMe-style) token merging on the multi-frame ViT: accuracy on the Fashion-MNIST
 test set against attention MACs and against measured attention time, with dense and onnxruntime.
 
-    python benchmarks/httm_sweep.py [--model fashion_vit_t4] [--limit 10000] [--runs 200]
+    python benchmarks/httm_sweep.py [--model fashion_vit_t4] [--limit 10000] [--runs 200] [--name NAME]
 
 Each setting runs over the first --limit test images (batch 100; the views of every item are those
 haste-edge eval makes: preprocess.frame_views) for accuracy and the counted MACs per image (the
 attention nodes': dense, executed, HTTM's matching and merging). Timing, one thread, batch 1,
 --runs images, every setting and onnxruntime interleaved image by image: the attention nodes'
 time (the plan's per-node timer around each ScaledDotProductAttention step, dense or merged) and
-the whole model's (an untimed-per-node run). Writes benchmarks/results/httm_<model>.md, .json
-and .png.
+the whole model's (an untimed-per-node run). Writes benchmarks/results/<NAME>.md, .json and .png
+(default httm_<model>).
 """
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--onnx", default=None, help="the model's ONNX file for onnxruntime (default: models/<model>.onnx)")
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--name", default=None, help="results file name (default httm_<model>)")
     args = ap.parse_args()
     set_threads(1)
     base = haste_edge.load(args.model)
@@ -139,7 +140,7 @@ def main():
                      f"{r['attention_executed_macs'] / 1e6:.2f} / {r['attention_dense_macs'] / 1e6:.2f} | "
                      f"{r['httm_overhead_ops'] / 1e6:.2f} | {r['attention_ms']:.3f} | {r['attention_speedup']:.2f}x | "
                      f"{r['model_ms']:.3f} | {r['model_speedup']:.2f}x | {r['model_ms'] / ort_ms:.2f} |")
-    write_results(f"httm_{tag}", lines, {"model": tag, "limit": args.limit, "runs": len(images),
+    write_results(args.name or f"httm_{tag}", lines, {"model": tag, "limit": args.limit, "runs": len(images),
                                                  "onnxruntime_ms": ort_ms, "blocks": BLOCKS, "rows": rows})
     plt = pyplot()
     if plt:
@@ -158,7 +159,7 @@ def main():
         axes[0].legend()
         fig.suptitle(f"{tag}: token merging in attention")
         fig.tight_layout()
-        fig.savefig(ROOT / "benchmarks" / "results" / f"httm_{tag}.png", dpi=110)
+        fig.savefig(ROOT / "benchmarks" / "results" / f"{args.name or f'httm_{tag}'}.png", dpi=110)
 
 
 if __name__ == "__main__":
