@@ -62,11 +62,11 @@ def _inv_norms(x, inv):
 
 
 @njit(error_model="numpy")
-def _number_groups(parent, group):
+def _number_groups(parent, group, number):
     """group[i] = index of parent[i]'s group, groups numbered by their first token; returns the count.
-    parent[i] is a member of i's group whose own parent is itself."""
+    parent[i] is a member of i's group whose own parent is itself. number: (N,) scratch."""
     n = parent.shape[0]
-    number = np.full(n, -1, np.int64)
+    number[:] = -1
     m = 0
     for i in range(n):
         r = parent[i]
@@ -86,14 +86,15 @@ _sim_tile = mk.make_tile(_SIM_MR, 1, _SIM_NR)
 
 @njit(error_model="numpy")
 def match_groups(x, tokens, starts, n_dsts, merges, group):
-    """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count.
-    Unit vectors are x[t] * inv[t], made where they are used: the destinations of the blocks that
-    merge laid out feature-major side by side (a block's are contiguous columns: the tile's B), and
-    each run of 4 of a block's sources in the tile's A panel: the tile gives their similarities to
-    16 destinations at a time. The sources are ranked by an insertion sort (blocks are small)."""
-    n, c = x.shape
-    inv = np.empty(n, np.float32)
-    _inv_norms(x, inv)
+    """Fill group (N,) for token vectors x (N, c) (reference.match_groups); returns the group count."""
+    return _match(x, tokens, starts, n_dsts, merges, group, _Workspace(x.shape[0], x.shape[1], starts, n_dsts, merges))
+
+
+@njit(error_model="numpy")
+def _Workspace(n, c, starts, n_dsts, merges):
+    """The arrays one matching of n tokens of c features uses, made once for all heads: inverse
+    norms, the destinations' panel (zero), the sources' panel, similarities, per-source best
+    destination, score and rank, parents, group numbers."""
     n_blocks = starts.shape[0] - 1
     width = _SIM_NR
     most = 0
@@ -101,8 +102,24 @@ def match_groups(x, tokens, starts, n_dsts, merges, group):
         most = max(most, starts[b + 1] - starts[b])
         if merges[b]:
             width += n_dsts[b]
-    dst_p = np.zeros(c * width, np.float32)           # dst_p[k * width + column]
-    first = np.empty(n_blocks, np.int64)              # each merging block's first column
+    w = -(-most // _SIM_NR) * _SIM_NR
+    return (np.empty(n, np.float32), np.zeros(c * width, np.float32), np.zeros(c * _SIM_MR, np.float32),
+            np.empty(_SIM_MR * w, np.float32), np.empty(most, np.int64), np.empty(most, np.float32),
+            np.empty(most, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n_blocks, np.int64),
+            np.arange(c) * width, width, w)
+
+
+@njit(error_model="numpy")
+def _match(x, tokens, starts, n_dsts, merges, group, ws):
+    """match_groups in the workspace ws (_Workspace). Unit vectors are x[t] * inv[t], made where
+    they are used: the destinations of the blocks that merge laid out feature-major side by side (a
+    block's are contiguous columns: the tile's B), and each run of 4 of a block's sources in the
+    tile's A panel: the tile gives their similarities to 16 destinations at a time. The sources are
+    ranked by an insertion sort (blocks are small)."""
+    n, c = x.shape
+    inv, dst_p, src_p, sims, best, score, order, parent, number, first, offs, width, w = ws
+    _inv_norms(x, inv)
+    n_blocks = starts.shape[0] - 1
     col = 0
     for b in range(n_blocks):
         if merges[b] == 0:
@@ -113,16 +130,10 @@ def match_groups(x, tokens, starts, n_dsts, merges, group):
             for k in range(c):
                 dst_p[k * width + col + j] = x[t, k] * inv[t]
         col += n_dsts[b]
-    offs = np.arange(c) * width
-    w = -(-most // _SIM_NR) * _SIM_NR
-    src_p = np.zeros(c * _SIM_MR, np.float32)       # src_p[k * 4 + i]: feature k of source i of a run
-    sims = np.empty(_SIM_MR * w, np.float32)         # sims[i * w + t]
     no_bias = np.zeros(_SIM_MR, np.float32)
     lo, hi = np.float32(-np.inf), np.float32(np.inf)
-    best = np.empty(most, np.int64)
-    score = np.empty(most, np.float32)
-    order = np.empty(most, np.int64)
-    parent = np.arange(n)
+    for i in range(n):
+        parent[i] = i
     for b in range(n_blocks):
         r = merges[b]
         if r == 0:
@@ -151,7 +162,7 @@ def match_groups(x, tokens, starts, n_dsts, merges, group):
             order[j + 1] = o
         for t in range(r):
             parent[tokens[f0 + order[t]]] = best[order[t]]
-    return _number_groups(parent, group)
+    return _number_groups(parent, group, number)
 
 
 @njit(error_model="numpy")
@@ -172,8 +183,9 @@ def _match_heads(x, tokens, starts, n_dsts, merges, uniform, groups, counts):
             groups[h] = groups[0]
             counts[h] = counts[0]
     else:
+        ws = _Workspace(n, d, starts, n_dsts, merges)
         for h in range(heads):
-            counts[h] = match_groups(x[h], tokens, starts, n_dsts, merges, groups[h])
+            counts[h] = _match(x[h], tokens, starts, n_dsts, merges, groups[h], ws)
 
 
 @njit(error_model="numpy")
@@ -215,8 +227,7 @@ def split_outliers(q, groups, counts, n_out):
     out = np.zeros(n, np.bool_)
     for t in range(n_out):
         out[order[t]] = True
-    parent = np.empty(n, np.int64)
-    first = np.empty(n, np.int64)
+    parent, first, number = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
     for h in range(heads):
         first[:] = -1
         for i in range(n):
@@ -224,7 +235,7 @@ def split_outliers(q, groups, counts, n_out):
                 first[groups[h, i]] = i
         for i in range(n):
             parent[i] = i if out[i] else first[groups[h, i]]
-        counts[h] = _number_groups(parent, groups[h])
+        counts[h] = _number_groups(parent, groups[h], number)
 
 
 @njit(error_model="numpy")
