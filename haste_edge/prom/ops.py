@@ -13,7 +13,7 @@ import numpy as np
 
 from haste_edge.ops.conv import CONV_ATTRS, _clip_bounds, _geometry, conv_infer, conv_macs
 from haste_edge.ops.registry import register, step_state
-from haste_edge.prom import kernels
+from haste_edge.prom import dot, kernels
 from haste_edge.prom.quantize import inv_scale
 from haste_edge.prom.reference import out_scale, prom_conv_reference, prom_gemm_reference
 from haste_edge.threads import kernel_threads
@@ -46,12 +46,17 @@ def prom_conv_macs(in_shapes, out_shapes, attrs):
 PARALLEL_MACS = 1_000_000
 
 
-def ternary_kernel(attrs) -> bool:
-    """Whether a PromConv runs on the multiplication-free kernel: ternary weights in a 1x1,
-    stride-1, unpadded, group-1 conv (others take the int8 taps kernel, ternary codes and all)."""
+def pointwise(attrs) -> bool:
+    """A 1x1, stride-1, unpadded, group-1 conv: a product of the codes' rows."""
     kh, kw, sh, sw, _, _, pt, pl, pb, pr = _geometry(attrs)
-    return (attrs["weights"] == "ternary" and kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0
-            and int(attrs["group"]) == 1)
+    return kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0 and int(attrs["group"]) == 1
+
+
+def ternary_kernel(attrs) -> bool:
+    """Whether a PromConv runs on the multiplication-free kernel: ternary weights in a pointwise
+    conv (others take the int8 taps kernel, ternary codes and all). Where the CPU has int8 dot
+    products, pointwise convs run on dot.py instead: the same sums."""
+    return attrs["weights"] == "ternary" and pointwise(attrs)
 
 
 def _ragged(parts, dtype):
@@ -87,7 +92,11 @@ class PreparedPromConv:
         (_, _, ho, wo), = conv_infer([x_shape, codes.shape], attrs)
         self.parallel = conv_macs([x_shape, codes.shape], [(n, c_out, ho, wo)], attrs) >= PARALLEL_MACS
         flat = codes.reshape(c_out, -1)
-        if self.ternary:
+        self.dot = dot.DOT and pointwise(attrs)
+        if self.dot:
+            self.w4, self.corr, self.kq = dot.pack_weights(flat)
+            self.panel = np.zeros(dot.panel_size(c, h * w), np.uint8)
+        elif self.ternary:
             # per output channel the rows of its +1 input channels, then of its -1 ones
             self.row_ptr, rows = _ragged([np.concatenate([np.flatnonzero(r > 0), np.flatnonzero(r < 0)])
                                           for r in flat], np.int64)
@@ -113,6 +122,10 @@ class PreparedPromConv:
         kh, kw, sh, sw, dh, dw, pt, pl, pb, pr = self.geo
         n, c_out = y.shape[0], y.shape[1]
         parallel = self.parallel and kernel_threads() > 1
+        if self.dot:
+            run = dot.dot_pointwise_parallel if parallel else dot.dot_pointwise
+            return [(run, (x.reshape(n, x.shape[1], -1), self.inv, self.panel, self.w4, self.kq, self.corr, self.scale,
+                           self.bias, self.lo, self.hi, kernel_threads() if parallel else 1, y.reshape(n, c_out, -1)))]
         if self.ternary:
             run = kernels.ternary_pointwise_parallel if parallel else kernels.ternary_pointwise
             return [(run, (x.reshape(n, x.shape[1], -1), self.inv, self.xq, self.row_ptr, self.row_mid, self.row_offs,
