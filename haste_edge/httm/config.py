@@ -50,8 +50,8 @@ class HttmConfig:
 
 
 # Named settings. "fast": the fastest head-wise setting within 1 point of the dense top-1 on the
-# bundled four-frame ViT (all 10,000 test images: -0.62 pt, attention 1.28x faster at 1 thread;
-# benchmarks/results/httm_fashion_vit_t4.md).
+# bundled four-frame ViT (all 10,000 test images: -0.62 pt; attention time:
+# benchmarks/results/httm_fashion_vit_t4*.md).
 NAMED = {"dense": HttmConfig(), "fast": HttmConfig(q=0.2, kv=0.3)}
 
 _TYPES = {f.name: f.type for f in fields(HttmConfig)}
