@@ -17,13 +17,17 @@ Layouts (made once per layer in ops.PreparedPromConv):
 """
 from __future__ import annotations
 
+import os
+
+import llvmlite.binding as llvm
+import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from haste_edge.jit import env_choice, njit, prange
-from haste_edge.microkernel import TARGET, _data, _lanes_below, _masked, phi_loop
+from haste_edge.microkernel import TARGET, _cpu_override, _data, _lanes_below, _masked, phi_loop
 from haste_edge.prom.tiles import SCALAR, VW, _epilogue, _splat
 
 NO = 4                      # output channels a tile
@@ -36,10 +40,6 @@ _VI, _VF = ir.VectorType(_I32, VW), ir.VectorType(ir.FloatType(), VW)
 
 def _has_vnni() -> bool:
     """Whether the code Numba generates may use AVX-512 VNNI (the host's, or the CPU it was told)."""
-    import os
-    import llvmlite.binding as llvm
-    import numba
-    from haste_edge.microkernel import _cpu_override
     if TARGET["arch"] != "x86_64" or not TARGET["avx512"]:
         return False
     feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
