@@ -11,6 +11,7 @@ Writes benchmarks/results/<NAME>.md and .json (default prom_replay_<arch>).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -30,7 +31,9 @@ def main():
     args = ap.parse_args()
     lines = ["# PROM layers replayed against stepped through, bundled fashion_mobilenetv2_prom, batch 1", "",
              header(), "", f"median of {args.runs} interleaved calls, each after {GAP_S * 1e3:.0f} ms idle", "",
-             f"pointwise convs on int8 dot products: {'yes' if dot.DOT else 'no'}", "",
+             "pointwise convs on int8 dot products: " + {"vnni": "AVX-512 VNNI", "avx2": "AVX2 (ternary weights)"}.get(
+                 dot.KIND, "no") + (f" (code for {os.environ['NUMBA_CPU_NAME']})" if os.environ.get("NUMBA_CPU_NAME") else ""),
+             "",
              "| threads | PROM replayed ms | PROM stepped ms | fp32 ms | replayed / stepped | replayed / fp32 "
              "| PROM, additions kernel ms | replayed / additions |",
              "|---|---|---|---|---|---|---|---|"]

@@ -78,8 +78,8 @@ def env_int(name: str, default: int, lo: int, hi: int) -> int:
 # Numba checks a cached kernel against its own source file only, not the files of the kernels it
 # calls and inlines: after an edit to, say, microkernel.py, a cached conv kernel would keep the old
 # tile. So the cache lives in a subdirectory named after a hash of the package's sources, and of
-# the switches read when kernels are generated (microkernel.py).
-_KERNEL_SWITCHES = ("HASTE_EDGE_MICROKERNEL", "HASTE_EDGE_PREFETCH_K")
+# the switches read when kernels are generated (microkernel.py, prom/dot.py).
+_KERNEL_SWITCHES = ("HASTE_EDGE_MICROKERNEL", "HASTE_EDGE_PREFETCH_K", "HASTE_EDGE_PROM_DOT")
 
 
 def _source_tag() -> str:

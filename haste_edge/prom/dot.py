@@ -32,7 +32,11 @@ from haste_edge.prom.tiles import SCALAR, VW, _epilogue, _splat
 
 NO = 4                      # output channels a tile
 TILE_NV = (1, 2, 3, 4)      # pixel vectors a tile (VW pixels each)
-TILE_MAX = VW * TILE_NV[-1]
+# 16 ymm registers hold one vector of int16 and int32 sums per channel on AVX2
+NV_MAX = {"vnni": 4, "avx2": 1}
+# quads of input channels summed in int16 lanes on AVX2: a vpmaddubsw lane is at most 2 * 255 * 1
+# for ternary weights, and 64 * 510 = 32640 < 2^15
+AVX2_RUN = 64
 
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _VI, _VF = ir.VectorType(_I32, VW), ir.VectorType(ir.FloatType(), VW)
@@ -52,9 +56,28 @@ def _has_vnni() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512vnni"))
 
 
-# HASTE_EDGE_PROM_DOT=off keeps the additions kernel (to compare the two)
-DOT = (not SCALAR and _has_vnni()
-       and env_choice("HASTE_EDGE_PROM_DOT", ("on", "off"), "on") == "on")
+def _kind() -> str:
+    """Which dot-product tiles run PROM's pointwise convs: "vnni" (AVX-512 VNNI: ternary and int8
+    weights), "avx2" (x86 without it: vpmaddubsw and vpmaddwd, exact for ternary weights only, see
+    _vector_avx2_tile), or "" (the additions and taps kernels). HASTE_EDGE_PROM_DOT picks one
+    ("off", or "avx2" on a VNNI CPU, to compare)."""
+    if SCALAR or TARGET["arch"] != "x86_64":
+        return ""
+    best = "vnni" if _has_vnni() else "avx2"
+    want = env_choice("HASTE_EDGE_PROM_DOT", ("auto", "vnni", "avx2", "off"), "auto")
+    if want == "off" or (want == "vnni" and best != "vnni"):
+        return ""
+    return best if want == "auto" else want
+
+
+KIND = _kind()
+DOT = KIND != ""
+TILE_MAX = VW * NV_MAX.get(KIND, 4)     # pixels a tile
+
+
+def runs_on_dot(ternary_weights: bool) -> bool:
+    """Whether a pointwise PromConv with these weights runs here."""
+    return DOT and (KIND == "vnni" or ternary_weights)
 
 
 def pack_weights(codes: np.ndarray):
@@ -131,6 +154,17 @@ def _scalar_quad_codes(x, x_off, x_stride, rows, n, inv_scale, panel, out_off):
 # stored with tiles.py's epilogue at out[out_off + j * out_stride + v] for v < m
 # ---------------------------------------------------------------------------------------------
 
+def _store(builder, accs, nv, cp, sp, bp, op, o0, n_o, out_off, out_stride, m, lo, hi):
+    """Channel j's sums (accs[j * nv:(j + 1) * nv]) less corr, through the epilogue, for j < n_o."""
+    for j in range(NO):
+        with builder.if_then(builder.icmp_signed(">", n_o, _I64(j))):
+            o = builder.add(o0, _I64(j))
+            c = _splat(builder, builder.load(builder.gep(cp, [o])), _VI)
+            sums = [builder.sub(a, c) for a in accs[j * nv:(j + 1) * nv]]
+            _epilogue(builder, sums, op, builder.add(out_off, builder.mul(out_stride, _I64(j))), _I64(VW), m,
+                      builder.load(builder.gep(sp, [o])), builder.load(builder.gep(bp, [o])), lo, hi)
+
+
 def _vector_dot_tile(nv: int):
     @intrinsic
     def dot_tile(typingctx, panel, a_off, a_step, w4, kq, corr, scale, bias, o0, n_o, lo, hi, out, out_off,
@@ -162,13 +196,74 @@ def _vector_dot_tile(nv: int):
                 return out
 
             accs = phi_loop(builder, _I64(0), kq_v, [ir.Constant(_VI, [0] * VW)] * (NO * nv), body)
-            for j in range(NO):
-                with builder.if_then(builder.icmp_signed(">", n_o_v, _I64(j))):
-                    o = builder.add(o0_v, _I64(j))
-                    c = _splat(builder, builder.load(builder.gep(cp, [o])), _VI)
-                    sums = [builder.sub(a, c) for a in accs[j * nv:(j + 1) * nv]]
-                    _epilogue(builder, sums, op, builder.add(out_off_v, builder.mul(out_stride_v, _I64(j))), _I64(VW),
-                              m_v, builder.load(builder.gep(sp, [o])), builder.load(builder.gep(bp, [o])), lo_v, hi_v)
+            _store(builder, accs, nv, cp, sp, bp, op, o0_v, n_o_v, out_off_v, out_stride_v, m_v, lo_v, hi_v)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dot_tile
+
+
+def _vector_avx2_tile(nv: int):
+    """dot_tile on AVX2 without VNNI, for ternary weights: per 4 input channels, vpmaddubsw makes
+    int16 pair sums of unsigned codes x signed weights (exact: |w| <= 1), added in int16 lanes for
+    runs of AVX2_RUN quads, then vpmaddwd by ones adds each pixel's two pairs into its int32 sum."""
+    v32b, v16w, v8d = ir.VectorType(_I8, 32), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_I32, 8)
+    i32v = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)  # noqa: E731
+
+    @intrinsic
+    def dot_tile(typingctx, panel, a_off, a_step, w4, kq, corr, scale, bias, o0, n_o, lo, hi, out, out_off,
+                 out_stride, m):
+        sig = types.void(panel, types.int64, types.int64, w4, types.int64, corr, scale, bias, types.int64,
+                         types.int64, types.float32, types.float32, out, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            (p_v, a_off_v, a_step_v, w_v, kq_v, corr_v, s_v, b_v, o0_v, n_o_v, lo_v, hi_v, out_v, out_off_v,
+             out_stride_v, m_v) = args
+            pp = _data(context, builder, signature.args[0], p_v)
+            wp = _data(context, builder, signature.args[3], w_v)
+            cp = _data(context, builder, signature.args[5], corr_v)
+            sp = _data(context, builder, signature.args[6], s_v)
+            bp = _data(context, builder, signature.args[7], b_v)
+            op = _data(context, builder, signature.args[12], out_v)
+            maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16w, [v32b, v32b]),
+                                                     "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8d, [v16w, v16w]),
+                                                    "llvm.x86.avx2.pmadd.wd")
+            w_rows = [builder.mul(builder.add(o0_v, _I64(j)), kq_v) for j in range(NO)]
+            zero16, ones16 = ir.Constant(v16w, [0] * 16), ir.Constant(v16w, [1] * 16)
+
+            def quad(q, parts):                 # parts: [channel j][vector i][half h] int16 sums
+                base = builder.add(a_off_v, builder.mul(q, a_step_v))
+                halves = []
+                for i in range(nv):
+                    a = builder.load(builder.bitcast(builder.gep(pp, [builder.add(base, _I64(4 * VW * i))]),
+                                                     ir.VectorType(_I8, 4 * VW).as_pointer()), align=1)
+                    halves.append([builder.shuffle_vector(a, a, i32v(list(range(h * 32, h * 32 + 32)))) for h in (0, 1)])
+                out = []
+                for j in range(NO):
+                    w = _splat(builder, builder.load(builder.gep(wp, [builder.add(w_rows[j], q)])), v8d)
+                    w = builder.bitcast(w, v32b)
+                    for i in range(nv):
+                        for h in (0, 1):
+                            k = (j * nv + i) * 2 + h
+                            out.append(builder.add(parts[k], builder.call(maddubs, [halves[i][h], w])))
+                return out
+
+            def run(r, accs):                   # quads [r * AVX2_RUN, ...) in int16, then widened
+                q0 = builder.mul(r, _I64(AVX2_RUN))
+                q1 = builder.select(builder.icmp_signed("<", builder.add(q0, _I64(AVX2_RUN)), kq_v),
+                                    builder.add(q0, _I64(AVX2_RUN)), kq_v)
+                parts = phi_loop(builder, q0, q1, [zero16] * (NO * nv * 2), quad)
+                out = []
+                for k in range(NO * nv):
+                    lo8, hi8 = (builder.call(maddwd, [parts[2 * k + h], ones16]) for h in (0, 1))
+                    out.append(builder.add(accs[k], builder.shuffle_vector(lo8, hi8, i32v(list(range(16))))))
+                return out
+
+            n_runs = builder.sdiv(builder.add(kq_v, _I64(AVX2_RUN - 1)), _I64(AVX2_RUN))
+            accs = phi_loop(builder, _I64(0), n_runs, [ir.Constant(_VI, [0] * VW)] * (NO * nv), run)
+            _store(builder, accs, nv, cp, sp, bp, op, o0_v, n_o_v, out_off_v, out_stride_v, m_v, lo_v, hi_v)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -196,7 +291,7 @@ def _scalar_dot_tile(nv: int):
 
 
 # without the instruction the plain loops stand in (tests run the same kernel everywhere)
-_make = _vector_dot_tile if DOT else _scalar_dot_tile
+_make = {"vnni": _vector_dot_tile, "avx2": _vector_avx2_tile}.get(KIND, _scalar_dot_tile)
 _d1, _d2, _d3, _d4 = (_make(nv) for nv in TILE_NV)
 quad_codes = _vector_quad_codes if DOT else _scalar_quad_codes
 

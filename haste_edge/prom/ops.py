@@ -92,7 +92,7 @@ class PreparedPromConv:
         (_, _, ho, wo), = conv_infer([x_shape, codes.shape], attrs)
         self.parallel = conv_macs([x_shape, codes.shape], [(n, c_out, ho, wo)], attrs) >= PARALLEL_MACS
         flat = codes.reshape(c_out, -1)
-        self.dot = dot.DOT and pointwise(attrs)
+        self.dot = pointwise(attrs) and dot.runs_on_dot(self.ternary)
         if self.dot:
             self.w4, self.corr, self.kq = dot.pack_weights(flat)
             self.panel = np.zeros(dot.panel_size(c, h * w), np.uint8)
