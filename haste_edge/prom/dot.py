@@ -154,18 +154,9 @@ def _scalar_quad_codes(x, x_off, x_stride, rows, n, inv_scale, panel, out_off):
 # stored with tiles.py's epilogue at out[out_off + j * out_stride + v] for v < m
 # ---------------------------------------------------------------------------------------------
 
-def _store(builder, accs, nv, cp, sp, bp, op, o0, n_o, out_off, out_stride, m, lo, hi):
-    """Channel j's sums (accs[j * nv:(j + 1) * nv]) less corr, through the epilogue, for j < n_o."""
-    for j in range(NO):
-        with builder.if_then(builder.icmp_signed(">", n_o, _I64(j))):
-            o = builder.add(o0, _I64(j))
-            c = _splat(builder, builder.load(builder.gep(cp, [o])), _VI)
-            sums = [builder.sub(a, c) for a in accs[j * nv:(j + 1) * nv]]
-            _epilogue(builder, sums, op, builder.add(out_off, builder.mul(out_stride, _I64(j))), _I64(VW), m,
-                      builder.load(builder.gep(sp, [o])), builder.load(builder.gep(bp, [o])), lo, hi)
-
-
-def _vector_dot_tile(nv: int):
+def _tile(sums):
+    """The dot_tile intrinsic whose int32 sums sums(builder, panel, w4, a_off, a_step, kq, w_rows)
+    makes (NO * nv vectors, channel-major; w_rows: where each channel's quads start in w4)."""
     @intrinsic
     def dot_tile(typingctx, panel, a_off, a_step, w4, kq, corr, scale, bias, o0, n_o, lo, hi, out, out_off,
                  out_stride, m):
@@ -175,33 +166,44 @@ def _vector_dot_tile(nv: int):
         def codegen(context, builder, signature, args):
             (p_v, a_off_v, a_step_v, w_v, kq_v, corr_v, s_v, b_v, o0_v, n_o_v, lo_v, hi_v, out_v, out_off_v,
              out_stride_v, m_v) = args
-            pp = _data(context, builder, signature.args[0], p_v)
-            wp = _data(context, builder, signature.args[3], w_v)
-            cp = _data(context, builder, signature.args[5], corr_v)
-            sp = _data(context, builder, signature.args[6], s_v)
-            bp = _data(context, builder, signature.args[7], b_v)
-            op = _data(context, builder, signature.args[12], out_v)
-            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VI, [_VI, _VI, _VI]),
-                                                "llvm.x86.avx512.vpdpbusd.512")
+            ptr = [_data(context, builder, signature.args[i], args[i]) for i in (0, 3, 5, 6, 7, 12)]
             w_rows = [builder.mul(builder.add(o0_v, _I64(j)), kq_v) for j in range(NO)]
-
-            def body(q, accs):
-                base = builder.add(a_off_v, builder.mul(q, a_step_v))
-                a = [builder.load(builder.bitcast(builder.gep(pp, [builder.add(base, _I64(4 * VW * i))]),
-                                                  _VI.as_pointer()), align=1) for i in range(nv)]
-                out = []
-                for j in range(NO):
-                    w = _splat(builder, builder.load(builder.gep(wp, [builder.add(w_rows[j], q)])), _VI)
-                    out += [builder.call(dp, [accs[j * nv + i], a[i], w]) for i in range(nv)]
-                return out
-
-            accs = phi_loop(builder, _I64(0), kq_v, [ir.Constant(_VI, [0] * VW)] * (NO * nv), body)
-            _store(builder, accs, nv, cp, sp, bp, op, o0_v, n_o_v, out_off_v, out_stride_v, m_v, lo_v, hi_v)
+            accs = sums(builder, ptr[0], ptr[1], a_off_v, a_step_v, kq_v, w_rows)
+            nv = len(accs) // NO
+            for j in range(NO):              # channel j's sums less corr, for j < n_o
+                with builder.if_then(builder.icmp_signed(">", n_o_v, _I64(j))):
+                    o = builder.add(o0_v, _I64(j))
+                    c = _splat(builder, builder.load(builder.gep(ptr[2], [o])), _VI)
+                    _epilogue(builder, [builder.sub(a, c) for a in accs[j * nv:(j + 1) * nv]], ptr[5],
+                              builder.add(out_off_v, builder.mul(out_stride_v, _I64(j))), _I64(VW), m_v,
+                              builder.load(builder.gep(ptr[3], [o])), builder.load(builder.gep(ptr[4], [o])),
+                              lo_v, hi_v)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return dot_tile
+
+
+def _vector_dot_tile(nv: int):
+    """dot_tile on AVX-512 VNNI: one vpdpbusd per 16 pixels, 4 input channels and output channel."""
+    def sums(builder, pp, wp, a_off, a_step, kq, w_rows):
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VI, [_VI, _VI, _VI]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+
+        def body(q, accs):
+            base = builder.add(a_off, builder.mul(q, a_step))
+            a = [builder.load(builder.bitcast(builder.gep(pp, [builder.add(base, _I64(4 * VW * i))]),
+                                              _VI.as_pointer()), align=1) for i in range(nv)]
+            out = []
+            for j in range(NO):
+                w = _splat(builder, builder.load(builder.gep(wp, [builder.add(w_rows[j], q)])), _VI)
+                out += [builder.call(dp, [accs[j * nv + i], a[i], w]) for i in range(nv)]
+            return out
+
+        return phi_loop(builder, _I64(0), kq, [ir.Constant(_VI, [0] * VW)] * (NO * nv), body)
+
+    return _tile(sums)
 
 
 def _vector_avx2_tile(nv: int):
@@ -211,64 +213,43 @@ def _vector_avx2_tile(nv: int):
     v32b, v16w, v8d = ir.VectorType(_I8, 32), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_I32, 8)
     i32v = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)  # noqa: E731
 
-    @intrinsic
-    def dot_tile(typingctx, panel, a_off, a_step, w4, kq, corr, scale, bias, o0, n_o, lo, hi, out, out_off,
-                 out_stride, m):
-        sig = types.void(panel, types.int64, types.int64, w4, types.int64, corr, scale, bias, types.int64,
-                         types.int64, types.float32, types.float32, out, types.int64, types.int64, types.int64)
+    def sums(builder, pp, wp, a_off, a_step, kq, w_rows):
+        maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16w, [v32b, v32b]),
+                                                 "llvm.x86.avx2.pmadd.ub.sw")
+        maddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8d, [v16w, v16w]),
+                                                "llvm.x86.avx2.pmadd.wd")
+        zero16, ones16 = ir.Constant(v16w, [0] * 16), ir.Constant(v16w, [1] * 16)
 
-        def codegen(context, builder, signature, args):
-            (p_v, a_off_v, a_step_v, w_v, kq_v, corr_v, s_v, b_v, o0_v, n_o_v, lo_v, hi_v, out_v, out_off_v,
-             out_stride_v, m_v) = args
-            pp = _data(context, builder, signature.args[0], p_v)
-            wp = _data(context, builder, signature.args[3], w_v)
-            cp = _data(context, builder, signature.args[5], corr_v)
-            sp = _data(context, builder, signature.args[6], s_v)
-            bp = _data(context, builder, signature.args[7], b_v)
-            op = _data(context, builder, signature.args[12], out_v)
-            maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16w, [v32b, v32b]),
-                                                     "llvm.x86.avx2.pmadd.ub.sw")
-            maddwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8d, [v16w, v16w]),
-                                                    "llvm.x86.avx2.pmadd.wd")
-            w_rows = [builder.mul(builder.add(o0_v, _I64(j)), kq_v) for j in range(NO)]
-            zero16, ones16 = ir.Constant(v16w, [0] * 16), ir.Constant(v16w, [1] * 16)
+        def quad(q, parts):                 # parts: [channel j][vector i][half h] int16 sums
+            base = builder.add(a_off, builder.mul(q, a_step))
+            halves = []
+            for i in range(nv):
+                a = builder.load(builder.bitcast(builder.gep(pp, [builder.add(base, _I64(4 * VW * i))]),
+                                                 ir.VectorType(_I8, 4 * VW).as_pointer()), align=1)
+                halves.append([builder.shuffle_vector(a, a, i32v(list(range(h * 32, h * 32 + 32)))) for h in (0, 1)])
+            out = []
+            for j in range(NO):
+                w = builder.bitcast(_splat(builder, builder.load(builder.gep(wp, [builder.add(w_rows[j], q)])), v8d),
+                                    v32b)
+                out += [builder.add(parts[(j * nv + i) * 2 + h], builder.call(maddubs, [halves[i][h], w]))
+                        for i in range(nv) for h in (0, 1)]
+            return out
 
-            def quad(q, parts):                 # parts: [channel j][vector i][half h] int16 sums
-                base = builder.add(a_off_v, builder.mul(q, a_step_v))
-                halves = []
-                for i in range(nv):
-                    a = builder.load(builder.bitcast(builder.gep(pp, [builder.add(base, _I64(4 * VW * i))]),
-                                                     ir.VectorType(_I8, 4 * VW).as_pointer()), align=1)
-                    halves.append([builder.shuffle_vector(a, a, i32v(list(range(h * 32, h * 32 + 32)))) for h in (0, 1)])
-                out = []
-                for j in range(NO):
-                    w = _splat(builder, builder.load(builder.gep(wp, [builder.add(w_rows[j], q)])), v8d)
-                    w = builder.bitcast(w, v32b)
-                    for i in range(nv):
-                        for h in (0, 1):
-                            k = (j * nv + i) * 2 + h
-                            out.append(builder.add(parts[k], builder.call(maddubs, [halves[i][h], w])))
-                return out
+        def run(r, accs):                   # quads [r * AVX2_RUN, ...) in int16, then widened
+            q0 = builder.mul(r, _I64(AVX2_RUN))
+            q1 = builder.select(builder.icmp_signed("<", builder.add(q0, _I64(AVX2_RUN)), kq),
+                                builder.add(q0, _I64(AVX2_RUN)), kq)
+            parts = phi_loop(builder, q0, q1, [zero16] * (NO * nv * 2), quad)
+            out = []
+            for k in range(NO * nv):
+                lo8, hi8 = (builder.call(maddwd, [parts[2 * k + h], ones16]) for h in (0, 1))
+                out.append(builder.add(accs[k], builder.shuffle_vector(lo8, hi8, i32v(list(range(16))))))
+            return out
 
-            def run(r, accs):                   # quads [r * AVX2_RUN, ...) in int16, then widened
-                q0 = builder.mul(r, _I64(AVX2_RUN))
-                q1 = builder.select(builder.icmp_signed("<", builder.add(q0, _I64(AVX2_RUN)), kq_v),
-                                    builder.add(q0, _I64(AVX2_RUN)), kq_v)
-                parts = phi_loop(builder, q0, q1, [zero16] * (NO * nv * 2), quad)
-                out = []
-                for k in range(NO * nv):
-                    lo8, hi8 = (builder.call(maddwd, [parts[2 * k + h], ones16]) for h in (0, 1))
-                    out.append(builder.add(accs[k], builder.shuffle_vector(lo8, hi8, i32v(list(range(16))))))
-                return out
+        n_runs = builder.sdiv(builder.add(kq, _I64(AVX2_RUN - 1)), _I64(AVX2_RUN))
+        return phi_loop(builder, _I64(0), n_runs, [ir.Constant(_VI, [0] * VW)] * (NO * nv), run)
 
-            n_runs = builder.sdiv(builder.add(kq_v, _I64(AVX2_RUN - 1)), _I64(AVX2_RUN))
-            accs = phi_loop(builder, _I64(0), n_runs, [ir.Constant(_VI, [0] * VW)] * (NO * nv), run)
-            _store(builder, accs, nv, cp, sp, bp, op, o0_v, n_o_v, out_off_v, out_stride_v, m_v, lo_v, hi_v)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return dot_tile
+    return _tile(sums)
 
 
 def _scalar_dot_tile(nv: int):
