@@ -41,6 +41,19 @@ _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "ic
                 "x86-64-v4")
 
 
+def x86_feature(name: str, cpus: tuple[str, ...]) -> bool:
+    """Whether the x86 code Numba generates may use feature `name` (LLVM's spelling, e.g.
+    "avx512f"): as Numba was told (NUMBA_CPU_FEATURES, else NUMBA_CPU_NAME, one of `cpus` having
+    it), else the host's."""
+    feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
+    if feats:
+        return f"+{name}" in feats.split(",")
+    if _cpu_override():
+        return _cpu_override().startswith(cpus)
+    import llvmlite.binding as llvm
+    return bool(llvm.get_host_cpu_features().get(name))
+
+
 def _features() -> tuple[str, bool]:
     """(architecture, has AVX-512) of the code Numba generates."""
     arch = platform.machine().lower()
@@ -48,13 +61,7 @@ def _features() -> tuple[str, bool]:
         return "aarch64", False
     if arch not in ("x86_64", "amd64"):
         return arch, False
-    feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
-    if feats:
-        return "x86_64", "+avx512f" in feats
-    if _cpu_override():
-        return "x86_64", _cpu_override().startswith(_AVX512_CPUS)
-    import llvmlite.binding as llvm
-    return "x86_64", bool(llvm.get_host_cpu_features().get("avx512f"))
+    return "x86_64", x86_feature("avx512f", _AVX512_CPUS)
 
 
 def _cpu_override() -> str | None:

@@ -1,13 +1,16 @@
-"""The ternary pointwise conv on the CPU's int8 dot-product instruction (AVX-512 VNNI's vpdpbusd),
-where there is one; tiles.py's additions kernel everywhere else. Both give the same int32 sums, so
-the same outputs bit for bit (reference.py defines them).
+"""PROM's pointwise convs (1x1, stride 1, group 1) on the CPU's int8 dot-product instructions, where
+there are some; tiles.py's additions (ternary) and taps (int8) kernels everywhere else. All give the
+same int32 sums, so the same outputs bit for bit (reference.py defines them).
 
-vpdpbusd adds to each int32 lane the four products of 4 unsigned bytes and 4 signed bytes: 64
-multiply-adds an instruction, a register's worth of pixels for 4 input channels. The additions
-kernel reads each input row once per output channel that uses it; here a tile of 4 output
-channels x 64 pixels holds 16 sums in registers and every loaded code serves 4 output channels.
-The weights are ternary, so the products are the additions and subtractions the method counts
-(stats and energy.py count those); the instruction is the CPU's fastest way to make them.
+  vnni  AVX-512 VNNI's vpdpbusd adds to each int32 lane the four products of 4 unsigned and 4
+        signed bytes: 64 multiply-adds an instruction. Ternary and int8 weights.
+  avx2  x86 without it: vpmaddubsw pair sums in int16, vpmaddwd into int32 (_vector_avx2_tile);
+        exact for ternary weights only, so only they run here.
+The additions kernel reads each input row once per output channel that uses it (bound by loads);
+here a tile of 4 output channels x 16-64 pixels holds its sums in registers and every loaded code
+serves 4 output channels. With ternary weights the products are the additions and subtractions
+the method counts (stats and energy.py count those); the instruction is the CPU's fastest way to
+make them.
 
 Layouts (made once per layer in ops.PreparedPromConv):
   panel  the activation codes + 128 (unsigned: 1..255) as bytes [C_in/4][P16][4]: four input
@@ -17,17 +20,13 @@ Layouts (made once per layer in ops.PreparedPromConv):
 """
 from __future__ import annotations
 
-import os
-
-import llvmlite.binding as llvm
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from haste_edge.jit import env_choice, njit, prange
-from haste_edge.microkernel import TARGET, _cpu_override, _data, _lanes_below, _masked, phi_loop
+from haste_edge.microkernel import TARGET, _data, _lanes_below, _masked, phi_loop, x86_feature
 from haste_edge.prom.tiles import SCALAR, VW, _epilogue, _splat
 
 NO = 4                      # output channels a tile
@@ -42,18 +41,13 @@ _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _VI, _VF = ir.VectorType(_I32, VW), ir.VectorType(ir.FloatType(), VW)
 
 
+_VNNI_CPUS = ("cascadelake", "cooperlake", "icelake", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+              "graniterapids", "znver4", "znver5")
+
+
 def _has_vnni() -> bool:
-    """Whether the code Numba generates may use AVX-512 VNNI (the host's, or the CPU it was told)."""
-    if TARGET["arch"] != "x86_64" or not TARGET["avx512"]:
-        return False
-    feats = numba.config.CPU_FEATURES or os.environ.get("NUMBA_CPU_FEATURES")
-    if feats:
-        return "+avx512vnni" in feats
-    cpu = _cpu_override()
-    if cpu:
-        return cpu.startswith(("cascadelake", "cooperlake", "icelake", "tigerlake", "rocketlake", "sapphirerapids",
-                               "emeraldrapids", "graniterapids", "znver4", "znver5"))
-    return bool(llvm.get_host_cpu_features().get("avx512vnni"))
+    """Whether the code Numba generates may use AVX-512 VNNI."""
+    return TARGET["arch"] == "x86_64" and TARGET["avx512"] and x86_feature("avx512vnni", _VNNI_CPUS)
 
 
 def _kind() -> str:
@@ -81,7 +75,7 @@ def runs_on_dot(ternary_weights: bool) -> bool:
 
 
 def pack_weights(codes: np.ndarray):
-    """(w4 int32 [C_out4 * C_in4], corr int32 [C_out], k_quads) from ternary codes (C_out, C_in)."""
+    """(w4 int32 [C_out4 * C_in4], corr int32 [C_out], k_quads) from weight codes (C_out, C_in) int8."""
     c_out, c_in = codes.shape
     kq = (c_in + 3) // 4
     w = np.zeros(((c_out + NO - 1) // NO * NO, kq * 4), np.int8)
@@ -291,8 +285,8 @@ def dot_tile(nv, panel, a_off, a_step, w4, kq, corr, scale, bias, o0, n_o, lo, h
 
 
 def _dot_pointwise(x, inv_scale, panel, w4, kq, corr, scale, bias, lo, hi, n_chunks, y):
-    """x (N, C_in, P) float32 -> y (N, C_out, P) float32: the ternary (or any int8) 1x1 conv of
-    x's codes, panel: panel_size(C_in, P) bytes, rewritten per image; w4, corr: pack_weights.
+    """x (N, C_in, P) float32 -> y (N, C_out, P) float32: the 1x1 conv of x's codes (int8 weights
+    on "vnni", ternary on "avx2"), panel: panel_size(C_in, P) bytes, rewritten per image; w4, corr: pack_weights.
     n_chunks: how many parts the output-channel blocks are split into (one per thread)."""
     n_img, c_in, p_all = x.shape
     c_out = y.shape[1]
