@@ -28,14 +28,15 @@ from haste_edge.preprocess import normalise
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def stage_overrides(model, Ls) -> dict:
-    """{conv name: {"L": L of its stage}} for the ResNet's four stages."""
+def stage_overrides(model, Ls, Ps=(None,) * 4) -> dict:
+    """{conv name: {"L": L of its stage[, "P": P of its stage]}} for the ResNet's four stages; a
+    stage whose L is None gets no override."""
     out = {}
     for node in model.graph.nodes:
         if node.op == "Conv":
-            for stage, L in zip(STAGES, Ls):
-                if f"/{stage}/" in node.name:
-                    out[node.name] = {"L": L}
+            for stage, L, P in zip(STAGES, Ls, Ps):
+                if f"/{stage}/" in node.name and L is not None:
+                    out[node.name] = {"L": L} if P is None else {"L": L, "P": P}
     return out
 
 
@@ -53,7 +54,7 @@ def evaluate(model, x, y, batch):
     return correct / len(x), 1 - exe / dense, 1 - (exe + over) / dense
 
 
-GROUPS = ("network", "stages", "start", "late")
+GROUPS = ("network", "stages", "start", "late", "late_margin", "wholemap")
 
 
 def grid(model, seed: int, groups=GROUPS):
@@ -74,9 +75,18 @@ def grid(model, seed: int, groups=GROUPS):
                    (15, 13, 13, 4), (14, 13, 12, 5), (13, 12, 12, 5), (14, 12, 11, 5)]:
             yield (f"P=2 stages L={'-'.join(map(str, Ls))}",
                    HasteConfig(L=12, patch=2, seed=seed, per_layer=stage_overrides(model, Ls)))
+    if "late_margin" in groups:      # more conservative neighbours of "late", for a rule with a margin
+        for Ls in [(15, 13, 13, 5), (16, 14, 13, 4), (15, 14, 13, 4), (16, 14, 14, 4), (16, 14, 13, 5)]:
+            yield (f"P=2 stages L={'-'.join(map(str, Ls))}",
+                   HasteConfig(L=12, patch=2, seed=seed, per_layer=stage_overrides(model, Ls)))
     if "start" in groups:
         for L, start in ((4, 15), (5, 15), (6, 15), (8, 15), (8, 10), (10, 10)):
             yield f"L={L},P=4,start={start}", HasteConfig(L=L, patch=4, seed=seed, start_layer=start)
+    if "wholemap" in groups:         # stage 3 (7x7 maps) with one bucket set per map (P=8), stage 4 as `fast`
+        for L3, L4 in ((4, 4), (5, 4), (6, 4), (7, 4), (8, 4), (9, 4), (10, 4), (11, 4), (12, 4)):
+            yield (f"start=10, stage 3 L={L3},P=8, stage 4 L={L4},P=4",
+                   HasteConfig(L=L4, patch=4, seed=seed, start_layer=10,
+                               per_layer=stage_overrides(model, (None, None, L3, L4), (None, None, 8, 4))))
 
 
 def main():
