@@ -369,7 +369,8 @@ HTTM_HELP = ("merge tokens in attention per head (HTTM), e.g. q=0.5,kv=0.3 (kept
              "mode=head|uniform, start first merged layer), or a named setting: fast")
 
 HASTE_HELP = ("run convs with HASTE, e.g. L=12,P=4 (keys: L hyperplanes, P tile size, s sparsity, seed, "
-              "start first compressed conv, 1x1 on/off, strided on/off), or a named setting: fast, "
+              "start first compressed conv, 1x1 on/off, strided on/off, Lout L per output-channel count as "
+              "32:15/64:14), or a named setting: fast, "
               "fewest-macs, auto (fast only on convs where this machine's cost model says it pays), "
               "auto:SPEC (SPEC there)")
 

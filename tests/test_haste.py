@@ -410,6 +410,14 @@ def test_parse_haste_spec():
     cfg = parse_haste_spec(" L = 8 , s=2/3, 1x1=1, strided=false ")
     assert cfg.L == 8 and abs(cfg.s - 2 / 3) < 1e-12 and cfg.include_1x1 and not cfg.include_strided
     assert parse_haste_spec("L=5").patch == 4
+    assert parse_haste_spec("L=12,Lout=32:15/256:4").L_by_cout == {32: 15, 256: 4}
+
+
+def test_L_by_output_channels():
+    """Lout sets L per output-channel count; per_layer's L still wins; others keep the network L."""
+    net = [_node("a", 32, 16), _node("b", 64, 32), _node("c", 64, 64)]
+    got = plan_layers(net, HasteConfig(L=10, start_layer=0, L_by_cout={32: 5}, per_layer={"c": {"L": 7}}))
+    assert {k: v.L for k, v in got.items()} == {"a": 5, "b": 10, "c": 7}
 
 
 @pytest.mark.parametrize("spec, match", [
@@ -425,6 +433,10 @@ def test_parse_haste_spec():
     ("L=12,s=1.5", "s .* must be a number in"),
     ("L=12,P=0", "P .* must be an integer >= 1"),
     ("L=12,seed=-1", "seed must be an integer >= 0"),
+    ("L=12,Lout=32", "bad value '32' for 'Lout'"),
+    ("L=12,Lout=32:4/32:5", "bad value '32:4/32:5' for 'Lout'"),
+    ("L=12,Lout=0:4", "output-channel counts must be integers >= 1"),
+    ("L=12,Lout=32:99", "L .* must be an integer in"),
 ])
 def test_parse_haste_spec_errors(spec, match):
     with pytest.raises(ValueError, match=match):

@@ -47,6 +47,8 @@ class HasteConfig:
     include_strided  also convs with a stride > 1
     per_layer    node name -> overrides {"L", "s", "P", "seed", "enabled"}; "enabled": True
                  forces HASTE on a conv the filters above exclude (never on a grouped conv)
+    L_by_cout    output-channel count -> L for the convs with that many output channels (a
+                 ResNet's stages, by name-free means); per_layer's "L" still wins
     """
     L: int
     s: float = 2.0 / 3.0
@@ -56,6 +58,7 @@ class HasteConfig:
     include_1x1: bool = False
     include_strided: bool = True
     per_layer: dict = field(default_factory=dict)
+    L_by_cout: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check_L(self.L)
@@ -72,6 +75,10 @@ class HasteConfig:
             if bad:
                 raise ValueError(f"HASTE per_layer[{name!r}]: unknown key(s) {bad}; "
                                  f"allowed: {list(_OVERRIDE_KEYS)}")
+        for c_out, L in self.L_by_cout.items():
+            if not _is_int(c_out) or c_out < 1:
+                raise ValueError(f"HASTE L_by_cout: output-channel counts must be integers >= 1, got {c_out!r}")
+            _check_L(L)
 
 
 def _is_int(v) -> bool:
@@ -140,7 +147,7 @@ def plan_layers(conv_nodes, cfg: HasteConfig) -> dict:
             enabled = bool(ov["enabled"])
         if not enabled:
             continue
-        out[name] = LayerSetting(L=ov.get("L", cfg.L), s=float(ov.get("s", cfg.s)), P=ov.get("P", cfg.patch),
+        out[name] = LayerSetting(L=ov.get("L", cfg.L_by_cout.get(int(wshape[0]), cfg.L)), s=float(ov.get("s", cfg.s)), P=ov.get("P", cfg.patch),
                                  seed=ov.get("seed", layer_seed(cfg.seed, position)))
     return out
 
@@ -149,13 +156,24 @@ def plan_layers(conv_nodes, cfg: HasteConfig) -> dict:
 _SPEC_KEYS = {"L": "L", "P": "patch", "patch": "patch", "s": "s", "seed": "seed",
               "start": "start_layer", "start_layer": "start_layer",
               "1x1": "include_1x1", "include_1x1": "include_1x1",
-              "strided": "include_strided", "include_strided": "include_strided"}
+              "strided": "include_strided", "include_strided": "include_strided",
+              "Lout": "L_by_cout", "L_by_cout": "L_by_cout"}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
                "off": False}
 
 
 def _parse_value(key, fname, text):
     kind = {f.name: f.type for f in fields(HasteConfig)}[fname]
+    if kind == "dict":                           # Lout=32:15/64:14: output channels -> L
+        try:
+            pairs = [item.split(":") for item in text.split("/")]
+            out = {int(c): int(L) for c, L in pairs}
+            if len(out) != len(pairs):
+                raise ValueError
+            return out
+        except ValueError:
+            raise ValueError(f"HASTE spec: bad value {text!r} for {key!r}: expected output-channel "
+                             f"counts and L as C:L/C:L, e.g. 32:15/64:14") from None
     try:
         if kind == "bool":
             return _BOOL_WORDS[text.lower()]
@@ -171,19 +189,22 @@ def _parse_value(key, fname, text):
 
 
 # Named settings, chosen on training images of the bundled model only (benchmarks/haste_select.py,
-# results/haste_select.md; their test-set figures in README "HASTE and time"): network-wide, so
+# results/haste_select.md; their test-set figures in README "HASTE and time"): no node names, so
 # they apply to any model. "auto" (method.Haste) is "fast" where the cost model says it pays.
 NAMED_SETTINGS = {
     "fast": "L=4,P=4,start=15",    # fastest within 1 point there (results/haste_front_latency.md);
                                    # start counts convs in graph order: on the bundled ResNet its last stage
-    "fewest-macs": "L=11,P=4",     # most conv MACs saved within 1 point there
+    # most conv MACs saved within 1 point there (results/haste_select_margin.md: the plain 1-point
+    # rule): L by output channels, the bundled ResNet's four stages; other convs L=12
+    "fewest-macs": "L=12,P=2,Lout=32:15/64:14/128:13/256:4",
 }
 
 
 def parse_haste_spec(spec: str) -> HasteConfig:
     """"L=12,P=4,s=0.667,seed=0,start=1" -> HasteConfig, or a named setting (NAMED_SETTINGS). L is
     required; other keys default as in HasteConfig. Keys: L, P (or patch), s, seed, start (or
-    start_layer), 1x1 (or include_1x1), strided (or include_strided); booleans as 0/1/true/false."""
+    start_layer), 1x1 (or include_1x1), strided (or include_strided), Lout (or L_by_cout: L per
+    output-channel count, as 32:15/64:14); booleans as 0/1/true/false."""
     spec = NAMED_SETTINGS.get(spec.strip(), spec)
     values = {}
     for item in (t.strip() for t in spec.split(",")):
