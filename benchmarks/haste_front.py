@@ -27,7 +27,8 @@ POINTS = {
     "L=8,P=4,start=10": ("rtol_P4_start10", 4, 8, "L=8,P=4,start=10"),
     "L=6,P=4,start=15": ("rtol_P4_start15", 4, 6, "L=6,P=4,start=15"),
     "L=4,P=4,start=15": ("rtol_P4_start15", 4, 4, "fast (L=4,P=4,start=15)"),
-    "L=11,P=4": ("sweep_P4_named", 4, 11, "fewest-macs (L=11,P=4)"),
+    "L=11,P=4": ("sweep_P4_named", 4, 11, "L=11,P=4"),
+    "fewest-macs": ("rtol_P2_stage_15_14_13_4", 2, 12, "fewest-macs (P=2, L 15/14/13/4)"),
     "L=13,P=4": ("sweep_P4_named", 4, 13, "L=13,P=4"),
 }
 
