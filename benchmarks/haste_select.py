@@ -9,6 +9,10 @@ top-1 is close to the test set's (93.40 % on the last 1,000, results/haste_selec
 setting's drop measured there is the figure used to choose; the chosen settings are then measured
 on all 10,000 test images by haste_sweep.py. Grid (grid()): P in {2, 4}, L network-wide and per
 stage (layer1..layer4 of the ResNet). Writes results/<name>.md and .json.
+
+    python benchmarks/haste_select.py --groups late late_margin --images 5000 --pick 0.8
+
+applies a rule instead ("most conv MACs saved with a mean drop <= 0.8 points over --seeds"; pick()).
 """
 from __future__ import annotations
 
