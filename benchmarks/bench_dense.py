@@ -21,7 +21,8 @@ from haste_edge.preprocess import load_batch
 
 
 DEFAULT_MODELS = ("fashion_resnet18", "efficientnet_lite0")
-MODELS = (*DEFAULT_MODELS, "resnet18_224", "vgg11_224", "mobilenetv2_224")
+BUNDLED = ("fashion_resnet18", "fashion_vit_t4")          # haste_edge/assets, with models/<name>.onnx
+MODELS = (*DEFAULT_MODELS, "resnet18_224", "vgg11_224", "mobilenetv2_224", "fashion_vit_t4")
 
 
 def cases(names=DEFAULT_MODELS):
@@ -29,10 +30,10 @@ def cases(names=DEFAULT_MODELS):
     preprocessed as their sidecar says."""
     from model_zoo import foolbox_images, get_model
     for name in names:
-        if name == "fashion_resnet18":
-            default = haste_edge.load()
-            yield (name, default, ROOT / "models" / "fashion_resnet18.onnx",
-                   load_batch(haste_edge.sample_images()[:1], default.meta["input"]))
+        if name in BUNDLED:
+            model = haste_edge.load(name)
+            yield (name, model, ROOT / "models" / f"{name}.onnx",
+                   load_batch(haste_edge.sample_images()[:1], model.meta["input"]))
         else:
             path = get_model(name)
             model = haste_edge.load(path)
