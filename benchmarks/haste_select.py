@@ -74,15 +74,15 @@ def grid(model, seed: int, groups=GROUPS):
                       (2, (12, 11, 10, 6)), (4, (13, 11, 10, 8)), (4, (12, 11, 10, 8)), (4, (12, 10, 9, 6))]:
             yield (f"P={P} stages L={'-'.join(map(str, Ls))}",
                    HasteConfig(L=12, patch=P, seed=seed, per_layer=stage_overrides(model, Ls)))
+    late = []
     if "late" in groups:             # P=2 with the 256-channel stage merged harder (it tolerated L=4 at P=4)
-        for Ls in [(14, 12, 12, 8), (14, 12, 12, 6), (14, 12, 12, 5), (14, 12, 12, 4), (15, 13, 12, 5),
-                   (15, 13, 13, 4), (14, 13, 12, 5), (13, 12, 12, 5), (14, 12, 11, 5)]:
-            yield (f"P=2 stages L={'-'.join(map(str, Ls))}",
-                   HasteConfig(L=12, patch=2, seed=seed, per_layer=stage_overrides(model, Ls)))
+        late += [(14, 12, 12, 8), (14, 12, 12, 6), (14, 12, 12, 5), (14, 12, 12, 4), (15, 13, 12, 5),
+                 (15, 13, 13, 4), (14, 13, 12, 5), (13, 12, 12, 5), (14, 12, 11, 5)]
     if "late_margin" in groups:      # more conservative neighbours of "late", for a rule with a margin
-        for Ls in [(15, 13, 13, 5), (16, 14, 13, 4), (15, 14, 13, 4), (16, 14, 14, 4), (16, 14, 13, 5)]:
-            yield (f"P=2 stages L={'-'.join(map(str, Ls))}",
-                   HasteConfig(L=12, patch=2, seed=seed, per_layer=stage_overrides(model, Ls)))
+        late += [(15, 13, 13, 5), (16, 14, 13, 4), (15, 14, 13, 4), (16, 14, 14, 4), (16, 14, 13, 5)]
+    for Ls in late:
+        yield (f"P=2 stages L={'-'.join(map(str, Ls))}",
+               HasteConfig(L=12, patch=2, seed=seed, per_layer=stage_overrides(model, Ls)))
     if "start" in groups:
         for L, start in ((4, 15), (5, 15), (6, 15), (8, 15), (8, 10), (10, 10)):
             yield f"L={L},P=4,start={start}", HasteConfig(L=L, patch=4, seed=seed, start_layer=start)

@@ -420,6 +420,18 @@ def test_L_by_output_channels():
     assert {k: v.L for k, v in got.items()} == {"a": 5, "b": 10, "c": 7}
 
 
+def test_fewest_macs_is_the_measured_per_stage_setting():
+    """README's fewest-macs figures were measured with per_layer_L_15_14_13_4.json (haste_sweep.py
+    --P 2 --L 12 --per-layer ...): the named setting must plan the bundled model's convs alike."""
+    import haste_edge
+    g = haste_edge.load().graph
+    convs = [(n.name, g.weights[n.inputs[1]].shape, n.attrs) for n in g.nodes if n.op == "Conv"]
+    per_layer = json.loads((REPO / "benchmarks/results/per_layer_L_15_14_13_4.json").read_text())
+    measured = plan_layers(convs, HasteConfig(L=12, patch=2, per_layer=per_layer))
+    assert plan_layers(convs, parse_haste_spec("fewest-macs")) == measured
+    assert {s.L for s in measured.values()} == {15, 14, 13, 4}
+
+
 @pytest.mark.parametrize("spec, match", [
     ("L=12,Q=3", "unknown key 'Q'"),
     ("L=twelve", "bad value 'twelve' for 'L'"),

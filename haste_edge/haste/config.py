@@ -147,7 +147,8 @@ def plan_layers(conv_nodes, cfg: HasteConfig) -> dict:
             enabled = bool(ov["enabled"])
         if not enabled:
             continue
-        out[name] = LayerSetting(L=ov.get("L", cfg.L_by_cout.get(int(wshape[0]), cfg.L)), s=float(ov.get("s", cfg.s)), P=ov.get("P", cfg.patch),
+        L = ov.get("L", cfg.L_by_cout.get(int(wshape[0]), cfg.L))
+        out[name] = LayerSetting(L=L, s=float(ov.get("s", cfg.s)), P=ov.get("P", cfg.patch),
                                  seed=ov.get("seed", layer_seed(cfg.seed, position)))
     return out
 
